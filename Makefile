@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make bench` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# A machine that already has torch (the GPU machines: torch 2.11 + CUDA) keeps it;
+# elsewhere CI's pins are installed (torch 2.13.0 CPU build).
+REQS ?= requirements/ci-cpu.txt
+JOBS ?= 2
+
+.PHONY: install test bench lint cuda-check clean
+
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q -r $(REQS)
+	@$(PYTHON) -c "import pytest, hypothesis, pytest_benchmark" 2>/dev/null || $(PIP) install -q -r $(REQS)
+	MAX_JOBS=$(JOBS) $(PIP) install -q --no-build-isolation --no-deps -e .
+
+test: install
+	$(PYTHON) -m pytest tests -q
+
+bench: install
+	$(PYTHON) -m kexue bench
+
+lint:
+	$(PYTHON) -m ruff check pyext triton_kernels tests bench setup.py
+
+cuda-check:
+	cmake -S . -B build/cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build build/cuda-check -j $(JOBS)
+
+clean:
+	rm -rf build dist *.egg-info pyext/*.so

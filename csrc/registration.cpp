@@ -1,0 +1,34 @@
+// Op schemas of kexue: written once here, for every device.  Implementations register per
+// device elsewhere (TORCH_LIBRARY_IMPL in csrc/<op>/<op>_cpu.cpp and <op>_cuda.cpp); fake
+// kernels and autograd are registered in Python (pyext/<op>/op.py).
+#include <Python.h>
+#include <torch/library.h>
+
+// `import kexue._C` loads this library (and so runs the registrations below).  The module
+// itself is empty and built against the limited API, so one wheel serves several Pythons.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(kexue, m) {
+  // Linear attention (Katharopoulos et al. 2020).  See pyext/linear_attention/reference.py for
+  // the exact semantics.  feature_map is one of "none", "elu", "relu", "softmax", "taylor".
+  // Returns out (B, H, N, Dv) in q's dtype and the final state S (B', H, F, Dv), z (B', H, F)
+  // in the accumulation dtype (float32, or float64 for float64 inputs); B' = number of
+  // sequences (B, or len(cu_seqlens) - 1).
+  m.def(
+      "linear_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? key_padding_mask, "
+      "Tensor? initial_S, Tensor? initial_z, Tensor? cu_seqlens, str feature_map, bool causal, "
+      "bool normalize, float eps) -> (Tensor out, Tensor S, Tensor z)");
+  // Gradients of linear_attention_fwd.  grad_S / grad_z are the gradients of the final state
+  // (None when unused).  Returns dq, dk, dv (shapes of q, k, v, their dtype) and dS0, dz0
+  // (shapes of initial_S / initial_z, empty when those are None).
+  m.def(
+      "linear_attention_bwd(Tensor grad_out, Tensor? grad_S, Tensor? grad_z, Tensor q, Tensor k, "
+      "Tensor v, Tensor? key_padding_mask, Tensor? initial_S, Tensor? initial_z, "
+      "Tensor? cu_seqlens, str feature_map, bool causal, bool normalize, float eps) "
+      "-> (Tensor dq, Tensor dk, Tensor dv, Tensor dS0, Tensor dz0)");
+}

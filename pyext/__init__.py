@@ -1,0 +1,20 @@
+"""kexue: fast, exact kernels (CPU C++, Triton, CUDA) behind plain PyTorch APIs.
+
+Every op has a plain-PyTorch reference (``backend="torch"``) that defines its semantics, and
+fast backends chosen with ``backend="auto"``.
+"""
+
+from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
+from .linear_attention import linear_attention, linear_attention_step
+
+__version__ = "0.1.0"
+
+__all__ = ["linear_attention", "linear_attention_step", "nn"]
+
+
+def __getattr__(name):  # lazy submodules keep `import kexue` light
+    if name == "nn":
+        from . import nn
+
+        return nn
+    raise AttributeError(f"module 'kexue' has no attribute {name!r}")

@@ -1,0 +1,95 @@
+"""The one place where a public function's ``backend=`` argument becomes an implementation.
+
+Backends:
+  "torch"  plain-PyTorch reference that defines the semantics (any device, any float dtype)
+  "cpu"    C++ kernel (CPU tensors)
+  "cuda"   CUDA C++ kernel (CUDA tensors)
+  "triton" Triton kernel (CUDA tensors; CPU tensors under TRITON_INTERPRET=1)
+  "auto"   the fastest available for the device and shape (per-op policy)
+
+Each op declares an :class:`OpBackends` with its implementations; an op that gains a backend
+adds an entry there, and nothing in its public API changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from . import _ext
+
+BACKENDS = ("torch", "cpu", "cuda", "triton")
+
+
+def triton_can_run(device: torch.device) -> tuple[bool, str]:
+    ok, why = _ext.triton_status()
+    if not ok:
+        return ok, why
+    if device.type == "cuda":
+        return True, ""
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return True, ""
+    return False, f"the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
+
+
+@dataclass
+class OpBackends:
+    """Implementations of one op, keyed by backend name.
+
+    ``native_op`` is the registered op name whose CPU/CUDA kernels back the "cpu"/"cuda"
+    backends; ``auto`` picks a backend from (device, shape info) among the available ones.
+    """
+
+    name: str
+    impls: dict[str, Callable] = field(default_factory=dict)
+    native_op: str | None = None
+    triton_ready: Callable[[], tuple[bool, str]] | None = None
+    auto: Callable[[torch.device, dict], list[str]] | None = None
+
+    def availability(self, backend: str, device: torch.device) -> tuple[bool, str]:
+        """(can run, reason if not) for ``backend`` on tensors of ``device``."""
+        if backend not in self.impls:
+            return False, f"{self.name} has no {backend!r} backend"
+        if backend == "torch":
+            return True, ""
+        if backend in ("cpu", "cuda"):
+            if device.type != backend:
+                return False, f"backend={backend!r} runs on {backend} tensors, got {device.type} tensors"
+            key = "CPU" if backend == "cpu" else "CUDA"
+            if self.native_op is None or not _ext.has_kernel(self.native_op, key):
+                why = _ext.CUDA_LIBRARY_ERROR if backend == "cuda" else "no CPU kernel registered"
+                return False, f"backend={backend!r} is not available: {why}"
+            return True, ""
+        if backend == "triton":
+            ok, why = triton_can_run(device)
+            if ok and self.triton_ready is not None:
+                ok, why = self.triton_ready()
+            return ok, why
+        return False, f"unknown backend {backend!r}"
+
+    def resolve(self, backend: str, device: torch.device, info: dict | None = None) -> tuple[str, str]:
+        """Returns (backend name, why it was picked); raises ValueError if it cannot run."""
+        if backend == "auto":
+            order = self.auto(device, info or {}) if self.auto else ["cuda", "cpu", "triton", "torch"]
+            skipped = []
+            for name in order:
+                ok, why = self.availability(name, device)
+                if ok:
+                    note = f"auto picked {name!r} for {device.type} tensors"
+                    if skipped:
+                        note += " (skipped: " + "; ".join(skipped) + ")"
+                    return name, note
+                skipped.append(f"{name}: {why}")
+            return "torch", "auto fell back to the reference: " + "; ".join(skipped)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        ok, why = self.availability(backend, device)
+        if not ok:
+            raise ValueError(f"{self.name}: backend={backend!r} cannot run here: {why}")
+        return backend, f"backend={backend!r} requested"
+
+    def available_backends(self, device: torch.device) -> list[str]:
+        return [b for b in BACKENDS if self.availability(b, device)[0]]

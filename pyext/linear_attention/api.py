@@ -1,0 +1,261 @@
+"""Public linear-attention functions: argument checks, backend choice, state handling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .._dispatch import OpBackends
+from .feature_maps import FEATURE_MAPS, feature_dim
+from .op import native_forward
+from .reference import accumulation_dtype, linear_attention_chunked
+
+MAX_HEAD_DIM = 256  # largest Dk / Dv the kernels keep on chip
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+State = tuple[torch.Tensor, torch.Tensor]
+FeatureMap = str | Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def _torch_forward(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, eps):
+    state = None if S0 is None else (S0, z0)
+    out, (S, z) = linear_attention_chunked(
+        q, k, v, causal=causal, feature_map=feature_map, normalize=normalize, eps=eps,
+        key_padding_mask=mask, initial_state=state, cu_seqlens=cu,
+    )
+    return out, S, z
+
+
+def _auto_order(device: torch.device, info: dict) -> list[str]:
+    if device.type == "cuda":
+        return ["cuda", "triton", "torch"]
+    return ["cpu", "torch"]
+
+
+def _triton_forward(*args):
+    from ..triton_kernels import linear_attention as tk
+
+    return tk.linear_attention_fwd_triton(*args)
+
+
+def _triton_ready() -> tuple[bool, str]:
+    try:
+        from ..triton_kernels import linear_attention as tk
+    except ImportError as exc:
+        return False, f"the Triton kernels do not import ({exc})"
+    return (True, "") if hasattr(tk, "linear_attention_fwd_triton") else (False, "no Triton kernel yet")
+
+
+BACKENDS = OpBackends(
+    name="linear_attention",
+    impls={"torch": _torch_forward, "cpu": native_forward, "cuda": native_forward, "triton": _triton_forward},
+    native_op="linear_attention_fwd",
+    triton_ready=_triton_ready,
+    auto=_auto_order,
+)
+
+
+def _check_tensor(name: str, t, ndim: int) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
+
+
+def _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, feature_dim_: int) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(name, t, 4)
+    if q.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"q must be float16, bfloat16, float32 or float64, got {q.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but q has {q.dtype}: q, k, v must share a dtype")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+    B, H, N, Dk = q.shape
+    if k.shape[0] != B or v.shape[0] != B:
+        raise ValueError(f"batch sizes differ: q {B}, k {k.shape[0]}, v {v.shape[0]}")
+    if k.shape[2] != N or v.shape[2] != N:
+        raise ValueError(f"sequence lengths differ: q {N}, k {k.shape[2]}, v {v.shape[2]}")
+    if k.shape[3] != Dk:
+        raise ValueError(f"k's head dim {k.shape[3]} differs from q's {Dk}")
+    Hkv = k.shape[1]
+    if v.shape[1] != Hkv:
+        raise ValueError(f"v has {v.shape[1]} heads but k has {Hkv}")
+    if Hkv == 0 or H % Hkv != 0:
+        raise ValueError(f"q's heads ({H}) must be a multiple of k's and v's heads ({Hkv})")
+    Dv = v.shape[3]
+    if not 1 <= Dk <= MAX_HEAD_DIM:
+        raise ValueError(f"q and k's head dim Dk={Dk} must be in [1, {MAX_HEAD_DIM}]")
+    if not 1 <= Dv <= MAX_HEAD_DIM:
+        raise ValueError(f"v's head dim Dv={Dv} must be in [1, {MAX_HEAD_DIM}]")
+    if not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"eps must be a float >= 0, got {eps!r}")
+    nseq = B
+    if cu_seqlens is not None:
+        _check_tensor("cu_seqlens", cu_seqlens, 1)
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"cu_seqlens must be int32 or int64, got {cu_seqlens.dtype}")
+        if cu_seqlens.device != q.device:
+            raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but q is on {q.device}")
+        if B != 1:
+            raise ValueError(f"with cu_seqlens the sequences are packed along N: batch must be 1, got {B}")
+        if cu_seqlens.shape[0] < 2:
+            raise ValueError("cu_seqlens must hold at least 2 offsets (0 and N)")
+        nseq = cu_seqlens.shape[0] - 1
+        if cu_seqlens.device.type == "cpu" and not torch.compiler.is_compiling():
+            c = cu_seqlens.tolist()
+            if c[0] != 0 or c[-1] != N or any(b < a for a, b in zip(c, c[1:], strict=False)):
+                raise ValueError(f"cu_seqlens must rise from 0 to N={N}, got {c}")
+    if key_padding_mask is not None:
+        _check_tensor("key_padding_mask", key_padding_mask, 2)
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"key_padding_mask must be bool (True = ignore), got {key_padding_mask.dtype}")
+        if tuple(key_padding_mask.shape) != (B, N):
+            raise ValueError(f"key_padding_mask must have shape (B, N) = {(B, N)}, got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {q.device}")
+    if initial_state is not None:
+        if not (isinstance(initial_state, (tuple, list)) and len(initial_state) == 2):
+            raise TypeError("initial_state must be a pair (S, z)")
+        S0, z0 = initial_state
+        _check_tensor("initial_state[0] (S)", S0, 4)
+        _check_tensor("initial_state[1] (z)", z0, 3)
+        want_S, want_z = (nseq, H, feature_dim_, Dv), (nseq, H, feature_dim_)
+        if tuple(S0.shape) != want_S:
+            raise ValueError(f"initial_state S must have shape (B, H, F, Dv) = {want_S}, got {tuple(S0.shape)}")
+        if tuple(z0.shape) != want_z:
+            raise ValueError(f"initial_state z must have shape (B, H, F) = {want_z}, got {tuple(z0.shape)}")
+        for name, t in (("initial_state S", S0), ("initial_state z", z0)):
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
+            if t.device != q.device:
+                raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+
+
+def _prepare(q, k, v, feature_map: FeatureMap):
+    """Resolves the feature map: a callable is applied here (autograd through it) and "none" is passed on."""
+    if feature_map is None:
+        return q, k, "none"
+    if callable(feature_map):
+        return feature_map(q), feature_map(k), "none"
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, a callable or None; got {feature_map!r}")
+    return q, k, feature_map
+
+
+def linear_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    feature_map: FeatureMap = "elu",
+    normalize: bool = True,
+    eps: float = 1e-6,
+    key_padding_mask: torch.Tensor | None = None,
+    initial_state: State | None = None,
+    return_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, State]:
+    r"""Linear attention (Katharopoulos et al. 2020), causal or not.
+
+    .. math::
+        o_i = \frac{\sum_{j \in A(i)} (\phi(q_i)\cdot\phi(k_j))\, v_j}
+                   {\sum_{j \in A(i)} \phi(q_i)\cdot\phi(k_j) + \varepsilon}
+
+    A(i) is every key (``causal=False``) or the keys j <= i (``causal=True``), minus those where
+    ``key_padding_mask[b, j]`` is True; ``normalize=False`` drops the denominator.  The state
+    ``(S, z) = (Σ φ(k_j) v_jᵀ, Σ φ(k_j))`` can be passed in (``initial_state``: keys seen before
+    token 0) and out (``return_state=True``), so a sequence processed in pieces with the state
+    carried gives the same result as processed whole.
+
+    Args:
+        q: (B, H, N, Dk) queries.  k: (B, Hkv, N, Dk) keys; v: (B, Hkv, N, Dv) values, H % Hkv == 0
+            (query head h reads kv head h // (H // Hkv)).  Any strides; float16/bfloat16/float32
+            (float64 on the CPU), computed with float32 accumulation.
+        causal: each query sees only keys at or before its position.
+        feature_map: "elu" (elu+1), "relu", "softmax", "taylor" (φ(q)·φ(k) = 1 + cos), None (inputs
+            already mapped) or a callable applied to q and k over the last dim.
+        normalize / eps: divide by the attention mass + eps.
+        key_padding_mask: (B, N) bool, True = ignore that key (as in nn.MultiheadAttention).
+        initial_state: (S (B, H, F, Dv), z (B, H, F)), F the feature dim of φ.
+        return_state: also return the final state (float32; float64 for float64 inputs).
+        cu_seqlens: (num_seqs + 1,) int offsets of packed sequences along N (B must be 1); each
+            sequence has its own state (states then have num_seqs rows).
+        backend: "auto", "torch" (reference), "cpu", "cuda" or "triton".
+
+    Returns:
+        out (B, H, N, Dv) in q's dtype, and ``(S, z)`` when ``return_state``.
+
+    Example:
+        >>> import torch, kexue
+        >>> q, k, v = (torch.randn(2, 4, 100, 32) for _ in range(3))
+        >>> out, state = kexue.linear_attention(q, k, v, causal=True, return_state=True)
+        >>> out.shape, state[0].shape
+        (torch.Size([2, 4, 100, 32]), torch.Size([2, 4, 32, 32]))
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_tensor(name, t, 4)
+    q, k, fmap = _prepare(q, k, v, feature_map)
+    F = feature_dim(fmap, q.shape[-1])
+    _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, F)
+    name, _ = BACKENDS.resolve(backend, q.device)
+    S0 = z0 = None
+    if initial_state is not None:
+        acc = accumulation_dtype(q.dtype)
+        S0, z0 = initial_state[0].to(acc), initial_state[1].to(acc)
+    out, S, z = BACKENDS.impls[name](
+        q, k, v, key_padding_mask, S0, z0, cu_seqlens, fmap, bool(causal), bool(normalize), float(eps)
+    )
+    return (out, (S, z)) if return_state else out
+
+
+def explain(q: torch.Tensor, backend: str = "auto", **_: object) -> str:
+    """Which backend ``linear_attention`` would run for these inputs, and why."""
+    return BACKENDS.resolve(backend, q.device)[1]
+
+
+linear_attention.explain = explain  # type: ignore[attr-defined]
+
+
+def linear_attention_step(
+    q_t: torch.Tensor,
+    k_t: torch.Tensor,
+    v_t: torch.Tensor,
+    state: State | None,
+    *,
+    feature_map: FeatureMap = "elu",
+    normalize: bool = True,
+    eps: float = 1e-6,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, State]:
+    r"""One causal decoding step: O(F·Dv) per token, the same math as :func:`linear_attention`.
+
+    .. math:: S \leftarrow S + \phi(k_t) v_t^\top,\; z \leftarrow z + \phi(k_t),\;
+              o_t = \frac{\phi(q_t)^\top S}{\phi(q_t)\cdot z + \varepsilon}
+
+    Args:
+        q_t: (B, H, Dk); k_t: (B, Hkv, Dk); v_t: (B, Hkv, Dv) for the new token.
+        state: (S (B, H, F, Dv), z (B, H, F)) from the previous step or a prefix run with
+            ``return_state=True``; None for an empty prefix.
+
+    Returns:
+        (o_t (B, H, Dv), new state).
+
+    Example:
+        >>> import torch, kexue
+        >>> q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+        >>> _, st = kexue.linear_attention(q[:, :, :4], k[:, :, :4], v[:, :, :4], causal=True, return_state=True)
+        >>> o, st = kexue.linear_attention_step(q[:, :, 4], k[:, :, 4], v[:, :, 4], st)
+        >>> torch.allclose(o, kexue.linear_attention(q, k, v, causal=True)[:, :, 4], atol=1e-5)
+        True
+    """
+    for name, t in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
+        _check_tensor(name, t, 3)
+    out, new_state = linear_attention(
+        q_t.unsqueeze(2), k_t.unsqueeze(2), v_t.unsqueeze(2), causal=True, feature_map=feature_map,
+        normalize=normalize, eps=eps, initial_state=state, return_state=True, backend=backend,
+    )
+    return out.squeeze(2), new_state
