@@ -1,0 +1,24 @@
+"""Command line: `python -m kexue bench [--op OP] [--device DEV] [--repeats N] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kexue")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="every op side by side with its reference on the current device")
+    bench.add_argument("--op", action="append", help="only this op (repeatable)")
+    bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--repeats", type=int, default=7, help="timed runs per provider (median reported)")
+    bench.add_argument("--quick", action="store_true", help="small shapes only (smoke test)")
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        from .benchmarking import main as bench_main
+
+        bench_main(args.op, args.device, args.repeats, args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""`python -m kexue bench`: every op side by side with its reference on the current device.
+
+Each op contributes cases from ``kexue.<op>.bench.cases(device, quick)``.  A case has one
+setup per provider ("torch" reference, kexue backends, named peers when installed); each setup
+builds fresh inputs and returns a zero-argument callable that runs the work once.  Times are
+medians over repeats (CUDA events on GPUs, perf_counter on CPUs), with the spread (max-min over
+median) so noise can be told from a difference; peak memory is measured in a separate run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+OPS = {"linear_attention": "kexue.linear_attention.bench"}
+
+
+@dataclass
+class BenchCase:
+    op: str
+    shape: str
+    mode: str  # "fwd" or "fwd+bwd"
+    providers: dict[str, Callable[[], Callable[[], object]]] = field(default_factory=dict)
+    reference: str = "torch"
+    input_bytes: int = 0  # allocated before the timed function runs
+    output_bytes: int = 0  # what the function must return at the least
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """(median seconds, spread = (max - min) / median) over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return med, (max(times) - min(times)) / med if med > 0 else 0.0
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated while ``fn`` runs, above what was allocated before it.
+
+    The table's ``mem/io`` column is (inputs + this peak) / (inputs + outputs): 1.0 means the
+    op allocated nothing beyond its outputs."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    cur = peak = 0
+    for e in events:
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return peak
+
+
+@dataclass
+class Row:
+    case: BenchCase
+    provider: str
+    seconds: float
+    spread: float
+    peak: int
+    ratio: float | None = None
+
+
+def run_case(case: BenchCase, device: torch.device, repeats: int) -> list[Row]:
+    rows = []
+    for name, setup in case.providers.items():
+        fn = setup()
+        med, spread = time_fn(fn, device, repeats)
+        rows.append(Row(case, name, med, spread, peak_memory(fn, device)))
+        del fn
+    ref = next((r for r in rows if r.provider == case.reference), None)
+    for r in rows:
+        r.ratio = ref.seconds / r.seconds if ref and r.seconds > 0 else None
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'op':<24} {'shape':<28} {'mode':<8} {'provider':<12} {'median ms':>10} {'spread':>7} " \
+           f"{'peak MiB':>9} {'mem/io':>7} {'x ref':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        io = r.case.input_bytes + r.case.output_bytes
+        memio = f"{(r.case.input_bytes + r.peak) / io:7.2f}" if io else f"{'':>7}"
+        ratio = f"{r.ratio:6.2f}" if r.ratio is not None else f"{'':>6}"
+        lines.append(
+            f"{r.case.op:<24} {r.case.shape:<28} {r.case.mode:<8} {r.provider:<12} {r.seconds * 1e3:10.3f} "
+            f"{r.spread:7.0%} {r.peak / 2**20:9.1f} {memio} {ratio}"
+        )
+    return "\n".join(lines)
+
+
+def environment(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    threads = torch.get_num_threads()
+    return f"device: {name} ({device}), torch {torch.__version__}, {threads} CPU threads"
+
+
+def main(ops: list[str] | None = None, device: str | None = None, repeats: int = 7, quick: bool = False) -> str:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rows: list[Row] = []
+    print(environment(dev), flush=True)
+    for op in ops or list(OPS):
+        if op not in OPS:
+            raise SystemExit(f"unknown op {op!r}; known: {', '.join(OPS)}")
+        module = importlib.import_module(OPS[op])
+        for case in module.cases(dev, quick):
+            rows.extend(run_case(case, dev, repeats))
+            print(format_table(rows[-len(case.providers):]).splitlines()[-1] if rows else "", flush=True)
+    table = format_table(rows)
+    print()
+    print(table)
+    return table

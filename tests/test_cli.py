@@ -1,0 +1,12 @@
+"""`python -m kexue bench` runs end to end (small shapes) and prints its table."""
+
+import subprocess
+import sys
+
+
+def test_bench_quick_prints_table():
+    res = subprocess.run([sys.executable, "-m", "kexue", "bench", "--quick", "--repeats", "1", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "median ms" in res.stdout and "linear_attention/causal" in res.stdout
+    assert "torch" in res.stdout
