@@ -13,8 +13,8 @@ __all__ = ["linear_attention", "linear_attention_step", "nn"]
 
 
 def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name == "nn":
-        from . import nn
+    if name in ("nn", "integrations"):
+        import importlib
 
-        return nn
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kexue' has no attribute {name!r}")

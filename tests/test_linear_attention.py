@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 
-import kexue
 import pytest
 import torch
-from helpers import DEVICES, assert_close_rule, error
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import kexue
+from helpers import DEVICES, assert_close_rule, error
 from kexue.linear_attention import FEATURE_MAPS, feature_dim, linear_attention_quadratic
 from kexue.linear_attention.api import BACKENDS
 

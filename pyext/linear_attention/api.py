@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .._dispatch import OpBackends
-from .feature_maps import FEATURE_MAPS, feature_dim
+from .feature_maps import FEATURE_MAPS, apply_feature_map, feature_dim
 from .op import native_forward
 from .reference import accumulation_dtype, linear_attention_chunked
 
@@ -259,3 +259,61 @@ def linear_attention_step(
         normalize=normalize, eps=eps, initial_state=state, return_state=True, backend=backend,
     )
     return out.squeeze(2), new_state
+
+
+def linear_attention_state(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    num_heads: int | None = None,
+    feature_map: FeatureMap = "elu",
+    key_padding_mask: torch.Tensor | None = None,
+) -> State:
+    r"""The state of a key/value sequence, :math:`S = \sum_j \phi(k_j) v_j^\top`, :math:`z = \sum_j \phi(k_j)`.
+
+    Args:
+        k: (B, Hkv, N, Dk); v: (B, Hkv, N, Dv); num_heads: query heads H (a multiple of Hkv;
+            default Hkv): the state is given per query head, as ``initial_state`` takes it.
+        key_padding_mask: (B, N) bool, True = leave that key out.
+
+    Returns:
+        (S (B, H, F, Dv), z (B, H, F)) in float32 (float64 for float64 inputs).
+
+    Example:
+        >>> import torch, kexue
+        >>> from kexue.linear_attention import linear_attention_state, linear_attention_readout
+        >>> q, k, v = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 50, 8), torch.randn(1, 2, 50, 4)
+        >>> linear_attention_readout(q, linear_attention_state(k, v)).shape  # cross-attention
+        torch.Size([1, 2, 3, 4])
+    """
+    _check_tensor("k", k, 4)
+    _check_tensor("v", v, 4)
+    H = num_heads or k.shape[1]
+    if H % k.shape[1]:
+        raise ValueError(f"num_heads ({H}) must be a multiple of k's heads ({k.shape[1]})")
+    fmap = "none" if feature_map is None else feature_map
+    acc = accumulation_dtype(k.dtype)
+    fk = fmap(k).to(acc) if callable(fmap) else apply_feature_map(k.to(acc), fmap)
+    if key_padding_mask is not None:
+        fk = fk.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+    groups = H // k.shape[1]
+    S = torch.einsum("bhnf,bhnd->bhfd", fk, v.to(acc)).repeat_interleave(groups, 1)
+    return S, fk.sum(2).repeat_interleave(groups, 1)
+
+
+def linear_attention_readout(
+    q: torch.Tensor, state: State, *, feature_map: FeatureMap = "elu", normalize: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    r"""Queries read a fixed state: :math:`o_i = \phi(q_i)^\top S / (\phi(q_i) \cdot z + \varepsilon)`.
+
+    Non-causal linear attention of q (B, H, Nq, Dk) against keys of any length summarised by
+    ``state`` (from :func:`linear_attention_state`); returns (B, H, Nq, Dv) in q's dtype.
+    """
+    _check_tensor("q", q, 4)
+    S, z = state
+    fmap = "none" if feature_map is None else feature_map
+    fq = fmap(q).to(S.dtype) if callable(fmap) else apply_feature_map(q.to(S.dtype), fmap)
+    num = fq @ S
+    if normalize:
+        num = num / ((fq * z[:, :, None]).sum(-1, keepdim=True) + eps)
+    return num.to(q.dtype)

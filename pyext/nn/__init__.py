@@ -1,1 +1,5 @@
 """Modules built on kexue ops."""
+
+from .linear_attention import LinearAttention
+
+__all__ = ["LinearAttention"]
