@@ -31,4 +31,22 @@ TORCH_LIBRARY(kexue, m) {
       "Tensor v, Tensor? key_padding_mask, Tensor? initial_S, Tensor? initial_z, "
       "Tensor? cu_seqlens, str feature_map, bool causal, bool normalize, float eps) "
       "-> (Tensor dq, Tensor dk, Tensor dv, Tensor dS0, Tensor dz0)");
+
+  // Flooding + logit-adjusted cross-entropy.  See pyext/cross_entropy/reference.py for the exact
+  // semantics.  logits (N, C) any strides, target (N,) int64, bias (C,) the additive logit
+  // adjustment tau*log(prior) in the accumulation dtype, weight (C,) class weights.  Returns the
+  // per-row loss l (ignored rows 0) and lse of the adjusted logits, both (N,) in the accumulation
+  // dtype (float32, or float64 for float64 logits).  inplace_backward only tells autograd to
+  // call cross_entropy_bwd_inplace.  An out-of-range target (not ignore_index) is an error.
+  m.def(
+      "cross_entropy_fwd(Tensor logits, Tensor target, Tensor? bias, Tensor? weight, float label_smoothing, "
+      "float z_loss, int ignore_index, bool inplace_backward) -> (Tensor loss, Tensor lse)");
+  // Gradient of sum_i grad_loss[i] * l_i with respect to the logits: (N, C) contiguous, logits' dtype.
+  m.def(
+      "cross_entropy_bwd(Tensor grad_loss, Tensor logits, Tensor target, Tensor? bias, Tensor? weight, "
+      "Tensor lse, float label_smoothing, float z_loss, int ignore_index) -> Tensor");
+  // The same gradient written over the logits (their strides kept).
+  m.def(
+      "cross_entropy_bwd_inplace(Tensor grad_loss, Tensor(a!) logits, Tensor target, Tensor? bias, "
+      "Tensor? weight, Tensor lse, float label_smoothing, float z_loss, int ignore_index) -> ()");
 }

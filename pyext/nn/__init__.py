@@ -1,1 +1,2 @@
 """Modules built on kexue ops."""
+from .cross_entropy import CrossEntropyLoss  # noqa: F401
