@@ -37,18 +37,20 @@ def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
 
     def setup_context(ctx, inputs, output):
         logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward = inputs
-        _, lse = output
+        lse = output[1]  # (a backend may return more outputs after lse, e.g. an error flag)
         ctx.save_for_backward(logits, target, bias, weight, lse)
         ctx.options = (label_smoothing, z_loss, ignore_index)
         ctx.inplace = inplace_backward
-        ctx.mark_non_differentiable(lse)
+        ctx.mark_non_differentiable(*output[1:])
 
-    def backward(ctx, grad_loss, grad_lse):
+    def backward(ctx, grad_loss, *unused_grads):
         logits, target, bias, weight, lse = ctx.saved_tensors
         if grad_loss is None:
             grad_loss = lse.new_zeros(lse.shape)
         if ctx.inplace:
             bwd_inplace_op(grad_loss, logits, target, bias, weight, lse, *ctx.options)
+            if not torch.compiler.is_compiling():  # (traced graphs track the mutation themselves)
+                torch.autograd.graph.increment_version(logits)
             grad = logits
         else:
             grad = bwd_op(grad_loss, logits, target, bias, weight, lse, *ctx.options)
