@@ -5,7 +5,7 @@ fast backends chosen with ``backend="auto"``.
 """
 
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
-from .cross_entropy import adjust_logits, class_prior, cross_entropy
+from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
 from .linear_attention import linear_attention, linear_attention_step
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "cross_entropy",
     "linear_attention",
     "linear_attention_step",
+    "linear_cross_entropy",
     "nn",
 ]
 

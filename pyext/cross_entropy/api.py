@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends
+from . import linear as _linear  # noqa: F401  (registers the linear_cross_entropy ops)
 from .op import native_rows
 from .reference import accumulation_dtype, log_prior_bias, reduce_rows, row_losses
 
@@ -44,6 +45,12 @@ BACKENDS = OpBackends(
     triton_ready=_triton_ready,
     auto=_auto_order,
 )
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device: str) -> str:
+    """The backend name (the dispatcher is asked once per trace: a constant under torch.compile)."""
+    return BACKENDS.resolve(backend, torch.device(device))[0]
 
 
 def _eager_checks_allowed(t: torch.Tensor) -> bool:
@@ -187,7 +194,7 @@ def cross_entropy(
     N, C = logits.shape
     check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
                   ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
-    name, _ = BACKENDS.resolve(backend, logits.device)
+    name = _resolve(backend, str(logits.device))
     # the "cpu" kernel checks target ranges itself (while reading the rows); other backends here
     check_target(target, N, C, logits.device, ignore_index, eager_range=name != "cpu")
     acc = accumulation_dtype(logits.dtype)
@@ -263,3 +270,95 @@ def class_prior(targets_or_counts: torch.Tensor, num_classes: int) -> torch.Tens
     if not bool(total > 0):
         raise ValueError("class_prior needs at least one target (or a positive count)")
     return counts / total
+
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 24  # logits per chunk of linear_cross_entropy (64 MiB of float32)
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    prior: torch.Tensor | None = None,
+    tau: float = 1.0,
+    flood: float | None = None,
+    flood_mode: str = "batch",
+    label_smoothing: float = 0.0,
+    class_weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    r"""``cross_entropy(hidden @ weight.T + bias, target, ...)`` without the N×C logits.
+
+    The logits are formed ``chunk_size`` rows at a time, reduced to per-row losses by the
+    cross-entropy kernels and dropped; the backward recomputes them chunk by chunk and returns
+    gradients for ``hidden``, ``weight`` and ``bias`` (the weight and bias gradients accumulate in
+    float32).  The loss options are those of :func:`cross_entropy`; the class weights are called
+    ``class_weight`` here because ``weight`` is the lm_head's.
+
+    Args:
+        hidden: (N, H) float16/bfloat16/float32 (float64 on CPU).
+        weight: (C, H) lm_head weight, hidden's dtype.  bias: optional (C,).
+        target: (N,) int64.
+        chunk_size: rows per chunk (default: about 2^24 logits per chunk).
+        backend: "auto", "torch" (the unchunked reference), "cpu", "cuda" or "triton".
+
+    Example:
+        >>> import torch, kexue
+        >>> h, W = torch.randn(16, 32, requires_grad=True), torch.randn(100, 32, requires_grad=True)
+        >>> loss = kexue.linear_cross_entropy(h, W, torch.randint(0, 100, (16,)), chunk_size=5)
+        >>> loss.backward()
+        >>> W.grad.shape
+        torch.Size([100, 32])
+    """
+    for name, t in (("hidden", hidden), ("weight", weight)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor, got {getattr(t, 'shape', type(t).__name__)}")
+    if hidden.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"hidden must be float16, bfloat16, float32 or float64, got {hidden.dtype}")
+    if weight.dtype != hidden.dtype or weight.device != hidden.device:
+        raise TypeError(f"weight ({weight.dtype}, {weight.device}) must match hidden ({hidden.dtype}, {hidden.device})")
+    N, H = hidden.shape
+    C = weight.shape[0]
+    if weight.shape[1] != H:
+        raise ValueError(f"weight must have shape (C, H) with H = {H}, got {tuple(weight.shape)}")
+    if C == 0:
+        raise ValueError("weight must have at least one class (C >= 1)")
+    if bias is not None:
+        _check_vector("bias", bias, C, hidden.device)
+        if bias.dtype != hidden.dtype:
+            raise TypeError(f"bias has dtype {bias.dtype} but hidden has {hidden.dtype}")
+    check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
+                  ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+    name = _resolve(backend, str(hidden.device))
+    check_target(target, N, C, hidden.device, ignore_index, eager_range=name not in ("cpu", "torch"))
+    if name == "torch":
+        logits = torch.nn.functional.linear(hidden, weight, bias)
+        check_target(target, N, C, hidden.device, ignore_index, eager_range=True)
+        return cross_entropy(logits, target, prior=prior, tau=tau, flood=flood, flood_mode=flood_mode,
+                             label_smoothing=label_smoothing, weight=class_weight, ignore_index=ignore_index,
+                             reduction=reduction, z_loss=z_loss, backend="torch")
+    if chunk_size is None:
+        chunk_size = max(1, min(max(N, 1), DEFAULT_CHUNK_ELEMENTS // C))
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    acc = accumulation_dtype(hidden.dtype)
+    logit_bias = None
+    if prior is not None:
+        check_prior(prior, C, hidden.device)
+        logit_bias = log_prior_bias(prior.detach(), float(tau), acc)
+    if class_weight is not None:
+        _check_vector("class_weight", class_weight, C, hidden.device)
+        class_weight = class_weight.detach().to(acc)
+    kernel = "triton" if name == "triton" else "native"
+    loss, _ = torch.ops.kexue.linear_cross_entropy_fwd(hidden, weight, target, bias, logit_bias, class_weight,
+                                                       float(label_smoothing), float(z_loss), int(ignore_index),
+                                                       int(chunk_size), kernel)
+    return reduce_rows(loss, target, class_weight, flood_level=None if flood is None else float(flood),
+                       flood_mode=flood_mode, ignore_index=ignore_index, reduction=reduction,
+                       out_dtype=hidden.dtype)
