@@ -72,7 +72,10 @@ def build_ext_cls():
 
 
 setup(
-    packages=["kexue", "kexue.linear_attention", "kexue.nn", "kexue.integrations", "kexue.triton_kernels"],
+    packages=[
+        "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations",
+        "kexue.triton_kernels",
+    ],
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_cls()},

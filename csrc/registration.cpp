@@ -31,4 +31,39 @@ TORCH_LIBRARY(kexue, m) {
       "Tensor v, Tensor? key_padding_mask, Tensor? initial_S, Tensor? initial_z, "
       "Tensor? cu_seqlens, str feature_map, bool causal, bool normalize, float eps) "
       "-> (Tensor dq, Tensor dk, Tensor dv, Tensor dS0, Tensor dz0)");
+
+  // Flooding + logit-adjusted cross-entropy.  See pyext/cross_entropy/reference.py for the exact
+  // semantics.  logits (N, C) any strides, target (N,) int64, bias (C,) the additive logit
+  // adjustment tau*log(prior) in the accumulation dtype, weight (C,) class weights.  Returns the
+  // per-row loss l (ignored rows 0) and lse of the adjusted logits, both (N,) in the accumulation
+  // dtype (float32, or float64 for float64 logits).  inplace_backward only tells autograd to
+  // call cross_entropy_bwd_inplace.  An out-of-range target (not ignore_index) is an error.
+  m.def(
+      "cross_entropy_fwd(Tensor logits, Tensor target, Tensor? bias, Tensor? weight, float label_smoothing, "
+      "float z_loss, int ignore_index, bool inplace_backward) -> (Tensor loss, Tensor lse)");
+  // Gradient of sum_i grad_loss[i] * l_i with respect to the logits: (N, C) contiguous, logits' dtype.
+  m.def(
+      "cross_entropy_bwd(Tensor grad_loss, Tensor logits, Tensor target, Tensor? bias, Tensor? weight, "
+      "Tensor lse, float label_smoothing, float z_loss, int ignore_index) -> Tensor");
+  // The same gradient written over the logits (their strides kept).
+  m.def(
+      "cross_entropy_bwd_inplace(Tensor grad_loss, Tensor(a!) logits, Tensor target, Tensor? bias, "
+      "Tensor? weight, Tensor lse, float label_smoothing, float z_loss, int ignore_index) -> ()");
+
+  // lm_head matmul fused with cross_entropy_fwd, chunked over rows: logits = hidden @ weight^T
+  // (+ bias) exist chunk_size rows at a time.  kernel names the per-chunk cross-entropy ops:
+  // "native" (cross_entropy_fwd/_bwd of the device) or "triton".  class_weight / logit_bias as
+  // weight / bias of cross_entropy_fwd.  Implemented once for every device in Python
+  // (pyext/cross_entropy/linear.py) on top of the per-chunk ops.
+  m.def(
+      "linear_cross_entropy_fwd(Tensor hidden, Tensor weight, Tensor target, Tensor? bias, Tensor? logit_bias, "
+      "Tensor? class_weight, float label_smoothing, float z_loss, int ignore_index, int chunk_size, str kernel) "
+      "-> (Tensor loss, Tensor lse)");
+  // Gradients of sum_i grad_loss[i] * l_i: grad_hidden (hidden's dtype), grad_weight and grad_bias
+  // (accumulated in float32, returned in weight's dtype; grad_bias empty without bias).  The
+  // logits are recomputed chunk by chunk.
+  m.def(
+      "linear_cross_entropy_bwd(Tensor grad_loss, Tensor hidden, Tensor weight, Tensor target, Tensor? bias, "
+      "Tensor? logit_bias, Tensor? class_weight, Tensor lse, float label_smoothing, float z_loss, "
+      "int ignore_index, int chunk_size, str kernel) -> (Tensor grad_hidden, Tensor grad_weight, Tensor grad_bias)");
 }

@@ -5,15 +5,24 @@ fast backends chosen with ``backend="auto"``.
 """
 
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
+from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
 from .linear_attention import linear_attention, linear_attention_step
 
 __version__ = "0.1.0"
 
-__all__ = ["linear_attention", "linear_attention_step", "nn"]
+__all__ = [
+    "adjust_logits",
+    "class_prior",
+    "cross_entropy",
+    "linear_attention",
+    "linear_attention_step",
+    "linear_cross_entropy",
+    "nn",
+]
 
 
 def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name in ("nn", "integrations"):
+    if name in ("nn", "integrations"):  # import_module: `from . import nn` would recurse here
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

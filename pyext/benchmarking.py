@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-OPS = {"linear_attention": "kexue.linear_attention.bench"}
+OPS = {
+    "linear_attention": "kexue.linear_attention.bench",
+    "cross_entropy": "kexue.cross_entropy.bench",
+}
 
 
 @dataclass

@@ -1,0 +1,114 @@
+"""``linear_cross_entropy``: the lm_head matmul fused with the loss, chunked over rows.
+
+The ops ``kexue::linear_cross_entropy_fwd`` / ``_bwd`` (schemas in csrc/registration.cpp) are
+implemented here once for every device: per chunk of ``chunk_size`` rows they form the logits
+``h W^T + b`` (chunk×C, the only large buffer), run the per-chunk cross-entropy kernel and drop
+the logits.  The backward recomputes each chunk's logits (one more matmul instead of keeping
+N×C), writes the chunk's gradient over that buffer in place and takes
+``dh = G W``, ``dW += G^T h`` (float32 accumulator), ``db += Σ_rows G``.  Peak extra memory:
+one chunk of logits + the float32 weight gradient.  Flooding and the reduction act on the
+per-row losses (reference.reduce_rows), so no host synchronisation either.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _ext  # noqa: F401  (loads the schemas)
+from .reference import accumulation_dtype
+
+
+def _chunk_ops(kernel: str):
+    if kernel == "triton":
+        from ..triton_kernels import cross_entropy as tk
+
+        return tk.fwd_rows, tk.bwd_rows_inplace
+    if kernel != "native":
+        raise ValueError(f"linear_cross_entropy: kernel must be 'native' or 'triton', got {kernel!r}")
+
+    def fwd(logits, target, bias, weight, eps, z, ii):
+        return torch.ops.kexue.cross_entropy_fwd(logits, target, bias, weight, eps, z, ii, False)
+
+    return fwd, torch.ops.kexue.cross_entropy_bwd_inplace
+
+
+def _logits(h, weight, bias):
+    return torch.nn.functional.linear(h, weight, bias)
+
+
+def linear_ce_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
+                      chunk_size, kernel):
+    fwd, _ = _chunk_ops(kernel)
+    N = hidden.shape[0]
+    acc = accumulation_dtype(hidden.dtype)
+    loss = hidden.new_empty((N,), dtype=acc)
+    lse = hidden.new_empty((N,), dtype=acc)
+    for lo in range(0, N, chunk_size):
+        hi = min(lo + chunk_size, N)
+        lg = _logits(hidden[lo:hi], weight, bias)
+        l_c, s_c = fwd(lg, target[lo:hi], logit_bias, class_weight, label_smoothing, z_loss, ignore_index)
+        loss[lo:hi] = l_c
+        lse[lo:hi] = s_c
+    return loss, lse
+
+
+def linear_ce_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing,
+                       z_loss, ignore_index, chunk_size, kernel):
+    _, bwd_inplace = _chunk_ops(kernel)
+    N = hidden.shape[0]
+    acc = accumulation_dtype(weight.dtype)
+    grad_hidden = torch.empty_like(hidden, memory_format=torch.contiguous_format)
+    grad_weight = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+    grad_bias = torch.zeros(weight.shape[0], dtype=acc, device=weight.device) if bias is not None else None
+    exact = hidden.dtype == acc  # float32/float64: accumulate with addmm directly
+    for lo in range(0, N, chunk_size):
+        hi = min(lo + chunk_size, N)
+        h = hidden[lo:hi]
+        lg = _logits(h, weight, bias)
+        bwd_inplace(grad_loss[lo:hi], lg, target[lo:hi], logit_bias, class_weight, lse[lo:hi], label_smoothing,
+                    z_loss, ignore_index)  # lg now holds the chunk's gradient G
+        torch.mm(lg, weight, out=grad_hidden[lo:hi])
+        if exact:
+            grad_weight.addmm_(lg.t(), h)
+        else:  # chunk product in the matmul's accumulation, rounded once, summed in float32
+            grad_weight += torch.mm(lg.t(), h).to(acc)
+        if grad_bias is not None:
+            grad_bias += lg.sum(0, dtype=acc)
+    gb = grad_bias.to(weight.dtype) if grad_bias is not None else weight.new_empty((0,))
+    return grad_hidden, grad_weight.to(weight.dtype), gb
+
+
+def fake_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
+                 chunk_size, kernel):
+    acc = accumulation_dtype(hidden.dtype)
+    N = hidden.shape[0]
+    return hidden.new_empty((N,), dtype=acc), hidden.new_empty((N,), dtype=acc)
+
+
+def fake_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing, z_loss,
+                  ignore_index, chunk_size, kernel):
+    gb = weight.new_empty((weight.shape[0],)) if bias is not None else weight.new_empty((0,))
+    return hidden.new_empty(hidden.shape), weight.new_empty(weight.shape), gb
+
+
+def _setup_context(ctx, inputs, output):
+    hidden, weight, target, bias, logit_bias, class_weight, eps, z, ii, chunk, kernel = inputs
+    ctx.save_for_backward(hidden, weight, target, bias, logit_bias, class_weight, output[1])
+    ctx.options = (eps, z, ii, chunk, kernel)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, grad_loss, grad_lse):
+    hidden, weight, target, bias, logit_bias, class_weight, lse = ctx.saved_tensors
+    if grad_loss is None:
+        grad_loss = lse.new_zeros(lse.shape)
+    gh, gw, gb = torch.ops.kexue.linear_cross_entropy_bwd(grad_loss, hidden, weight, target, bias, logit_bias,
+                                                          class_weight, lse, *ctx.options)
+    return gh, gw, None, gb if bias is not None else None, None, None, None, None, None, None, None
+
+
+torch.library.impl("kexue::linear_cross_entropy_fwd", "CompositeExplicitAutograd")(linear_ce_forward)
+torch.library.impl("kexue::linear_cross_entropy_bwd", "CompositeExplicitAutograd")(linear_ce_backward)
+torch.library.register_fake("kexue::linear_cross_entropy_fwd")(fake_forward)
+torch.library.register_fake("kexue::linear_cross_entropy_bwd")(fake_backward)
+torch.library.register_autograd("kexue::linear_cross_entropy_fwd", _backward, setup_context=_setup_context)

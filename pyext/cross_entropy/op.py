@@ -1,0 +1,72 @@
+"""torch.library glue of the cross-entropy kernels: fake kernels and autograd.
+
+The schemas are in csrc/registration.cpp.  ``kexue::cross_entropy_fwd`` returns the per-row
+loss ℓ and lse (float32; float64 for float64 logits); its autograd calls
+``kexue::cross_entropy_bwd`` (a fresh gradient buffer) or ``kexue::cross_entropy_bwd_inplace``
+(the gradient written over the logits, whose version counter is bumped so that any other user
+of the overwritten logits fails loudly in backward).  Both take the per-row gradient of ℓ, so
+flooding and the reduction (O(N) tensor ops in reference.reduce_rows) need no N×C buffer and
+no host synchronisation.  The "triton" backend registers ops with the same signatures in
+kexue/triton_kernels/cross_entropy.py and calls :func:`register_autograd` below.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _ext  # noqa: F401  (loads the schemas)
+from .reference import accumulation_dtype
+
+
+def fake_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    acc = accumulation_dtype(logits.dtype)
+    N = logits.shape[0]
+    return logits.new_empty((N,), dtype=acc), logits.new_empty((N,), dtype=acc)
+
+
+def fake_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    return logits.new_empty(logits.shape)
+
+
+def fake_backward_inplace(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    return None
+
+
+def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
+    """Registers the shared backward for a forward op with the cross_entropy_fwd signature."""
+
+    def setup_context(ctx, inputs, output):
+        logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward = inputs
+        lse = output[1]  # (a backend may return more outputs after lse, e.g. an error flag)
+        ctx.save_for_backward(logits, target, bias, weight, lse)
+        ctx.options = (label_smoothing, z_loss, ignore_index)
+        ctx.inplace = inplace_backward
+        ctx.mark_non_differentiable(*output[1:])
+
+    def backward(ctx, grad_loss, *unused_grads):
+        logits, target, bias, weight, lse = ctx.saved_tensors
+        if grad_loss is None:
+            grad_loss = lse.new_zeros(lse.shape)
+        if ctx.inplace:
+            bwd_inplace_op(grad_loss, logits, target, bias, weight, lse, *ctx.options)
+            if not torch.compiler.is_compiling():  # (traced graphs track the mutation themselves)
+                torch.autograd.graph.increment_version(logits)
+            grad = logits
+        else:
+            grad = bwd_op(grad_loss, logits, target, bias, weight, lse, *ctx.options)
+        return grad, None, None, None, None, None, None, None
+
+    torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
+
+
+torch.library.register_fake("kexue::cross_entropy_fwd")(fake_forward)
+torch.library.register_fake("kexue::cross_entropy_bwd")(fake_backward)
+torch.library.register_fake("kexue::cross_entropy_bwd_inplace")(fake_backward_inplace)
+register_autograd("kexue::cross_entropy_fwd", torch.ops.kexue.cross_entropy_bwd.default,
+                  torch.ops.kexue.cross_entropy_bwd_inplace.default)
+
+
+def native_rows(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    """The "cpu" / "cuda" backends: (ℓ, lse) from the registered kernels of logits' device."""
+    return torch.ops.kexue.cross_entropy_fwd(logits, target, bias, weight, label_smoothing, z_loss, ignore_index,
+                                             inplace_backward)
