@@ -1,0 +1,297 @@
+"""Self-checking GPU run of the "cuda" linear-attention backend (run on a machine with a GPU).
+
+    python bench/gpu_check_linear_attention.py            # correctness table, then timings
+    python bench/gpu_check_linear_attention.py --no-bench # correctness only
+    python bench/gpu_check_linear_attention.py --quick    # fewer cases, N <= 4096 timings
+
+1. Correctness: the "cuda" backend against the float64 N×N definition
+   (linear_attention_quadratic) on awkward shapes, every option and dtype, forward (out, S, z)
+   and backward (dq, dk, dv, dS0, dz0).  Rule (flash-attention's): the kernel's error is at most
+   2× the error of the plain-PyTorch reference run in the same dtype, plus a float32 floor.
+   Uninitialised memory is poisoned (NaN), so an unwritten output element fails.
+2. Timings (CUDA events, median of repeats) of the torch / cuda / triton backends (and
+   flash-linear-attention when installed) at bf16, B=8, H=16, N in {1024, 4096, 16384},
+   D in {64, 128}: forward and forward+backward, causal and not.
+
+Exit status 1 when any correctness case fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import statistics
+import sys
+import traceback
+
+import torch
+
+import kexue
+from kexue.linear_attention import feature_dim, linear_attention_chunked, linear_attention_quadratic
+from kexue.linear_attention.api import BACKENDS
+
+torch.use_deterministic_algorithms(True, warn_only=True)
+torch.utils.deterministic.fill_uninitialized_memory = True  # torch.empty → NaN: unwritten outputs fail
+
+DEV = torch.device("cuda")
+FLOOR = {torch.float32: 2e-5, torch.float16: 1e-4, torch.bfloat16: 1e-4}
+
+
+def err(x, ref):
+    d = (x.double() - ref.double()).abs()
+    if d.numel() == 0:
+        return 0.0
+    return float("nan") if torch.isnan(d).any() else float(d.max())
+
+
+def inputs(B, H, Hkv, N, Dk, Dv, dtype, noncontig, fmap):
+    g = torch.Generator(device="cpu").manual_seed(B * 1000003 + H * 1009 + N * 31 + Dk * 7 + Dv)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(DEV, dtype)
+
+    if noncontig:  # (B, N, H, D) storage seen as (B, H, N, D); v a column slice: strided, no copy
+        q = rnd(B, N, H, Dk).transpose(1, 2)
+        k = rnd(B, N, Hkv, Dk).transpose(1, 2)
+        v = rnd(B, N, Hkv, Dv + 3)[..., 1 : Dv + 1].transpose(1, 2)
+    else:
+        q, k, v = rnd(B, H, N, Dk), rnd(B, Hkv, N, Dk), rnd(B, Hkv, N, Dv)
+    if fmap == "none":  # already-mapped inputs must be positive for a sane normaliser
+        q, k = q.abs() + 0.1, k.abs() + 0.1
+    return q, k, v
+
+
+def run(backend, q, k, v, S0, z0, kw, go, gS, gz, grad):
+    """out, S, z (+ dq, dk, dv, dS0, dz0) of one backend; the oracle when backend == 'oracle'."""
+    leaves = [q, k, v] + ([S0, z0] if S0 is not None else [])
+    leaves = [t.detach().clone().requires_grad_(grad) for t in leaves]
+    state = tuple(leaves[3:]) if S0 is not None else None
+    if backend == "oracle":
+        o, (S, z) = linear_attention_quadratic(*leaves[:3], initial_state=state, **kw)
+    else:
+        o, (S, z) = kexue.linear_attention(*leaves[:3], initial_state=state, return_state=True, backend=backend, **kw)
+    res = {"out": o.detach(), "S": S.detach(), "z": z.detach()}
+    if grad:
+        gs = torch.autograd.grad([o, S, z], leaves, [go.to(o.dtype), gS.to(S.dtype), gz.to(z.dtype)],
+                                 allow_unused=True)
+        for name, t in zip(["dq", "dk", "dv", "dS0", "dz0"], gs, strict=False):
+            res[name] = t
+    return res
+
+
+def check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncontig, packed, grad):
+    B, H, Hkv, N, Dk, Dv = shape
+    q, k, v = inputs(B, H, Hkv, N, Dk, Dv, dtype, noncontig, fmap)
+    F = feature_dim(fmap, Dk)
+    kw = dict(causal=causal, feature_map=fmap, normalize=normalize)
+    g = torch.Generator(device="cpu").manual_seed(7)
+    nseq = B
+    if packed:  # B = 1, random split of N into sequences (some empty)
+        cuts = sorted(torch.randint(0, N + 1, (3,), generator=g).tolist())
+        cu = torch.tensor([0, *cuts, N], dtype=torch.int32 if N % 2 else torch.int64, device=DEV)
+        kw["cu_seqlens"] = cu
+        nseq = cu.numel() - 1
+    if masked:
+        m = torch.rand(B, N, generator=g) < 0.3
+        if B > 1:
+            m[-1] = True  # a batch row with every key padded
+        kw["key_padding_mask"] = m.to(DEV)
+    S0 = z0 = None
+    if with_state:
+        S0 = torch.randn(nseq, H, F, Dv, generator=g).to(DEV)
+        z0 = (torch.rand(nseq, H, F, generator=g) + 0.5).to(DEV)
+    go = torch.randn(B, H, N, Dv, generator=g).to(DEV)
+    gS = torch.randn(nseq, H, F, Dv, generator=g).to(DEV)
+    gz = torch.randn(nseq, H, F, generator=g).to(DEV)
+
+    got = run("cuda", q, k, v, S0, z0, kw, go, gS, gz, grad)
+    low = run("torch", q, k, v, S0, z0, kw, go, gS, gz, grad)
+    def to64(t):
+        return None if t is None else t.double()
+
+    ref = run("oracle", to64(q), to64(k), to64(v), to64(S0), to64(z0), kw, go.double(), gS.double(), gz.double(),
+              grad)
+    worst, why = 0.0, ""
+    for name, r in ref.items():
+        if r is None:
+            continue
+        x = got.get(name)
+        if x is None or x.shape != r.shape:
+            return False, f"{name}: missing or shape {None if x is None else tuple(x.shape)} != {tuple(r.shape)}"
+        if name in ("out", "dq", "dk", "dv") and x.dtype != q.dtype:
+            return False, f"{name}: dtype {x.dtype} != {q.dtype}"
+        e, base = err(x, r), err(low[name], r)
+        scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+        floor = FLOOR[dtype] * scale * (1 if normalize else 20)
+        bound = 2 * base + floor
+        if not e <= bound:  # NaN fails too
+            return False, f"{name}: err {e:.3g} > 2×{base:.3g} + {floor:.2g}"
+        if bound > 0 and e / bound > worst:
+            worst, why = e / bound, name
+    return True, f"worst {why} at {worst:.2f} of bound"
+
+
+SHAPES = [  # (B, H, Hkv, N, Dk, Dv)
+    (1, 1, 1, 1, 1, 1),  # decode-step kernel (N == 1)
+    (3, 4, 2, 1, 64, 64),  # decode step with GQA
+    (2, 3, 3, 67, 17, 23),
+    (2, 4, 2, 130, 32, 48),
+    (1, 2, 1, 64, 64, 64),  # exactly one chunk (C = 64)
+    (1, 1, 1, 200, 5, 3),
+    (2, 6, 2, 97, 59, 111),
+    (1, 2, 2, 257, 128, 128),  # xdim 129 (backward) → 3rd tile configuration
+    (1, 2, 1, 100, 256, 256),  # largest head dims (taylor: F = 257)
+    (1, 2, 1, 300, 96, 130),
+    (2, 2, 2, 0, 8, 8),  # empty sequence
+]
+
+
+def correctness(quick: bool) -> bool:
+    rows, failed = [], 0
+    fmaps = ["elu", "relu", "softmax", "taylor", "none"]
+    for si, shape in enumerate(SHAPES[:6] if quick else SHAPES):
+        for dtype, causal in itertools.product((torch.float32, torch.float16, torch.bfloat16), (False, True)):
+            for variant in range(2 if quick else 3):
+                i = si * 7 + variant * 3 + int(causal)
+                fmap = fmaps[i % len(fmaps)]
+                normalize = variant != 1
+                masked = variant >= 1
+                with_state = variant != 0 or si % 2 == 0
+                noncontig = (i % 2) == 1
+                packed = variant == 2 and shape[0] == 1 and shape[3] > 1
+                grad = True
+                opts = (f"{'causal' if causal else 'full'} {fmap} norm={int(normalize)} mask={int(masked)} "
+                        f"state={int(with_state)} strided={int(noncontig)} packed={int(packed)}")
+                try:
+                    ok, msg = check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncontig,
+                                         packed, grad)
+                except Exception as exc:  # noqa: BLE001 - report and go on
+                    ok, msg = False, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+                    traceback.print_exc(limit=2)
+                failed += not ok
+                rows.append((("PASS" if ok else "FAIL"), "x".join(map(str, shape)),
+                             str(dtype).removeprefix("torch."), opts, msg))
+    # float64 must be a clear error on CUDA
+    q = torch.randn(1, 1, 4, 4, dtype=torch.float64, device=DEV)
+    try:
+        kexue.linear_attention(q, q, q, backend="cuda")
+        rows.append(("FAIL", "1x1x1x4x4x4", "float64", "must raise", "no error raised"))
+        failed += 1
+    except Exception as exc:  # noqa: BLE001
+        ok = "float64" in str(exc)
+        rows.append(("PASS" if ok else "FAIL", "1x1x1x4x4x4", "float64", "must raise", str(exc).splitlines()[0][:80]))
+        failed += not ok
+    # decoding steps against the whole causal sequence
+    qq, kk, vv = (torch.randn(2, 4, 40, 32, device=DEV) for _ in range(3))
+    whole = kexue.linear_attention(qq, kk, vv, causal=True, backend="cuda")
+    _, st = kexue.linear_attention(qq[:, :, :37], kk[:, :, :37], vv[:, :, :37], causal=True, return_state=True,
+                                   backend="cuda")
+    e = 0.0
+    for t in range(37, 40):
+        o_t, st = kexue.linear_attention_step(qq[:, :, t], kk[:, :, t], vv[:, :, t], st, backend="cuda")
+        e = max(e, err(o_t, whole[:, :, t]))
+    ok = e < 1e-5
+    failed += not ok
+    rows.append(("PASS" if ok else "FAIL", "2x4x4x40x32x32", "float32", "step × 3 vs whole", f"err {e:.3g}"))
+
+    w = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(r[c].ljust(w[c]) for c in range(4)) + "  " + r[4])
+    print(f"\n{len(rows) - failed}/{len(rows)} passed")
+    return failed == 0
+
+
+def time_ms(fn, repeats=20, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def kexue_fn(backend, q, k, v, go, mode, causal):
+    def fn():
+        if mode == "fwd":
+            with torch.no_grad():
+                return kexue.linear_attention(q, k, v, causal=causal, backend=backend)
+        return torch.autograd.grad(kexue.linear_attention(q, k, v, causal=causal, backend=backend), (q, k, v), go)
+
+    return fn
+
+
+def fla_fn(q, k, v, go, mode):
+    """flash-linear-attention's chunk_linear_attn ((B, N, H, D) layout, elu+1 mapped here, causal)."""
+    import fla.ops.linear_attn as fla_la
+
+    qf, kf, vf = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
+    gf = go.transpose(1, 2).contiguous()
+
+    def fn():
+        fq, fk = torch.nn.functional.elu(qf) + 1, torch.nn.functional.elu(kf) + 1
+        if mode == "fwd":
+            with torch.no_grad():
+                return fla_la.chunk_linear_attn(fq, fk, vf, scale=1.0, normalize=True)
+        o = fla_la.chunk_linear_attn(fq, fk, vf, scale=1.0, normalize=True)
+        o = o[0] if isinstance(o, tuple) else o
+        return torch.autograd.grad(o, (qf, kf, vf), gf)
+
+    return fn
+
+
+def timed_cell(name, fn):
+    try:
+        return f"{time_ms(fn):9.3f}"
+    except Exception as exc:  # noqa: BLE001 - a failing provider is reported, the table goes on
+        print(f"  {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
+        return f"{'err':>9}"
+
+
+def benchmark(quick: bool) -> None:
+    dtype, B, H = torch.bfloat16, 8, 16
+    backends = [b for b in ("torch", "cuda", "triton") if BACKENDS.availability(b, DEV)[0]]
+    has_fla = importlib.util.find_spec("fla") is not None
+    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}  bf16 B={B} H={H}  (ms, median)")
+    print(f"{'N':>6} {'D':>4} {'mode':>8} {'causal':>6}  " + "  ".join(f"{b:>9}" for b in backends)
+          + ("  fla_chunk" if has_fla else ""))
+    for N, D in itertools.product((1024, 4096) if quick else (1024, 4096, 16384), (64, 128)):
+        q, k, v = (torch.randn(B, H, N, D, dtype=dtype, device=DEV, requires_grad=True) for _ in range(3))
+        go = torch.randn_like(q)
+        for mode, causal in itertools.product(("fwd", "fwd+bwd"), (True, False)):
+            cells = [timed_cell(b, kexue_fn(b, q, k, v, go, mode, causal)) for b in backends]
+            if has_fla and causal:
+                cells.append(timed_cell("fla", fla_fn(q, k, v, go, mode)))
+            print(f"{N:>6} {D:>4} {mode:>8} {int(causal):>6}  " + "  ".join(cells), flush=True)
+        torch.cuda.empty_cache()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-bench", action="store_true")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 2
+    ok, why = BACKENDS.availability("cuda", DEV)
+    if not ok:
+        print(f"the cuda backend is not available: {why}", file=sys.stderr)
+        return 2
+    passed = correctness(args.quick)
+    # sanity: the chunked torch reference agrees with itself at another chunk size (harness check)
+    q = torch.randn(1, 2, 70, 8, device=DEV)
+    assert err(linear_attention_chunked(q, q, q, causal=True, chunk_size=16)[0],
+               linear_attention_chunked(q, q, q, causal=True)[0]) < 1e-5
+    if not args.no_bench:
+        benchmark(args.quick)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

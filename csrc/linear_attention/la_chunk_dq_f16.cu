@@ -1,0 +1,13 @@
+// Instantiations of the chunked linear-attention kernel: dtype __half, roles kDq.
+// (One small file per group so nvcc compiles them in parallel; see chunk_kernel.cuh.)
+#include "linear_attention/chunk_kernel.cuh"
+
+namespace kexue {
+namespace la {
+namespace detail {
+
+template cudaError_t run_chunk_role<__half, kDq>(const CoreArgs&, cudaStream_t);
+
+}  // namespace detail
+}  // namespace la
+}  // namespace kexue
