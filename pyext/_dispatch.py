@@ -93,3 +93,9 @@ class OpBackends:
 
     def available_backends(self, device: torch.device) -> list[str]:
         return [b for b in BACKENDS if self.availability(b, device)[0]]
+
+    def timed_backends(self, device: torch.device) -> list[str]:
+        """The fast backends worth timing on ``device``: available ones, minus Triton on the CPU
+        (the interpreter runs there, and its timings mean nothing)."""
+        return [b for b in ("cpu", "cuda", "triton") if self.availability(b, device)[0]
+                and not (b == "triton" and device.type != "cuda")]

@@ -64,7 +64,7 @@ def cases(device: torch.device, quick: bool = False) -> list[BenchCase]:
         dtype, grid = torch.bfloat16, [(1024, 32000)] if quick else [(8192, 128256)]
     else:
         dtype, grid = torch.float32, [(256, 1000)] if quick else [(4096, 1000), (4096, 32000)]
-    backends = [b for b in ("cpu", "cuda", "triton") if BACKENDS.availability(b, device)[0]]
+    backends = BACKENDS.timed_backends(device)
     has_liger = device.type == "cuda" and importlib.util.find_spec("liger_kernel") is not None
     es = torch.tensor([], dtype=dtype).element_size()
     out = []

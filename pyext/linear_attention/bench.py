@@ -92,7 +92,7 @@ def cases(device: torch.device, quick: bool = False) -> list[BenchCase]:
     else:
         dtype, B, H = torch.float32, 2, 4
         grid = [(N, 64) for N in ((256,) if quick else (1024, 4096))]
-    backends = [b for b in ("cpu", "cuda", "triton") if BACKENDS.availability(b, device)[0]]
+    backends = BACKENDS.timed_backends(device)
     has_fla = device.type == "cuda" and importlib.util.find_spec("fla") is not None
     out = []
     for N, D in grid:
