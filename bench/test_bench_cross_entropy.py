@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from kexue.cross_entropy import cross_entropy, cross_entropy_reference
 from kexue.cross_entropy.api import BACKENDS
 

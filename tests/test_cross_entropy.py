@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 
-import kexue
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DEVICES, assert_close_rule, error
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import kexue
+from helpers import DEVICES, assert_close_rule, error
 from kexue.cross_entropy import cross_entropy_reference
 from kexue.cross_entropy.api import BACKENDS
 
