@@ -64,13 +64,24 @@ assert NORMALIZE_EPS == 1e-12, "the kernels hard-code the taylor map's clamp of 
 FORCE_SEGMENTS: int | None = None
 
 
-def _configs():
+SEG = 64  # segment boundaries fall on multiples of SEG tokens; every chunk size BT divides it
+
+
+def _configs(big: bool):
+    """Autotune space: chunk size BT and launch shape.  ``big``: 256-wide feature tiles."""
     if INTERPRET:
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    return [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (1, 2, 3)]
+        return [triton.Config({"BT": 32}, num_warps=4, num_stages=1)]
+    bts = (16, 32) if big else (32, 64)
+    return [triton.Config({"BT": bt}, num_warps=w, num_stages=s) for bt in bts for w in (4, 8) for s in (1, 2)]
 
 
-_AUTOTUNE_KEY = ["BT", "BK", "BV", "FMAP", "CAUSAL", "NORMALIZE", "IS_F16", "IS_F64"]
+_AUTOTUNE_KEY = ["BK", "BV", "FMAP", "CAUSAL", "NORMALIZE", "IS_F16", "IS_F64"]
+
+
+def _autotuned(fn):
+    """(autotuned kernel for BK <= 128, for BK = 256): one JIT function, two config spaces."""
+    return (triton.autotune(configs=_configs(False), key=_AUTOTUNE_KEY)(fn),
+            triton.autotune(configs=_configs(True), key=_AUTOTUNE_KEY)(fn))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -179,20 +190,28 @@ def _program(NV, H, P, cu_ptr, N, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _segment_chunks(L, i_p, P, BT: tl.constexpr):
-    """Chunk range [c_lo, c_hi) of segment i_p of a sequence of L tokens (possibly empty)."""
-    n_chunks = tl.cdiv(L, BT)
-    per = tl.cdiv(n_chunks, P)
-    c_lo = tl.minimum(i_p * per, n_chunks)
-    c_hi = tl.minimum(c_lo + per, n_chunks)
-    return c_lo, c_hi
+def _segment_chunks(L, i_p, P, BT: tl.constexpr, SEG: tl.constexpr):
+    """Chunks [c_lo, c_hi) of BT tokens of segment i_p (of P) of a sequence of L tokens.  Segment
+    boundaries are multiples of SEG tokens whatever BT, so kernels tuned to different chunk sizes
+    agree on them.  A segment may be empty."""
+    per = tl.cdiv(tl.cdiv(L, SEG), P) * SEG
+    t_lo = tl.minimum(i_p * per, L)
+    t_hi = tl.minimum(t_lo + per, L)
+    return tl.cdiv(t_lo, BT), tl.cdiv(t_hi, BT)  # t_lo: a multiple of SEG, or L (empty segment)
 
 
 @triton.jit
-def _load_tile(ptr, base, tok, rvalid, s_n, cols, D, s_d, IS_F64: tl.constexpr):
-    """(BT, BD) tile of rows tok (int64 token indices) and columns cols (< D), zero-padded."""
-    p = ptr + base + tok[:, None] * s_n + cols[None, :] * s_d
-    return _acc(tl.load(p, mask=rvalid[:, None] & (cols < D)[None, :], other=0.0), IS_F64)
+def _load_raw(ptr, base, tok, rvalid, s_n, cols, D, s_d):
+    """(BT, BD) tile in the tensor's dtype, rows tok (int64 token indices), columns cols < D."""
+    return tl.load(ptr + base + tok[:, None] * s_n + cols[None, :] * s_d,
+                   mask=rvalid[:, None] & (cols < D)[None, :], other=0.0)
+
+
+@triton.jit
+def _load_phi(ptr, base, tok, rvalid, s_n, cols, D, s_d, FMAP: tl.constexpr, IS_F64: tl.constexpr):
+    """(raw tile in the accumulation dtype, φ of it with padded rows zeroed)."""
+    x = _acc(_load_raw(ptr, base, tok, rvalid, s_n, cols, D, s_d), IS_F64)
+    return x, tl.where(rvalid[:, None], _phi(x, cols, D, FMAP), 0.0)
 
 
 @triton.jit
@@ -202,6 +221,11 @@ def _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK: tl.constexpr):
         return rvalid & (pad == 0)
     else:
         return rvalid
+
+
+@triton.jit
+def _load_vec(ptr, off, rvalid, IS_F64: tl.constexpr):
+    return _acc(tl.load(ptr + off, mask=rvalid, other=0.0), IS_F64)
 
 
 @triton.jit
@@ -248,9 +272,8 @@ def _store_state(S_ptr, z_ptr, sS_s, sS_h, sS_f, sS_d, sz_s, sz_h, sz_f, i_s, i_
 # Backward mode (BWD=True), one program per (V block, query head, sequence, segment):
 #     ΔR' = Σ_{chunks} [w, Ã]ᵀ [do, -δ]                     (Ã = w ∘ φ(q))
 # Segment s then starts from S0 + Σ_{s' < s} ΔS (prefix sum in torch, P × F × Dv per head).
-# Cost per chunk: one C × F × BV product (2·C·F·BV FLOP) and the loads of a (C × Dk) and a
-# (C × BV) tile; output P·F·Dv floats per head.  Grid: NV · Hx · nseq · P.
-@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
+# Cost per chunk: one (F × C) · (C × BV) product (2·C·F·BV FLOP), loads of a C × Dk and a C × BV
+# tile; writes P·F·Dv floats per head.  Grid: NV · Hx · nseq · P programs.
 @triton.jit
 def _la_segment_state_kernel(
     x_ptr, s_xb, s_xh, s_xn, s_xd,      # k (forward) or q (backward)
@@ -263,10 +286,10 @@ def _la_segment_state_kernel(
     FMAP: tl.constexpr, HAS_ONE: tl.constexpr, BWD: tl.constexpr, HAS_MASK: tl.constexpr,
     IS_VARLEN: tl.constexpr, CAUSAL: tl.constexpr, NORMALIZE: tl.constexpr,
     IS_F16: tl.constexpr, IS_F64: tl.constexpr, DOT_PREC: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SEG: tl.constexpr,
 ):
     i_v, i_h, i_s, i_p, i_b, bos, L = _program(NV, Hx, P, cu_ptr, N, IS_VARLEN)
-    c_lo, c_hi = _segment_chunks(L, i_p, P, BT)
+    c_lo, c_hi = _segment_chunks(L, i_p, P, BT, SEG)
     rk = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
     ar = tl.arange(0, BT)
@@ -282,27 +305,24 @@ def _la_segment_state_kernel(
         pos = c * BT + ar
         rvalid = pos < L
         tok = bos + pos
-        xr = _load_tile(x_ptr, x_base, tok, rvalid, s_xn, rk, Dk, s_xd, IS_F64)
-        ph = tl.where(rvalid[:, None], _phi(xr, rk, Dk, FMAP), 0.0)
-        Y = _load_tile(y_ptr, y_base, tok, rvalid, s_yn, cv, Dv, s_yd, IS_F64)
+        xr, ph = _load_phi(x_ptr, x_base, tok, rvalid, s_xn, rk, Dk, s_xd, FMAP, IS_F64)
+        Yd = _load_raw(y_ptr, y_base, tok, rvalid, s_yn, cv, Dv, s_yd)
         if BWD:
             if NORMALIZE:
-                x0 = _acc(tl.load(w_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64)
-                ye = -_acc(tl.load(dl_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64)
+                x0 = _load_vec(w_ptr, st_base + tok, rvalid, IS_F64)
+                ye = -_load_vec(dl_ptr, st_base + tok, rvalid, IS_F64)
             else:
                 x0 = tl.where(rvalid, 1.0, 0.0)
                 ye = x0 * 0.0
-            X = ph * x0[:, None]
         else:
-            kv = _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK)
-            x0 = tl.where(kv, 1.0, 0.0)
-            X = ph * x0[:, None]
+            x0 = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
             ye = x0
-        Xs, sx = _pow2_scale(X, IS_F16 and BWD)
-        S += tl.dot(tl.trans(Xs.to(DT)), Y.to(DT), input_precision=DOT_PREC) * sx
+        X = ph * x0[:, None]
         z += tl.sum(X * ye[:, None], 0)
+        Xs, sx = _pow2_scale(X, IS_F16 and BWD)
+        S += tl.dot(tl.trans(Xs.to(DT)), Yd, input_precision=DOT_PREC) * sx
         if HAS_ONE:
-            s1 += tl.sum(x0[:, None] * Y, 0)
+            s1 += tl.sum(x0[:, None] * _acc(Yd, IS_F64), 0)
             z1 += tl.sum(x0 * ye, 0)
     _store_state(ws_ptr, wz_ptr, Hx * F * Dv, F * Dv, Dv, 1, Hx * F, F, 1,
                  i_s * P + i_p, i_h, rk, cv, Dk, Dv, S, z, s1, z1, i_v == 0, HAS_ONE)
@@ -312,15 +332,14 @@ def _la_segment_state_kernel(
 # Kernel 2: forward (and the backward's statistics pass)
 # ----------------------------------------------------------------------------------------------
 # One program per (V block, query head, sequence, segment); walks its chunks in order carrying
-# S (F × BV), z (F) in registers, starting from S0[h] + (prefix of the segment states of kv head
-# g) — or from the total state when non-causal.  Per chunk (causal):
+# S (F × BV), z (F) in registers (float32), starting from S0[h] + (prefix of the segment states
+# of kv head g), or from the total state when non-causal.  Per chunk of C tokens (causal):
 #     P = tril(A Bᵀ)  2·C²·F     num = P V + A S  2·C²·BV + 2·C·F·BV     S += Bᵀ V  2·C·F·BV
 # (non-causal: only A S).  The normaliser den = rowsum(P) + A·z costs O(C·F) on top: no key
-# cumsum in memory.  φ is applied to the loaded q/k tiles in registers.  Memory: reads q, k once
-# per V block and v, writes out once; the last segment writes the final state.
+# cumsum in memory.  φ is applied to the q/k tiles in registers.  Memory: reads q, k once per V
+# block, v and writes out once; the last segment writes the final state.
 # STATS=True (backward): writes w = 1 / (den + eps) and the V block's part of δ = do · out
 # instead of out (one more read of do).
-@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
 @triton.jit
 def _la_fwd_kernel(
     q_ptr, s_qb, s_qh, s_qn, s_qd,
@@ -330,7 +349,7 @@ def _la_fwd_kernel(
     mask_ptr, s_mb, s_mn,
     S0_ptr, sS0_s, sS0_h, sS0_f, sS0_d,
     z0_ptr, sz0_s, sz0_h, sz0_f,
-    ws_ptr, sws_s, sws_p, sws_h, sws_f, sws_d,   # segment start states (no S0), kv heads
+    ws_ptr, sws_s, sws_p, sws_h, sws_f, sws_d,   # segment start states (without S0), kv heads
     wz_ptr, swz_s, swz_p, swz_h, swz_f,
     S_ptr, sS_s, sS_h, sS_f, sS_d,      # out: final state (nseq, H, F, Dv), (nseq, H, F)
     z_ptr, sz_s, sz_h, sz_f,
@@ -340,10 +359,10 @@ def _la_fwd_kernel(
     FMAP: tl.constexpr, HAS_ONE: tl.constexpr, CAUSAL: tl.constexpr, NORMALIZE: tl.constexpr,
     STATS: tl.constexpr, HAS_MASK: tl.constexpr, HAS_S0: tl.constexpr, HAS_WS: tl.constexpr,
     IS_VARLEN: tl.constexpr, IS_F16: tl.constexpr, IS_F64: tl.constexpr, DOT_PREC: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SEG: tl.constexpr,
 ):
     i_v, i_h, i_s, i_p, i_b, bos, L = _program(NV, H, P, cu_ptr, N, IS_VARLEN)
-    c_lo, c_hi = _segment_chunks(L, i_p, P, BT)
+    c_lo, c_hi = _segment_chunks(L, i_p, P, BT, SEG)
     i_g = i_h // G
     rk = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
@@ -374,25 +393,23 @@ def _la_fwd_kernel(
         pos = c * BT + ar
         rvalid = pos < L
         tok = bos + pos
-        A = tl.where(rvalid[:, None], _phi(_load_tile(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, IS_F64),
-                                          rk, Dk, FMAP), 0.0)
-        # the normaliser uses the same rounded operands as the numerator (A as cast for the dot,
-        # P as cast for P V): out stays a weighted mean of the values even when 16-bit rounding
-        # perturbs the weights (at the first tokens out_i = v_i exactly, as in float32)
+        # the normaliser uses the dot operands as rounded (A as cast, P as cast for P V): out
+        # stays a weighted mean of the values under 16-bit rounding (out_0 = v_0 exactly)
+        xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
         Ad = A.to(DT)
+        den = tl.sum(_acc(Ad, IS_F64) * z[None, :], 1)
         Ss, sS = _pow2_scale(S, IS_F16)
         num = tl.dot(Ad, Ss.to(DT), input_precision=DOT_PREC) * sS
-        den = tl.sum(_acc(Ad, IS_F64) * z[None, :], 1)
         if HAS_ONE:
             num += s1[None, :]
             den += z1
         if CAUSAL:
-            kv = _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK)
-            m = tl.where(kv, 1.0, 0.0)
-            Bk = _phi(_load_tile(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, IS_F64), rk, Dk, FMAP) * m[:, None]
-            V = _load_tile(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd, IS_F64)
+            m = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
+            xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
+            Bk = Bphi * m[:, None]
+            z += tl.sum(Bk, 0)
             Bd = Bk.to(DT)
-            Vd = V.to(DT)
+            Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
             Pm = tl.dot(Ad, tl.trans(Bd), input_precision=DOT_PREC)
             if HAS_ONE:
                 Pm += m[None, :]
@@ -402,9 +419,8 @@ def _la_fwd_kernel(
             den += tl.sum(_acc(Pd, IS_F64), 1) * sP
             num += tl.dot(Pd, Vd, input_precision=DOT_PREC) * sP
             S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC)
-            z += tl.sum(Bk, 0)
             if HAS_ONE:
-                s1 += tl.sum(m[:, None] * V, 0)
+                s1 += tl.sum(m[:, None] * _acc(Vd, IS_F64), 0)
                 z1 += tl.sum(m, 0)
         if NORMALIZE:
             w = 1.0 / (den + eps)
@@ -436,11 +452,10 @@ def _la_fwd_kernel(
 # ----------------------------------------------------------------------------------------------
 # One program per (V block, query head, sequence, segment), carrying S (F × BV) and z (F) from
 # the same starting states as the forward.  Per chunk (causal), with X = tril(do Vᵀ - δ 1ᵀ)
-# (the -δ term only in the V block 0 program, so that the V-block partial results add up):
-#     D = do Vᵀ  2·C²·BV     X B  2·C²·F     do Sᵀ  2·C·BV·F     S += Bᵀ V  2·C·F·BV
-#     dA = w ∘ (X B + do Sᵀ - δ zᵀ),   dq = J_φ(q)ᵀ dA
+# (the δ terms only in the V block 0 program, so that the V-block parts add up):
+#     do Vᵀ  2·C²·BV     X B  2·C²·F     do Sᵀ  2·C·BV·F     S += Bᵀ V  2·C·F·BV
+#     dA = w ∘ (X B + do Sᵀ - δ zᵀ),   dq = J_φ(q)ᵀ dA   (q re-read for J_φ: short live ranges)
 # dq is written per V block (float32 parts summed on the host when NV > 1).
-@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
 @triton.jit
 def _la_bwd_dq_kernel(
     q_ptr, s_qb, s_qh, s_qn, s_qd,
@@ -459,10 +474,10 @@ def _la_bwd_dq_kernel(
     FMAP: tl.constexpr, HAS_ONE: tl.constexpr, CAUSAL: tl.constexpr, NORMALIZE: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_S0: tl.constexpr, HAS_WS: tl.constexpr,
     IS_VARLEN: tl.constexpr, IS_F16: tl.constexpr, IS_F64: tl.constexpr, DOT_PREC: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SEG: tl.constexpr,
 ):
     i_v, i_h, i_s, i_p, i_b, bos, L = _program(NV, H, P, cu_ptr, N, IS_VARLEN)
-    c_lo, c_hi = _segment_chunks(L, i_p, P, BT)
+    c_lo, c_hi = _segment_chunks(L, i_p, P, BT, SEG)
     i_g = i_h // G
     rk = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
@@ -491,24 +506,19 @@ def _la_bwd_dq_kernel(
         pos = c * BT + ar
         rvalid = pos < L
         tok = bos + pos
-        xq = _load_tile(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, IS_F64)
-        A = tl.where(rvalid[:, None], _phi(xq, rk, Dk, FMAP), 0.0)
-        do = _load_tile(do_ptr, o_base, tok, rvalid, s_on, cv, Dv, s_od, IS_F64)
-        dod = do.to(DT)
-        if NORMALIZE:
-            w = _acc(tl.load(w_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64)
-            dl = tl.where(first, _acc(tl.load(dl_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64), 0.0)
+        dod = _load_raw(do_ptr, o_base, tok, rvalid, s_on, cv, Dv, s_od)
         Ss, sS = _pow2_scale(S, IS_F16)
         dA = tl.dot(dod, tl.trans(Ss.to(DT)), input_precision=DOT_PREC) * sS
         if NORMALIZE:
+            dl = tl.where(first, _load_vec(dl_ptr, st_base + tok, rvalid, IS_F64), 0.0)
             dA -= dl[:, None] * z[None, :]
         if CAUSAL:
-            kv = _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK)
-            m = tl.where(kv, 1.0, 0.0)
-            Bk = _phi(_load_tile(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, IS_F64), rk, Dk, FMAP) * m[:, None]
-            V = _load_tile(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd, IS_F64)
+            m = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
+            xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
+            Bk = Bphi * m[:, None]
+            z += tl.sum(Bk, 0)
             Bd = Bk.to(DT)
-            Vd = V.to(DT)
+            Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
             X = tl.dot(dod, tl.trans(Vd), input_precision=DOT_PREC)
             if NORMALIZE:
                 X -= dl[:, None]
@@ -516,9 +526,9 @@ def _la_bwd_dq_kernel(
             Xs, sX = _pow2_scale(X, IS_F16)
             dA += tl.dot(Xs.to(DT), Bd, input_precision=DOT_PREC) * sX
             S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC)
-            z += tl.sum(Bk, 0)
         if NORMALIZE:
-            dA = dA * w[:, None]
+            dA = dA * _load_vec(w_ptr, st_base + tok, rvalid, IS_F64)[:, None]
+        xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
         dq = _phi_bwd(xq, A, dA, rk, Dk, FMAP)
         tl.store(dq_ptr + d_base + tok[:, None] * s_dn + rk[None, :] * s_dd, dq.to(dq_ptr.dtype.element_ty),
                  mask=rvalid[:, None] & (rk < Dk)[None, :])
@@ -528,15 +538,14 @@ def _la_bwd_dq_kernel(
 # Kernel 4: dk, dv, dS0, dz0 (backward in time)
 # ----------------------------------------------------------------------------------------------
 # One program per (V block, query head, sequence, segment), walking its chunks in reverse and
-# carrying R (F × BV), r (F) = grad of the state after the chunk (seeded with grad_S, grad_z and
-# the later segments' ΔR).  Per chunk (causal), Ã = w ∘ A, Pᵀ = tril(Ã Bᵀ)ᵀ, Xᵀ as in dq:
-#     Ã Bᵀ  2·C²·F    Pᵀ do  2·C²·BV    B R  2·C·F·BV    do Vᵀ  2·C²·BV    Xᵀ Ã  2·C²·F
+# carrying R (F × BV), r (F) = gradient of the state after the chunk (seeded with grad_S, grad_z
+# and the later segments' ΔR).  Per chunk (causal), Ã = w ∘ A, Pᵀ = tril(Ã Bᵀ)ᵀ, Xᵀ as in dq:
+#     B Ãᵀ  2·C²·F    Pᵀ do  2·C²·BV    B R  2·C·F·BV    V doᵀ  2·C²·BV    Xᵀ Ã  2·C²·F
 #     V Rᵀ  2·C·BV·F  R += Ãᵀ do  2·C·F·BV
-#     dV = Pᵀ do + B R,   dB = Xᵀ Ã + V Rᵀ + 1 rᵀ,   dk = m ∘ J_φ(k)ᵀ dB
+#     dV = Pᵀ do + B R,   dB = Xᵀ Ã + V Rᵀ + 1 rᵀ,   dk = m ∘ J_φ(k)ᵀ dB   (k re-read for J_φ)
 # (non-causal: dV = B R, dB = V Rᵀ + 1 rᵀ with the total R).  dk is written per V block and dk,
 # dv per query head (float32 parts summed on the host over V blocks and over the query heads of
-# a kv group); the segment-0 program writes dS0 = R, dz0 = r.
-@triton.autotune(configs=_configs(), key=_AUTOTUNE_KEY)
+# a kv group, only where there are several); the segment-0 program writes dS0 = R, dz0 = r.
 @triton.jit
 def _la_bwd_dkv_kernel(
     q_ptr, s_qb, s_qh, s_qn, s_qd,
@@ -558,10 +567,10 @@ def _la_bwd_dkv_kernel(
     FMAP: tl.constexpr, HAS_ONE: tl.constexpr, CAUSAL: tl.constexpr, NORMALIZE: tl.constexpr,
     HAS_MASK: tl.constexpr, HAS_GS: tl.constexpr, HAS_WS: tl.constexpr, HAS_S0: tl.constexpr,
     IS_VARLEN: tl.constexpr, IS_F16: tl.constexpr, IS_F64: tl.constexpr, DOT_PREC: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SEG: tl.constexpr,
 ):
     i_v, i_h, i_s, i_p, i_b, bos, L = _program(NV, H, P, cu_ptr, N, IS_VARLEN)
-    c_lo, c_hi = _segment_chunks(L, i_p, P, BT)
+    c_lo, c_hi = _segment_chunks(L, i_p, P, BT, SEG)
     i_g = i_h // G
     rk = tl.arange(0, BK)
     cv = i_v * BV + tl.arange(0, BV)
@@ -596,34 +605,28 @@ def _la_bwd_dkv_kernel(
         pos = c * BT + ar
         rvalid = pos < L
         tok = bos + pos
-        A = tl.where(rvalid[:, None], _phi(_load_tile(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, IS_F64),
-                                          rk, Dk, FMAP), 0.0)
-        xk = _load_tile(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, IS_F64)
-        Bphi = tl.where(rvalid[:, None], _phi(xk, rk, Dk, FMAP), 0.0)
-        kv = _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK)
-        m = tl.where(kv, 1.0, 0.0)
-        Bk = Bphi * m[:, None]
-        V = _load_tile(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd, IS_F64)
-        do = _load_tile(do_ptr, o_base, tok, rvalid, s_on, cv, Dv, s_od, IS_F64)
+        xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
         if NORMALIZE:
-            w = _acc(tl.load(w_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64)
-            dl = _acc(tl.load(dl_ptr + st_base + tok, mask=rvalid, other=0.0), IS_F64)
+            w = _load_vec(w_ptr, st_base + tok, rvalid, IS_F64)
+            dl = _load_vec(dl_ptr, st_base + tok, rvalid, IS_F64)
             At = A * w[:, None]
+            r_new = tl.sum(At * dl[:, None], 0)
         else:
             w = tl.where(rvalid, 1.0, 0.0)
             At = A
-        Bd = Bk.to(DT)
-        Vd = V.to(DT)
-        dod = do.to(DT)
-        Rs, sR = _pow2_scale(R, IS_F16)
-        Rd = Rs.to(DT)
-        dV = tl.dot(Bd, Rd, input_precision=DOT_PREC) * sR
-        dB = tl.dot(Vd, tl.trans(Rd), input_precision=DOT_PREC) * sR
-        dB += tl.where(first, 1.0, 0.0) * r[None, :]
-        if HAS_ONE:
-            dV += m[:, None] * rho[None, :]
         Ats, sA = _pow2_scale(At, IS_F16)
         Atd = Ats.to(DT)
+        m = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
+        xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
+        Bd = (Bphi * m[:, None]).to(DT)
+        Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
+        dod = _load_raw(do_ptr, o_base, tok, rvalid, s_on, cv, Dv, s_od)
+        Rs, sR = _pow2_scale(R, IS_F16)
+        Rd = Rs.to(DT)
+        # dV first, stored, then dB and dk, then the state update: few tiles live at a time
+        dV = tl.dot(Bd, Rd, input_precision=DOT_PREC) * sR
+        if HAS_ONE:
+            dV += m[:, None] * rho[None, :]
         if CAUSAL:
             causal = ar[None, :] >= ar[:, None]      # [j, i]: i >= j
             Pt = tl.dot(Bd, tl.trans(Atd), input_precision=DOT_PREC) * sA
@@ -632,28 +635,39 @@ def _la_bwd_dkv_kernel(
             Pt = tl.where(causal, Pt, 0.0)
             Ps, sP = _pow2_scale(Pt, IS_F16)
             dV += tl.dot(Ps.to(DT), dod, input_precision=DOT_PREC) * sP
+        tl.store(dv_ptr + ev_base + tok[:, None] * s_evn + cv[None, :] * s_evd, dV.to(dv_ptr.dtype.element_ty),
+                 mask=rvalid[:, None] & (cv < Dv)[None, :])
+        dB = tl.dot(Vd, tl.trans(Rd), input_precision=DOT_PREC) * sR
+        dB += tl.where(first, 1.0, 0.0) * r[None, :]
+        if CAUSAL:
             Xt = tl.dot(Vd, tl.trans(dod), input_precision=DOT_PREC)
             if NORMALIZE:
                 Xt -= tl.where(first, dl, 0.0)[None, :]
             Xt = tl.where(causal, Xt, 0.0)
             Xs, sX = _pow2_scale(Xt, IS_F16)
             dB += tl.dot(Xs.to(DT), Atd, input_precision=DOT_PREC) * (sX * sA)
-            R += tl.dot(tl.trans(Atd), dod, input_precision=DOT_PREC) * sA
-            if NORMALIZE:
-                r -= tl.sum(At * dl[:, None], 0)
-                if HAS_ONE:
-                    r0 -= tl.sum(w * dl, 0)
-            if HAS_ONE:
-                rho += tl.sum(w[:, None] * do, 0)
+        xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
         dk = _phi_bwd(xk, Bphi, dB, rk, Dk, FMAP) * m[:, None]
         tl.store(dk_ptr + ek_base + tok[:, None] * s_ekn + rk[None, :] * s_ekd, dk.to(dk_ptr.dtype.element_ty),
                  mask=rvalid[:, None] & (rk < Dk)[None, :])
-        tl.store(dv_ptr + ev_base + tok[:, None] * s_evn + cv[None, :] * s_evd, dV.to(dv_ptr.dtype.element_ty),
-                 mask=rvalid[:, None] & (cv < Dv)[None, :])
+        if CAUSAL:
+            R += tl.dot(tl.trans(Atd), dod, input_precision=DOT_PREC) * sA
+            if NORMALIZE:
+                r -= r_new
+                if HAS_ONE:
+                    r0 -= tl.sum(w * dl, 0)
+            if HAS_ONE:
+                rho += tl.sum(w[:, None] * _acc(dod, IS_F64), 0)
     if HAS_S0:
         if i_p == 0:
             _store_state(dS0_ptr, dz0_ptr, sdS_s, sdS_h, sdS_f, sdS_d, sdz_s, sdz_h, sdz_f, i_s, i_h, rk, cv,
                          Dk, Dv, R, r, rho, r0, first, HAS_ONE)
+
+
+SEGMENT_STATE = _autotuned(_la_segment_state_kernel)
+FORWARD = _autotuned(_la_fwd_kernel)
+BACKWARD_DQ = _autotuned(_la_bwd_dq_kernel)
+BACKWARD_DKV = _autotuned(_la_bwd_dkv_kernel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -674,29 +688,33 @@ def _next_pow2(x: int) -> int:
     return 1 << max(0, (int(x) - 1).bit_length())
 
 
-def _blocks(Dk: int, Dv: int) -> tuple[int, int, int]:
-    """(BT chunk, BK feature block, BV value block).  Tiles are at least 16 wide (tensor-core dot
-    minimum); the state slice BK × BV stays <= 128 × 64 float32 (or 256 × 32)."""
+def _blocks(Dk: int, Dv: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(BK feature block, BV value block).  Tiles are at least 16 wide (tensor-core dot minimum);
+    the state slice BK × BV stays <= 128 × 64 float32 (or 256 × 32; half that for 32/64-bit
+    inputs, whose dot operands take twice the registers)."""
     BK = max(16, _next_pow2(Dk))
     BV = max(16, _next_pow2(Dv))
     if INTERPRET:  # small value blocks so the CPU tests also cover several V blocks
-        return 64, BK, min(BV, 32)
-    return (64 if BK <= 128 else 32), BK, min(BV, 64 if BK <= 128 else 32)
+        return BK, min(BV, 32)
+    cap = 64 if BK <= 128 else 32
+    if dtype in (torch.float32, torch.float64):
+        cap //= 2
+    return BK, min(BV, cap)
 
 
-def _num_segments(nseq: int, H: int, NV: int, N: int, BT: int, varlen: bool, device: torch.device) -> int:
+def _num_segments(nseq: int, H: int, NV: int, N: int, varlen: bool, device: torch.device) -> int:
     """Segments per sequence: enough programs to fill the GPU (~2 per SM), each segment keeping
-    >= 4 chunks so the per-segment state sums stay a small overhead."""
-    chunks = -(-(N // max(nseq, 1) if varlen else N) // BT)
+    >= 4 × SEG tokens so the per-segment state sums stay a small overhead."""
+    blocks = -(-(N // max(nseq, 1) if varlen else N) // SEG)
     if FORCE_SEGMENTS is not None:
         return max(1, int(FORCE_SEGMENTS))
     if INTERPRET or device.type != "cuda":
-        return max(1, min(2, chunks))
+        return max(1, min(2, blocks))
     programs = max(1, nseq * H * NV)
     target = 2 * _sm_count(device)
     if programs >= target:
         return 1
-    return max(1, min(-(-target // programs), chunks // 4))
+    return max(1, min(-(-target // programs), blocks // 4))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -743,9 +761,10 @@ class _Problem:
         self.F = feature_dim(feature_map, self.Dk)
         self.nseq = self.B if cu is None else cu.shape[0] - 1
         self.acc = torch.float64 if q.dtype == torch.float64 else torch.float32
-        self.BT, self.BK, self.BV = _blocks(self.Dk, self.Dv)
+        self.BK, self.BV = _blocks(self.Dk, self.Dv, q.dtype)
         self.NV = -(-self.Dv // self.BV)
-        self.P = _num_segments(self.nseq, self.H, self.NV, self.N, self.BT, cu is not None, q.device)
+        self.P = _num_segments(self.nseq, self.H, self.NV, self.N, cu is not None, q.device)
+        self.big = self.BK > 128
         self.causal = causal
         self.dummy = q
         self.mask = mask.view(torch.uint8) if mask is not None else None
@@ -753,9 +772,12 @@ class _Problem:
         self.flags = dict(
             FMAP=FMAP_ID[feature_map], HAS_ONE=feature_map == "taylor", CAUSAL=causal, NORMALIZE=normalize,
             HAS_MASK=mask is not None, IS_VARLEN=cu is not None, IS_F16=q.dtype == torch.float16,
-            IS_F64=q.dtype == torch.float64, DOT_PREC=_dot_precision(q.dtype), BT=self.BT, BK=self.BK, BV=self.BV,
+            IS_F64=q.dtype == torch.float64, DOT_PREC=_dot_precision(q.dtype), BK=self.BK, BV=self.BV, SEG=SEG,
         )
         assert S0 is None or S0.shape == (self.nseq, self.H, self.F, self.Dv)
+
+    def kernel(self, pair):
+        return pair[1] if self.big else pair[0]
 
     def grid(self, heads: int) -> int:
         return self.NV * heads * self.nseq * self.P
@@ -776,7 +798,7 @@ class _Problem:
         wz = torch.empty((self.nseq, self.P, heads, self.F), device=x.device, dtype=self.acc)
         flags = {key: val for key, val in self.flags.items() if key != "HAS_MASK"}
         _launch(
-            _la_segment_state_kernel, self.grid(heads),
+            self.kernel(SEGMENT_STATE), self.grid(heads),
             x, *x.stride(), y, *y.stride(), *self.mask_args(), self.tensor(w), self.tensor(dl), ws, wz,
             self.tensor(self.cu), self.N, heads, self.Dk, self.Dv, self.F, self.P, self.NV,
             BWD=bwd, HAS_MASK=self.mask is not None and not bwd, **flags,
@@ -805,7 +827,7 @@ def _forward_impl(q, k, v, key_padding_mask, initial_S, initial_z, cu_seqlens, f
         ws, wz = pb.segment_states(k, v, None, None, pb.Hkv, bwd=False)
         ws, wz = pb.start_states(ws, wz)
     _launch(
-        _la_fwd_kernel, pb.grid(pb.H),
+        pb.kernel(FORWARD), pb.grid(pb.H),
         q, *q.stride(), k, *k.stride(), v, *v.stride(), out, *out.stride(), *pb.mask_args(),
         pb.tensor(initial_S), *_strides(initial_S, 4), pb.tensor(initial_z), *_strides(initial_z, 3),
         pb.tensor(ws), *_strides(ws, 5), pb.tensor(wz), *_strides(wz, 4),
@@ -845,7 +867,7 @@ def _backward_impl(grad_out, grad_S, grad_z, q, k, v, key_padding_mask, initial_
         w = q.new_empty((B, H, N), dtype=pb.acc)
         dl_parts = q.new_empty((NV, B, H, N), dtype=pb.acc)
         _launch(
-            _la_fwd_kernel, pb.grid(H),
+            pb.kernel(FORWARD), pb.grid(H),
             q, *q.stride(), k, *k.stride(), v, *v.stride(), grad_out, *grad_out.stride(), *pb.mask_args(),
             *state_args, *ws_args, q, 0, 0, 0, 0, q, 0, 0, 0, w, dl_parts, dl_parts.stride(0),
             pb.tensor(cu_seqlens), N, H, G, Dk, Dv, pb.F, pb.P, NV, float(eps),
@@ -856,7 +878,7 @@ def _backward_impl(grad_out, grad_S, grad_z, q, k, v, key_padding_mask, initial_
     dq_out = dq if NV == 1 else q.new_empty((NV, B, H, N, Dk), dtype=pb.acc)
     dq_strides = [0, *dq.stride()] if NV == 1 else list(dq_out.stride())
     _launch(
-        _la_bwd_dq_kernel, pb.grid(H),
+        pb.kernel(BACKWARD_DQ), pb.grid(H),
         q, *q.stride(), k, *k.stride(), v, *v.stride(), grad_out, *grad_out.stride(), *pb.mask_args(),
         pb.tensor(w), pb.tensor(dl), *state_args, *ws_args, dq_out, *dq_strides, pb.tensor(cu_seqlens),
         N, H, G, Dk, Dv, pb.F, pb.P, NV, HAS_WS=ws is not None, **common,
@@ -873,7 +895,7 @@ def _backward_impl(grad_out, grad_S, grad_z, q, k, v, key_padding_mask, initial_
     dk_strides = [0, *dk.stride()] if dk_out is dk else list(dk_out.stride())
     dv_out = dv if G == 1 else q.new_empty((B, H, N, Dv), dtype=pb.acc)
     _launch(
-        _la_bwd_dkv_kernel, pb.grid(H),
+        pb.kernel(BACKWARD_DKV), pb.grid(H),
         q, *q.stride(), k, *k.stride(), v, *v.stride(), grad_out, *grad_out.stride(), *pb.mask_args(),
         pb.tensor(w), pb.tensor(dl), pb.tensor(grad_S), *_strides(grad_S, 4), pb.tensor(grad_z), *_strides(grad_z, 3),
         pb.tensor(wr), *_strides(wr, 5), pb.tensor(wrz), *_strides(wrz, 4),
