@@ -68,7 +68,7 @@ def _signature(fn, args, kwargs):
 
 def _compile(kernel, n_programs, *args, **kwargs):
     fn = kernel.fn
-    for cfg in kernel.configs:
+    for cfg in kernel.configs[:1] if ONE_CONFIG else kernel.configs:
         kw = {**kwargs, **cfg.kwargs}
         sig, constexprs, attrs = _signature(fn, args, kw)
         key = (fn.__name__, tuple(sig.items()), tuple(sorted((k[0], str(v)) for k, v in constexprs.items())),
@@ -102,11 +102,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--quick", action="store_true", help="elu, fp16/fp32 and D=128 only")
+    ap.add_argument("--one-config", action="store_true", help="only the first autotune config of each kernel")
+    ap.add_argument("--dtype", action="append", choices=["bfloat16", "float16", "float32", "float64"],
+                    help="restrict to these input dtypes (repeatable)")
     a = ap.parse_args()
-    ARCH = a.arch
+    global ONE_CONFIG
+    ARCH, ONE_CONFIG = a.arch, a.one_config
     tk._launch = _compile
-    dtypes = [torch.float16, torch.float32] if a.quick else [torch.bfloat16, torch.float16, torch.float32]
-    fmaps = ["elu"] if a.quick else ["elu", "taylor", "softmax"]
+    dtypes = [torch.float16, torch.float32]
+    if not a.quick:
+        dtypes = [torch.bfloat16, torch.float16, torch.float32, torch.float64]
+    if a.dtype:
+        dtypes = [getattr(torch, d) for d in a.dtype]
+    fmaps = ["elu"] if a.quick else ["elu", "taylor", "softmax", "relu", "none"]
     dims = [(128, 128)] if a.quick else [(64, 64), (128, 128), (256, 256), (33, 100)]
     for dtype in dtypes:
         for Dk, Dv in dims:
@@ -129,6 +137,7 @@ def main():
 
 
 ARCH = 90
+ONE_CONFIG = False
 
 if __name__ == "__main__":
     sys.exit(main())

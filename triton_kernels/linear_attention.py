@@ -217,7 +217,7 @@ def _load_phi(ptr, base, tok, rvalid, s_n, cols, D, s_d, FMAP: tl.constexpr, IS_
 @triton.jit
 def _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK: tl.constexpr):
     if HAS_MASK:
-        pad = tl.load(mask_ptr + i_b.to(tl.int64) * s_mb + tok * s_mn, mask=rvalid, other=1)
+        pad = tl.load(mask_ptr + i_b.to(tl.int64) * s_mb + tok * s_mn, mask=rvalid, other=1).to(tl.int32)
         return rvalid & (pad == 0)
     else:
         return rvalid
@@ -314,10 +314,12 @@ def _la_segment_state_kernel(
             else:
                 x0 = tl.where(rvalid, 1.0, 0.0)
                 ye = x0 * 0.0
+            X = ph * x0[:, None]
         else:
-            x0 = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
+            kv = _key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK)
+            x0 = tl.where(kv, 1.0, 0.0)
             ye = x0
-        X = ph * x0[:, None]
+            X = tl.where(kv[:, None], ph, 0.0)
         z += tl.sum(X * ye[:, None], 0)
         Xs, sx = _pow2_scale(X, IS_F16 and BWD)
         S += tl.dot(tl.trans(Xs.to(DT)), Yd, input_precision=DOT_PREC) * sx
@@ -767,7 +769,11 @@ class _Problem:
         self.big = self.BK > 128
         self.causal = causal
         self.dummy = q
-        self.mask = mask.view(torch.uint8) if mask is not None else None
+        # bool mask read as uint8 without a copy; float64 kernels get an int32 copy (triton 3.5
+        # fails to compile an 8-bit load next to float64 dots on sm_90: MMAv2 operand assertion)
+        if mask is not None:
+            mask = mask.to(torch.int32) if q.dtype == torch.float64 else mask.view(torch.uint8)
+        self.mask = mask
         self.cu = cu
         self.flags = dict(
             FMAP=FMAP_ID[feature_map], HAS_ONE=feature_map == "taylor", CAUSAL=causal, NORMALIZE=normalize,
