@@ -1,0 +1,162 @@
+// Register-blocked GEMM micro-kernels for the CPU kernels; see cpu_gemm.h.
+#include "common/cpu_gemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/cpu_isa.h"
+
+namespace kexue::cpu {
+namespace {
+
+// 32-byte vectors (one AVX2 register in the x86-64-v3 clone, two SSE registers in the baseline
+// clone).  GCC vector extensions: the compiler emits vfmadd for `c += a * b` in the v3 clone.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+  static constexpr int kLanes = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+  static constexpr int kLanes = 4;
+};
+
+template <typename T>
+KEXUE_ALWAYS_INLINE typename Vec<T>::type vload(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load (vmovups)
+  return v;
+}
+template <typename T>
+KEXUE_ALWAYS_INLINE void vstore(T* p, typename Vec<T>::type v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// Rows of the register tile.  MR x (2 vectors) accumulators: 6 x 2 = 12 of the 16 AVX2
+// registers, plus 2 for the B row and 1 for the broadcast A element (the BLIS Haswell shape).
+constexpr int kMR = 6;
+
+// C[0:MR, 0:2L] (+)= A[0:MR, k0:k1] * B[k0:k1, 0:2L].  Per k: 2 vector loads of B, MR
+// broadcasts of A, 2*MR FMAs.
+template <typename T, int MR>
+KEXUE_ALWAYS_INLINE void tile(int64_t k0, int64_t k1, const T* __restrict A, int64_t lda, const T* __restrict B,
+                              int64_t ldb, T* __restrict C, int64_t ldc, bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::kLanes;
+  V c0[MR], c1[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    if (accumulate) {
+      c0[r] = vload<T>(C + r * ldc);
+      c1[r] = vload<T>(C + r * ldc + L);
+    } else {
+      c0[r] = V{};
+      c1[r] = V{};
+    }
+  }
+  const T* a = A + k0;
+  const T* b = B + k0 * ldb;
+  for (int64_t k = k0; k < k1; ++k, ++a, b += ldb) {
+    const V b0 = vload<T>(b);
+    const V b1 = vload<T>(b + L);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const T ar = a[r * lda];
+      c0[r] += ar * b0;
+      c1[r] += ar * b1;
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    vstore<T>(C + r * ldc, c0[r]);
+    vstore<T>(C + r * ldc + L, c1[r]);
+  }
+}
+
+// Loops the register tile over C: row blocks of kMR, column blocks of 2 vectors, skipping the
+// tiles `tri` says are not needed (see Tri in cpu_gemm.h).  O(M N K) FLOPs, no extra memory.
+template <typename T>
+KEXUE_ALWAYS_INLINE void gemm_body(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+                                   T* C, int64_t ldc, bool accumulate, Tri tri) {
+  constexpr int64_t NR = 2 * Vec<T>::kLanes;
+  for (int64_t i0 = 0; i0 < M; i0 += kMR) {
+    const int64_t mr = std::min<int64_t>(kMR, M - i0);
+    const int64_t i1 = i0 + mr;
+    int64_t kb = 0, ke = K, jb = 0, je = N;
+    if (tri == Tri::ALower) ke = std::min(K, i1);
+    if (tri == Tri::AUpper) kb = std::min(K, i0);
+    if (tri == Tri::OutLower) je = std::min(N, i1);
+    if (tri == Tri::OutUpper) jb = std::min(N, i0) / NR * NR;
+    const T* a = A + i0 * lda;
+    for (int64_t j0 = jb; j0 < je; j0 += NR) {
+      const T* b = B + j0;
+      T* c = C + i0 * ldc + j0;
+      switch (mr) {
+        case 6: tile<T, 6>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+        case 5: tile<T, 5>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+        case 4: tile<T, 4>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+        case 3: tile<T, 3>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+        case 2: tile<T, 2>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+        default: tile<T, 1>(kb, ke, a, lda, b, ldb, c, ldc, accumulate); break;
+      }
+    }
+  }
+}
+
+// 8 x 8 blocks: reads 8 rows of 8 contiguous elements, writes 8 rows of 8 contiguous elements.
+template <typename T>
+KEXUE_ALWAYS_INLINE void transpose_body(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd) {
+  constexpr int64_t kB = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += kB) {
+    const int64_t r1 = std::min(rows, r0 + kB);
+    for (int64_t c0 = 0; c0 < cols; c0 += kB) {
+      const int64_t c1 = std::min(cols, c0 + kB);
+      if (r1 - r0 == kB && c1 - c0 == kB) {
+        T blk[kB][kB];
+        for (int64_t r = 0; r < kB; ++r)
+          for (int64_t c = 0; c < kB; ++c) blk[c][r] = src[(r0 + r) * lds + c0 + c];
+        for (int64_t c = 0; c < kB; ++c)
+          for (int64_t r = 0; r < kB; ++r) dst[(c0 + c) * ldd + r0 + r] = blk[c][r];
+      } else {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) dst[c * ldd + r] = src[r * lds + c];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+KEXUE_CPU_CLONES void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                           float* C, int64_t ldc, bool accumulate, Tri tri) {
+  gemm_body<float>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, tri);
+}
+
+KEXUE_CPU_CLONES void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B,
+                           int64_t ldb, double* C, int64_t ldc, bool accumulate, Tri tri) {
+  gemm_body<double>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, tri);
+}
+
+KEXUE_CPU_CLONES void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+  transpose_body<float>(rows, cols, src, lds, dst, ldd);
+}
+
+KEXUE_CPU_CLONES void transpose(int64_t rows, int64_t cols, const double* src, int64_t lds, double* dst,
+                                int64_t ldd) {
+  transpose_body<double>(rows, cols, src, lds, dst, ldd);
+}
+
+const char* gemm_isa() {
+#if KEXUE_CPU_HAS_CLONES
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+    return "x86-64-v3";
+  }
+#endif
+  return "baseline";
+}
+
+}  // namespace kexue::cpu
