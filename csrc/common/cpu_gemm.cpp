@@ -2,38 +2,12 @@
 #include "common/cpu_gemm.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "common/cpu_isa.h"
+#include "common/cpu_vec.h"
 
 namespace kexue::cpu {
 namespace {
-
-// 32-byte vectors (one AVX2 register in the x86-64-v3 clone, two SSE registers in the baseline
-// clone).  GCC vector extensions: the compiler emits vfmadd for `c += a * b` in the v3 clone.
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
-  static constexpr int kLanes = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
-  static constexpr int kLanes = 4;
-};
-
-template <typename T>
-KEXUE_ALWAYS_INLINE typename Vec<T>::type vload(const T* p) {
-  typename Vec<T>::type v;
-  std::memcpy(&v, p, sizeof(v));  // unaligned load (vmovups)
-  return v;
-}
-template <typename T>
-KEXUE_ALWAYS_INLINE void vstore(T* p, typename Vec<T>::type v) {
-  std::memcpy(p, &v, sizeof(v));
-}
 
 // Rows of the register tile.  MR x (2 vectors) accumulators: 6 x 2 = 12 of the 16 AVX2
 // registers, plus 2 for the B row and 1 for the broadcast A element (the BLIS Haswell shape).
@@ -147,16 +121,6 @@ KEXUE_CPU_CLONES void transpose(int64_t rows, int64_t cols, const float* src, in
 KEXUE_CPU_CLONES void transpose(int64_t rows, int64_t cols, const double* src, int64_t lds, double* dst,
                                 int64_t ldd) {
   transpose_body<double>(rows, cols, src, lds, dst, ldd);
-}
-
-const char* gemm_isa() {
-#if KEXUE_CPU_HAS_CLONES
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
-    return "x86-64-v3";
-  }
-#endif
-  return "baseline";
 }
 
 }  // namespace kexue::cpu

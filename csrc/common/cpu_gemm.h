@@ -11,8 +11,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
-#include <new>
 
 namespace kexue::cpu {
 
@@ -45,40 +43,5 @@ void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const d
 // dst[c][r] = src[r][c] for r < rows, c < cols (row-major, leading dims lds / ldd).
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd);
 void transpose(int64_t rows, int64_t cols, const double* src, int64_t lds, double* dst, int64_t ldd);
-
-// Name of the instruction set the dispatched clones use on this CPU ("x86-64-v3" or
-// "baseline"), for benchmark reports.
-const char* gemm_isa();
-
-// One 64-byte-aligned allocation holding all scratch matrices of a kernel task (allocated once
-// per task, never per chunk):  off = arena.reserve(n) for each block, arena.allocate(), then
-// arena.at(off).  Each block starts on a cache line.
-template <typename T>
-class ScratchArena {
- public:
-  static constexpr int64_t kAlign = 64;  // bytes: a cache line, and the widest vector load
-  ScratchArena() = default;
-  ScratchArena(const ScratchArena&) = delete;
-  ScratchArena& operator=(const ScratchArena&) = delete;
-  ~ScratchArena() { std::free(base_); }
-
-  // Reserves n elements; returns the block's offset (resolve it with at() after allocate()).
-  int64_t reserve(int64_t n) {
-    const int64_t per_line = kAlign / static_cast<int64_t>(sizeof(T));
-    const int64_t off = size_;
-    size_ += (n + per_line - 1) / per_line * per_line;
-    return off;
-  }
-  void allocate() {
-    const size_t bytes = static_cast<size_t>(size_ > 0 ? size_ : 1) * sizeof(T);
-    base_ = static_cast<T*>(std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign));
-    if (base_ == nullptr) throw std::bad_alloc();
-  }
-  T* at(int64_t offset) const { return base_ + offset; }
-
- private:
-  T* base_ = nullptr;
-  int64_t size_ = 0;
-};
 
 }  // namespace kexue::cpu

@@ -17,8 +17,12 @@
 #define KEXUE_CPU_HAS_CLONES 0
 #endif
 
+// Forces inlining into the caller (and so compilation for the caller's ISA clone).  The lambda
+// form goes after a lambda's parameter list.
 #if defined(__GNUC__) || defined(__clang__)
 #define KEXUE_ALWAYS_INLINE inline __attribute__((always_inline))
+#define KEXUE_LAMBDA_INLINE __attribute__((always_inline))
 #else
 #define KEXUE_ALWAYS_INLINE inline
+#define KEXUE_LAMBDA_INLINE
 #endif

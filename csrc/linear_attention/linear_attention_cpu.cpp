@@ -27,6 +27,9 @@
 #include <vector>
 
 #include "common/cpu_gemm.h"
+#include "common/cpu_isa.h"
+#include "common/cpu_scratch.h"
+#include "common/cpu_vec.h"
 #include "linear_attention/feature_map.h"
 
 namespace kexue::la {
@@ -36,6 +39,7 @@ using cpu::gemm;
 using cpu::pad_cols;
 using cpu::transpose;
 using cpu::Tri;
+using cpu::dot;
 
 // Tokens per chunk.  The chunk products are kChunk x F x Dv GEMMs; 64 keeps every scratch
 // matrix of a task in L2 for head dims up to 128 and balances the intra-chunk O(c^2 (F + Dv))
@@ -65,7 +69,7 @@ struct Strided {
 
 // dst[r][0:cols] = src[r * rs + c * cs] converted to T, for r < rows.
 template <typename S, typename T>
-inline void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, T* dst, int64_t ldd) {
+KEXUE_ALWAYS_INLINE void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, T* dst, int64_t ldd) {
   for (int64_t r = 0; r < rows; ++r) {
     const S* s = src + r * rs;
     T* d = dst + r * ldd;
@@ -79,7 +83,7 @@ inline void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_
 
 // Inverse of load_rows: converts to the output type S.
 template <typename S, typename T>
-inline void store_rows(const T* src, int64_t lds, int64_t rows, int64_t cols, S* dst, int64_t rs, int64_t cs) {
+KEXUE_ALWAYS_INLINE void store_rows(const T* src, int64_t lds, int64_t rows, int64_t cols, S* dst, int64_t rs, int64_t cs) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * lds;
     S* d = dst + r * rs;
@@ -89,13 +93,6 @@ inline void store_rows(const T* src, int64_t lds, int64_t rows, int64_t cols, S*
       for (int64_t c = 0; c < cols; ++c) d[c * cs] = static_cast<S>(s[c]);
     }
   }
-}
-
-template <typename T>
-inline T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,11 +118,11 @@ struct Problem {
       b = 0, t0 = cu[s], len = cu[s + 1] - cu[s];
     }
   }
-  bool masked(int64_t b, int64_t t) const { return mask != nullptr && mask[b * mask_st[0] + t * mask_st[1]]; }
+  KEXUE_ALWAYS_INLINE bool masked(int64_t b, int64_t t) const { return mask != nullptr && mask[b * mask_st[0] + t * mask_st[1]]; }
 
   // X (raw, c x Dk) and Y = φ(X) (c x F) for rows t..t+c of x[b, h]; aux per row (taylor norm).
   // With key_mask, rows of padded keys get Y = 0.
-  void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X, int64_t ldx, T* Y,
+  KEXUE_ALWAYS_INLINE void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X, int64_t ldx, T* Y,
                    int64_t ldy, T* aux, bool key_mask) const {
     load_rows(x.row(b, h, t), x.st[2], x.st[3], c, Dk, X, ldx);
     for (int64_t i = 0; i < c; ++i) {
@@ -141,7 +138,7 @@ struct Problem {
 
   // Initial state of query head h of sequence s into Sd (F x ld, or its transpose Dv x ld) and
   // zd (F); zeros where absent.
-  void load_initial(int64_t s, int64_t h, T* Sd, int64_t ld, bool transposed, T* zd) const {
+  KEXUE_ALWAYS_INLINE void load_initial(int64_t s, int64_t h, T* Sd, int64_t ld, bool transposed, T* zd) const {
     for (int64_t f = 0; f < F; ++f) {
       const T* src = S0 ? S0.row(s, h, f) : nullptr;
       for (int64_t d = 0; d < Dv; ++d) {
@@ -160,13 +157,11 @@ struct Problem {
 // den[i] (+)= Σ_{j<=i} K[i][j] over a causal chunk, after zeroing K above the diagonal (the
 // GEMMs that read K with Tri::ALower need real zeros there).
 template <typename T>
-inline void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den) {
+KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den) {
   for (int64_t i = 0; i < c; ++i) {
     T* row = K + i * ldk;
-    T s = 0;
-    for (int64_t j = 0; j <= i; ++j) s += row[j];
     std::fill(row + i + 1, row + c, T(0));
-    den[i] = s;
+    den[i] = cpu::sum(row, i + 1);
   }
 }
 
@@ -189,7 +184,7 @@ struct Forward : Problem<S, T> {
   Strided<S> out;
   Strided<T> S_out, z_out;
 
-  void run_task(int64_t task) const {
+  KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
@@ -222,7 +217,7 @@ struct Forward : Problem<S, T> {
       for (int64_t g = 0; g < G; ++g) P_.load_initial(s, hk * G + g, S0b + g * F * ldDv, ldDv, false, z0b + g * F);
     }
     // The state of head g: P itself, or S0_g + P in Sh.
-    auto head_state = [&](int64_t g, const T*& Sg, const T*& zg) {
+    auto head_state = [&](int64_t g, const T*& Sg, const T*& zg) KEXUE_LAMBDA_INLINE {
       if (shared) {
         Sg = P, zg = pz;
         return;
@@ -234,18 +229,18 @@ struct Forward : Problem<S, T> {
       Sg = Sh, zg = zh;
     };
     // Loads k, v of a chunk into B, Bᵀ, V.
-    auto load_kv = [&](int64_t lo, int64_t c) {
+    auto load_kv = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       P_.load_mapped(P_.k, b, hk, t0 + lo, c, X, ldDk, Bm, ldF, aux, true);
       transpose(c, F, Bm, ldF, Bt, ldC);
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
-    auto update_state = [&](int64_t c) {  // P += Bᵀ V, pz += Bᵀ 1
+    auto update_state = [&](int64_t c) KEXUE_LAMBDA_INLINE {  // P += Bᵀ V, pz += Bᵀ 1
       gemm(F, Dv, c, Bt, ldC, V, ldDv, P, ldDv, true);
       for (int64_t i = 0; i < c; ++i)
         for (int64_t f = 0; f < F; ++f) pz[f] += Bm[i * ldF + f];
     };
     // out rows lo..lo+c of head h from O (num) and den.
-    auto write_out = [&](int64_t h, int64_t lo, int64_t c) {
+    auto write_out = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       if (P_.normalize) {
         for (int64_t i = 0; i < c; ++i) {
           const T dn = den[i] + P_.eps;
@@ -324,7 +319,7 @@ struct Backward : Problem<S, T> {
   Strided<S> dq, dk, dv;
   Strided<T> dS0, dz0;
 
-  void run_task(int64_t task) const {
+  KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
@@ -366,7 +361,7 @@ struct Backward : Problem<S, T> {
     if (!shared) {
       for (int64_t g = 0; g < G; ++g) P_.load_initial(s, hk * G + g, S0t + g * Dv * ldF, ldF, true, z0b + g * F);
     }
-    auto head_state = [&](int64_t g, const T*& Sg, const T*& zg) {  // (S0_g + P)ᵀ, z0_g + pz
+    auto head_state = [&](int64_t g, const T*& Sg, const T*& zg) KEXUE_LAMBDA_INLINE {  // (S0_g + P)ᵀ, z0_g + pz
       if (shared) {
         Sg = Pt, zg = pz;
         return;
@@ -387,23 +382,23 @@ struct Backward : Problem<S, T> {
         rz[g * F + f] = gz ? gz.row(s, h)[f * gz.st[2]] : T(0);
       }
     }
-    auto load_k = [&](int64_t lo, int64_t c) { P_.load_mapped(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true); };
-    auto load_v = [&](int64_t lo, int64_t c) {
+    auto load_k = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE { P_.load_mapped(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true); };
+    auto load_v = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
-    auto load_q = [&](int64_t h, int64_t lo, int64_t c) {
+    auto load_q = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       P_.load_mapped(P_.q, b, h, t0 + lo, c, Xq, ldDk, A, ldF, auxq, false);
     };
-    auto load_do = [&](int64_t h, int64_t lo, int64_t c) {
+    auto load_do = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(go.row(b, h, t0 + lo), go.st[2], go.st[3], c, Dv, Do, ldDv);
     };
-    auto update_state = [&](int64_t c) {  // Pᵀ += Vᵀ B, pz += Bᵀ 1
+    auto update_state = [&](int64_t c) KEXUE_LAMBDA_INLINE {  // Pᵀ += Vᵀ B, pz += Bᵀ 1
       gemm(Dv, F, c, Vt, ldC, Bm, ldF, Pt, ldF, true);
       for (int64_t i = 0; i < c; ++i)
         for (int64_t f = 0; f < F; ++f) pz[f] += Bm[i * ldF + f];
     };
     // r_i, t_i from den (normaliser without eps) and dotn_i = do_i·num_i.
-    auto finish_rt = [&](int64_t c, const T* dotn) {
+    auto finish_rt = [&](int64_t c, const T* dotn) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i) {
         if (normalize) {
           rr[i] = T(1) / (den[i] + P_.eps);
@@ -414,14 +409,14 @@ struct Backward : Problem<S, T> {
       }
     };
     // dq rows of head h from dA (F columns): the feature-map vjp.
-    auto write_dq = [&](int64_t h, int64_t lo, int64_t c) {
+    auto write_dq = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i) {
         feature_map_vjp_row(P_.fm, Xq + i * ldDk, A + i * ldF, auxq[i], dA + i * ldF, Dk, dx);
         store_rows(dx, ldDk, 1, Dk, dq.row(b, h, t0 + lo + i), 0, dq.st[3]);
       }
     };
     // dk, dv rows of the group from dB, dV (padded keys get 0).
-    auto write_dkdv = [&](int64_t lo, int64_t c) {
+    auto write_dkdv = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i) {
         if (P_.masked(b, t0 + lo + i)) {
           std::fill(dx, dx + Dk, T(0));
@@ -434,7 +429,7 @@ struct Backward : Problem<S, T> {
       store_rows(dV, ldDv, c, Dv, dv.row(b, hk, t0 + lo), dv.st[2], dv.st[3]);
     };
     // G = r ⊙ Do (in Do), and R_g += Aᵀ G, rz_g -= Aᵀ (r t); refreshes Rt_g = R_gᵀ if asked.
-    auto accumulate_R = [&](int64_t g, int64_t c, bool refresh_t) {
+    auto accumulate_R = [&](int64_t g, int64_t c, bool refresh_t) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i)
         for (int64_t d = 0; d < Dv; ++d) Do[i * ldDv + d] *= rr[i];
       T* Rg = R + g * F * ldDv;
@@ -718,11 +713,30 @@ void fill_problem(Problem<S, T>& p, const Checked& c, const at::Tensor& q, const
   if (z0.has_value() && z0->defined()) p.z0 = Strided<const T>(*z0);
 }
 
+// The task loops, one function per (pass, input dtype), compiled for x86-64-v3 and for the
+// baseline ISA (cpu_isa.h): run_task and every helper it uses are always inlined into them.
+template <typename Task>
+KEXUE_ALWAYS_INLINE void task_range_impl(const Task& task, int64_t begin, int64_t end) {
+  for (int64_t t = begin; t < end; ++t) task.run_task(t);
+}
+#define KEXUE_LA_TASK_RANGE(PASS, S, T)                                                      \
+  KEXUE_CPU_CLONES void task_range(const PASS<S, T>& task, int64_t begin, int64_t end) { \
+    task_range_impl(task, begin, end);                                                   \
+  }
+KEXUE_LA_TASK_RANGE(Forward, float, float)
+KEXUE_LA_TASK_RANGE(Forward, double, double)
+KEXUE_LA_TASK_RANGE(Forward, at::Half, float)
+KEXUE_LA_TASK_RANGE(Forward, at::BFloat16, float)
+KEXUE_LA_TASK_RANGE(Backward, float, float)
+KEXUE_LA_TASK_RANGE(Backward, double, double)
+KEXUE_LA_TASK_RANGE(Backward, at::Half, float)
+KEXUE_LA_TASK_RANGE(Backward, at::BFloat16, float)
+#undef KEXUE_LA_TASK_RANGE
+
+// One task per (sequence, kv head); grain 1: tasks are large (a whole sequence of a kv group).
 template <typename Task>
 void run_tasks(const Task& task, int64_t ntasks) {
-  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) task.run_task(t);
-  });
+  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) { task_range(task, begin, end); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_fwd_cpu(
