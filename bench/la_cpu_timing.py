@@ -16,10 +16,9 @@ import argparse
 import statistics
 import time
 
+import kexue
 import torch
 from torch.profiler import ProfilerActivity, profile
-
-import kexue
 
 try:
     from fast_transformers.causal_product import causal_dot_product as _ft_causal_dot_product
@@ -117,7 +116,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kexue cpu GEMM ISA: "
           f"{cpu_isa()}, "
           f"fast-transformers: {'yes' if _ft_causal_dot_product is not None else 'not installed'}")
-    print(f"float32, B={B}, H={H}, Dk=Dv={D}, elu, normalize; median of {args.repeats} runs (spread = (max-min)/median)")
+    print(f"float32, B={B}, H={H}, Dk=Dv={D}, elu, normalize; median of {args.repeats} runs "
+          "(spread = (max-min)/median)")
     header = f"{'N':>5} {'causal':>6} {'pass':>7} {'provider':>17} {'median ms':>10} {'spread':>7} " \
              f"{'x vs cpu':>8} {'peak MB':>8} {'peak/io':>7}"
     print(header)
