@@ -2,14 +2,14 @@
 // semantics in pyext/linear_attention/reference.py).
 //
 // Notation (per query head h, one sequence): a_i = φ(q_i), b_j = φ(k_j) (0 for padded keys),
-// rows of A (c x F), B (c x F), V (c x Dv) for a chunk of c <= kChunk tokens.  The state is
+// rows of A (c x F), B (c x F), V (c x Dv) for a chunk of c <= kChunk* tokens.  The state is
 // S (F x Dv) and z (F); the normaliser is the extra value column of V' = [V, 1] / S' = [S, z],
 // handled here as its own vector (a Dv+1-wide matrix would waste a register tile).
 //
 // Work split: one task per (sequence, kv head), run with at::parallel_for.  A task loops over
 // the G = H / Hkv query heads sharing its kv head, so B, V and their products are loaded once
 // per chunk, and dk / dv are summed over the group inside the task (no races, no atomics).
-// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk + G·L) elements), never per chunk.
+// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements), never per chunk.
 // Inputs are read through their strides (no .contiguous() copies); half / bf16 are converted to
 // float on load, the accumulation type is float (double for double inputs).  All products are
 // cpu::gemm calls on row-major scratch (register-blocked, FMA; see common/cpu_gemm.h).
@@ -41,11 +41,12 @@ using cpu::transpose;
 using cpu::Tri;
 using cpu::dot;
 
-// Tokens per chunk.  The chunk products are kChunk x F x Dv GEMMs; 64 keeps every scratch
-// matrix of a task in L2 for head dims up to 128 and balances the intra-chunk O(c^2 (F + Dv))
-// work against the O(c F Dv) state products (measured in bench/la_cpu_timing.py: 32 and 128
-// are slower for D = 64).
-constexpr int64_t kChunk = 64;
+// Tokens per chunk.  Causal: the intra-chunk products cost O(c (F + Dv)) per token and the state
+// products O(F Dv), so smaller chunks do fewer FLOPs but smaller GEMMs; c = 32 measured fastest
+// for D = 64 (forward and backward, 5-10 % ahead of 64; 24 and 48 slower in the backward).
+// Non-causal: no intra-chunk work, c only sets the GEMM height; 64 (slightly ahead of 32).
+constexpr int64_t kChunkCausal = 32;
+constexpr int64_t kChunkNonCausal = 64;
 
 // ---------------------------------------------------------------------------------------------
 // Strided access to tensors of any layout (64-bit index arithmetic throughout).
@@ -173,7 +174,7 @@ KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den
 //   num = K V + A S,  den = K 1 + A z  c·c·Dv / 2 + c·F·Dv
 // then per chunk and kv head:  S += Bᵀ V, z += Bᵀ 1  (c·F·Dv).
 // Non-causal: S = S0 + Bᵀ V over all chunks first (N·F·Dv per kv head), then num = A S
-// (N·F·Dv per query head).  Scratch per task: ~8 matrices of kChunk x (F | Dv) plus the state;
+// (N·F·Dv per query head).  Scratch per task: ~8 matrices of kChunk* x (F | Dv) plus the state;
 // no O(N) memory beyond the outputs.
 //
 // With GQA (G > 1) the kv-only prefix P = Σ Bᵀ V is shared by the group and the state of
@@ -189,7 +190,7 @@ struct Forward : Problem<S, T> {
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
     P_.seq(s, b, t0, L);
-    const int64_t C = kChunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
+    const int64_t C = P_.causal ? kChunkCausal : kChunkNonCausal, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
     const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
     const bool has_state = P_.S0 || P_.z0;
     const bool shared = G == 1 || !has_state;
@@ -324,7 +325,7 @@ struct Backward : Problem<S, T> {
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
     P_.seq(s, b, t0, L);
-    const int64_t C = kChunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
+    const int64_t C = P_.causal ? kChunkCausal : kChunkNonCausal, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
     const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
     const bool has_state = P_.S0 || P_.z0;
     const bool shared = G == 1 || !has_state;
