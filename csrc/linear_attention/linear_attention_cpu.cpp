@@ -68,9 +68,12 @@ struct Strided {
   S* row(int64_t i0, int64_t i1) const { return p + i0 * st[0] + i1 * st[1]; }
 };
 
-// dst[r][0:cols] = src[r * rs + c * cs] converted to T, for r < rows.
+// dst[r][0:cols] = src[r * rs + c * cs] converted to T, for r < rows.  float16 / bfloat16 go
+// through c10's portable conversions (a _Float16 path would vectorise in the AVX2 clone but makes
+// the library need libgcc_s from GCC >= 12 for the baseline clone's soft conversions).
 template <typename S, typename T>
-KEXUE_ALWAYS_INLINE void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, T* dst, int64_t ldd) {
+KEXUE_ALWAYS_INLINE void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, T* dst,
+                                   int64_t ldd) {
   for (int64_t r = 0; r < rows; ++r) {
     const S* s = src + r * rs;
     T* d = dst + r * ldd;
@@ -84,7 +87,8 @@ KEXUE_ALWAYS_INLINE void load_rows(const S* src, int64_t rs, int64_t cs, int64_t
 
 // Inverse of load_rows: converts to the output type S.
 template <typename S, typename T>
-KEXUE_ALWAYS_INLINE void store_rows(const T* src, int64_t lds, int64_t rows, int64_t cols, S* dst, int64_t rs, int64_t cs) {
+KEXUE_ALWAYS_INLINE void store_rows(const T* src, int64_t lds, int64_t rows, int64_t cols, S* dst, int64_t rs,
+                                    int64_t cs) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* s = src + r * lds;
     S* d = dst + r * rs;
@@ -119,12 +123,14 @@ struct Problem {
       b = 0, t0 = cu[s], len = cu[s + 1] - cu[s];
     }
   }
-  KEXUE_ALWAYS_INLINE bool masked(int64_t b, int64_t t) const { return mask != nullptr && mask[b * mask_st[0] + t * mask_st[1]]; }
+  KEXUE_ALWAYS_INLINE bool masked(int64_t b, int64_t t) const {
+    return mask != nullptr && mask[b * mask_st[0] + t * mask_st[1]];
+  }
 
   // X (raw, c x Dk) and Y = φ(X) (c x F) for rows t..t+c of x[b, h]; aux per row (taylor norm).
   // With key_mask, rows of padded keys get Y = 0.
-  KEXUE_ALWAYS_INLINE void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X, int64_t ldx, T* Y,
-                   int64_t ldy, T* aux, bool key_mask) const {
+  KEXUE_ALWAYS_INLINE void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X,
+                                       int64_t ldx, T* Y, int64_t ldy, T* aux, bool key_mask) const {
     load_rows(x.row(b, h, t), x.st[2], x.st[3], c, Dk, X, ldx);
     for (int64_t i = 0; i < c; ++i) {
       T* y = Y + i * ldy;
@@ -170,8 +176,8 @@ KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den
 // Forward.
 //
 // Causal, per chunk of c tokens and query head:
-//   K = tril(A Bᵀ)                   c·c·F / 2 FMAs (tiles above the diagonal skipped)
-//   num = K V + A S,  den = K 1 + A z  c·c·Dv / 2 + c·F·Dv
+//   K = tril(A Bᵀ)                     c·c·F / 2 FMAs (tiles above the diagonal skipped)
+//   num = K V + A S,  den = K 1 + A z  c·c·Dv / 2 + c·F·Dv FMAs
 // then per chunk and kv head:  S += Bᵀ V, z += Bᵀ 1  (c·F·Dv).
 // Non-causal: S = S0 + Bᵀ V over all chunks first (N·F·Dv per kv head), then num = A S
 // (N·F·Dv per query head).  Scratch per task: ~8 matrices of kChunk* x (F | Dv) plus the state;
@@ -306,9 +312,11 @@ struct Forward : Problem<S, T> {
 //   1. forward pass (dq): per chunk and head  K = tril(A Bᵀ), W = tril(Do Vᵀ), U = Do Sᵀ;
 //      den = K 1 + A z, do·num = Σ_j K∘W + Σ_f A∘U, M = r (W - t) (masked),
 //      da = M B + r (U - t zᵀ); then Sᵀ += Vᵀ B.  r_i, t_i are kept for pass 2 (2 scalars per
-//      token and head).  ~3.5 c·D² FLOP-units per chunk and head (D = F = Dv = c).
+//      token and head).  FMAs per chunk and head: c²(F + Dv + F)/2 + c·F·Dv (+ c·F·Dv per kv
+//      head for the state).
 //   2. reverse pass (dk, dv): per chunk and head  Kᵀ, Mᵀ (upper triangles), dv += Kᵀ G + B R,
-//      db += Mᵀ A + V Rᵀ + rz, then R += Aᵀ G, rz -= Aᵀ (r t) (G = r do).  ~5 units.
+//      db += Mᵀ A + V Rᵀ + rz, then R += Aᵀ G, rz -= Aᵀ (r t) (G = r do).  FMAs per chunk and
+//      head: c²(F + 2 Dv + F)/2 + 3 c·F·Dv.  Both passes reload and re-map q, k (O(c·Dk)).
 // Non-causal: pass 1 builds S (kv only), pass 2 per head computes da = r (U - t zᵀ) with
 // U = Do Sᵀ and accumulates R, pass 3 gives db = V (Σ_h R_h)ᵀ + Σ rz, dv = B Σ_h R_h.
 // The feature-map vjp is applied to da / db in the kernel (dk, dv summed over the group).
@@ -383,7 +391,9 @@ struct Backward : Problem<S, T> {
         rz[g * F + f] = gz ? gz.row(s, h)[f * gz.st[2]] : T(0);
       }
     }
-    auto load_k = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE { P_.load_mapped(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true); };
+    auto load_k = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
+      P_.load_mapped(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true);
+    };
     auto load_v = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
@@ -429,10 +439,13 @@ struct Backward : Problem<S, T> {
       }
       store_rows(dV, ldDv, c, Dv, dv.row(b, hk, t0 + lo), dv.st[2], dv.st[3]);
     };
-    // G = r ⊙ Do (in Do), and R_g += Aᵀ G, rz_g -= Aᵀ (r t); refreshes Rt_g = R_gᵀ if asked.
-    auto accumulate_R = [&](int64_t g, int64_t c, bool refresh_t) KEXUE_LAMBDA_INLINE {
+    // Do <- G = r ⊙ Do (the Dv columns of g').
+    auto scale_do = [&](int64_t c) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i)
         for (int64_t d = 0; d < Dv; ++d) Do[i * ldDv + d] *= rr[i];
+    };
+    // R_g += Aᵀ G (G in Do), rz_g -= Aᵀ (r t); refreshes Rt_g = R_gᵀ if asked.
+    auto accumulate_R = [&](int64_t g, int64_t c, bool refresh_t) KEXUE_LAMBDA_INLINE {
       T* Rg = R + g * F * ldDv;
       gemm(F, Dv, c, At, ldC, Do, ldDv, Rg, ldDv, true);
       if (normalize) {
@@ -442,6 +455,20 @@ struct Backward : Problem<S, T> {
         }
       }
       if (refresh_t) transpose(F, Dv, Rg, ldDv, Rt + g * Dv * ldF, ldF);
+    };
+
+    // dS0 / dz0 = the reverse accumulators after the whole sequence.
+    auto write_initial_grads = [&]() KEXUE_LAMBDA_INLINE {
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t h = hk * G + g;
+        for (int64_t f = 0; f < F; ++f) {
+          if (dS0) {
+            T* dst = dS0.row(s, h, f);
+            for (int64_t d = 0; d < Dv; ++d) dst[d * dS0.st[3]] = R[(g * F + f) * ldDv + d];
+          }
+          if (dz0) dz0.row(s, h)[f * dz0.st[2]] = rz[g * F + f];
+        }
+      }
     };
 
     if (causal) {
@@ -504,8 +531,7 @@ struct Backward : Problem<S, T> {
           transpose(c, F, A, ldF, At, ldC);
           load_do(h, lo, c);
           transpose(c, Dv, Do, ldDv, Dot, ldC);
-          for (int64_t i = 0; i < c; ++i)  // G = r ⊙ Do
-            for (int64_t d = 0; d < Dv; ++d) Do[i * ldDv + d] *= rr[i];
+          scale_do(c);
           gemm(c, c, F, Bm, ldF, At, ldC, K, ldC, false, Tri::OutUpper);  // Kᵀ[j][i] = b_j·a_i
           gemm(c, c, Dv, V, ldDv, Dot, ldC, W, ldC, false, Tri::OutUpper);  // Wᵀ[j][i] = v_j·do_i
           for (int64_t j = 0; j < c; ++j) {  // keep i >= j; Wᵀ <- Mᵀ = r_i (Wᵀ - t_i)
@@ -523,18 +549,11 @@ struct Backward : Problem<S, T> {
           gemm(c, F, Dv, V, ldDv, Rt + g * Dv * ldF, ldF, dB, ldF, true);    // db += V Rᵀ
           for (int64_t j = 0; j < c; ++j)                                     // db += rz
             for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[g * F + f];
-          // R += Aᵀ G, rz -= Aᵀ (r t)   (Do already holds G)
-          gemm(F, Dv, c, At, ldC, Do, ldDv, R + g * F * ldDv, ldDv, true);
-          if (normalize) {
-            for (int64_t i = 0; i < c; ++i) {
-              const T w = -rr[i] * tt[i];
-              for (int64_t f = 0; f < F; ++f) rz[g * F + f] += A[i * ldF + f] * w;
-            }
-          }
-          transpose(F, Dv, R + g * F * ldDv, ldDv, Rt + g * Dv * ldF, ldF);
+          accumulate_R(g, c, true);
         }
         write_dkdv(lo, c);
       }
+      write_initial_grads();
     } else {
       // Pass 1: the kv state.
       for (int64_t lo = 0; lo < L; lo += C) {
@@ -566,23 +585,13 @@ struct Backward : Problem<S, T> {
             for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
           }
           write_dq(h, lo, c);
+          scale_do(c);
           accumulate_R(g, c, false);
         }
       }
       // Pass 3: db = V (Σ_g R_g)ᵀ + Σ_g rz_g, dv = B Σ_g R_g.
-      T* Rs = R;  // sum into head 0's accumulator, after dS0 / dz0 are written below
-      if (dS0 || dz0) {
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t h = hk * G + g;
-          for (int64_t f = 0; f < F; ++f) {
-            if (dS0) {
-              T* dst = dS0.row(s, h, f);
-              for (int64_t d = 0; d < Dv; ++d) dst[d * dS0.st[3]] = R[(g * F + f) * ldDv + d];
-            }
-            if (dz0) dz0.row(s, h)[f * dz0.st[2]] = rz[g * F + f];
-          }
-        }
-      }
+      write_initial_grads();
+      T* Rs = R;  // the sum goes into head 0's accumulator (dS0 / dz0 are written already)
       for (int64_t g = 1; g < G; ++g) {
         for (int64_t f = 0; f < F; ++f) {
           for (int64_t d = 0; d < Dv; ++d) Rs[f * ldDv + d] += R[(g * F + f) * ldDv + d];
@@ -599,18 +608,6 @@ struct Backward : Problem<S, T> {
         for (int64_t j = 0; j < c; ++j)
           for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[f];
         write_dkdv(lo, c);
-      }
-      return;
-    }
-    // Causal: dS0 / dz0 = the accumulators after the reverse pass.
-    for (int64_t g = 0; g < G; ++g) {
-      const int64_t h = hk * G + g;
-      for (int64_t f = 0; f < F; ++f) {
-        if (dS0) {
-          T* dst = dS0.row(s, h, f);
-          for (int64_t d = 0; d < Dv; ++d) dst[d * dS0.st[3]] = R[(g * F + f) * ldDv + d];
-        }
-        if (dz0) dz0.row(s, h)[f * dz0.st[2]] = rz[g * F + f];
       }
     }
   }
