@@ -4,9 +4,10 @@ fast-transformers' causal_dot_product when installed).
     python bench/la_cpu_timing.py [--repeats 7] [--threads N] [--shapes 1024,4096]
 
 Prints, per (N, causal, pass): the median time of each provider over ``--repeats`` runs (after one
-warm-up), the spread (min-max over the median), the ratio provider/cpu (> 1: the cpu kernel is
-faster), and the peak memory each provider allocates during one call (torch.profiler memory
-events, running max of the allocated bytes) relative to the bytes of inputs + outputs.
+warm-up; the providers take turns within each repeat), the spread ((max - min) / median), the
+ratio provider / cpu (> 1: the cpu kernel is faster), and the peak memory each provider allocates
+during one call (torch.profiler memory events, running max of the allocated bytes) relative to
+the bytes of inputs + outputs.
 Float32, B=2, H=4, D=64, feature map elu, normalized.
 """
 
@@ -27,6 +28,8 @@ except ImportError:  # optional comparison
 
 B, H, D = 2, 4, 64
 EPS = 1e-6
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (all threads' CPU time; robust to
+#                            preemption on a shared machine, comparable between providers at equal threads)
 
 
 def fast_transformers_causal(q, k, v):
@@ -65,13 +68,17 @@ def step(fn, q, k, v, grad, backward: bool):
             fn(q, k, v)
 
 
-def time_it(fn, case, backward: bool, repeats: int) -> list[float]:
-    step(fn, *case, backward)  # warm-up
-    times = []
+def time_all(fns: dict, case, backward: bool, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each provider; the providers take turns within every repeat, so a change of
+    load on a shared machine hits them alike."""
+    for fn in fns.values():
+        step(fn, *case, backward)  # warm-up
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step(fn, *case, backward)
-        times.append(time.perf_counter() - t0)
+        for name, fn in fns.items():
+            t0 = CLOCK()
+            step(fn, *case, backward)
+            times[name].append(CLOCK() - t0)
     return times
 
 
@@ -109,14 +116,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     ap.add_argument("--shapes", default="1024,4096", help="comma-separated sequence lengths N")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: time.perf_counter; cpu: time.process_time (CPU time of all threads)")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, kexue cpu GEMM ISA: "
           f"{cpu_isa()}, "
           f"fast-transformers: {'yes' if _ft_causal_dot_product is not None else 'not installed'}")
-    print(f"float32, B={B}, H={H}, Dk=Dv={D}, elu, normalize; median of {args.repeats} runs "
+    print(f"float32, B={B}, H={H}, Dk=Dv={D}, elu, normalize; {args.clock} clock, median of {args.repeats} runs "
           "(spread = (max-min)/median)")
     header = f"{'N':>5} {'causal':>6} {'pass':>7} {'provider':>17} {'median ms':>10} {'spread':>7} " \
              f"{'x vs cpu':>8} {'peak MB':>8} {'peak/io':>7}"
@@ -126,11 +137,11 @@ def main() -> None:
         for causal in (True, False):
             for backward in (False, True):
                 case = make_case(N, backward)
+                fns = providers(causal)
                 rows = {}
-                for name, fn in providers(causal).items():
-                    ts = time_it(fn, case, backward, args.repeats)
+                for name, ts in time_all(fns, case, backward, args.repeats).items():
                     med = statistics.median(ts)
-                    rows[name] = (med, (max(ts) - min(ts)) / med, peak_bytes(fn, case, backward))
+                    rows[name] = (med, (max(ts) - min(ts)) / med, peak_bytes(fns[name], case, backward))
                 base = rows["cpu"][0]
                 inputs, outputs = io_bytes(N, backward)
                 for name, (med, spread, peak) in rows.items():

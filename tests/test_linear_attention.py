@@ -212,10 +212,11 @@ def test_cu_seqlens_equals_separate_calls(backend, device):
 
 @pytest.mark.parametrize("backend,device", PAIRS)
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("feature_map", ["elu", "taylor"])
+@pytest.mark.parametrize("feature_map", ["elu", "softmax"])
 def test_cu_seqlens_gradients(backend, device, causal, feature_map):
     """Packed sequences (one of them empty, several longer than a chunk) with GQA, a mask and an
-    initial state per sequence: all gradients against the float64 oracle."""
+    initial state per sequence: all gradients against the float64 oracle.  (Positive feature maps:
+    with "taylor" a random initial z makes den cancel to ~0 and the outputs ill-conditioned.)"""
     _available(backend, device)
     lens = [5, 0, 70, 33]
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int64, device=device)

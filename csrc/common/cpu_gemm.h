@@ -6,16 +6,16 @@
 // only ever land in C's padding columns).  These routines are not BLAS: no packing, no cache
 // blocking beyond the register tile, because the operands (<= 256 x 257) already sit in L1/L2.
 //
-// The routines are compiled for x86-64-v3 (AVX2 + FMA) and for the baseline ISA; the best one
-// runs (see cpu_isa.h).
+// Each routine has an AVX2 + FMA version and a baseline version and picks one per call from
+// cpu_has_avx2_fma() (see cpu_isa.h).
 #pragma once
 
 #include <cstdint>
 
 namespace kexue::cpu {
 
-// Columns of one register tile of the float kernel (2 AVX2 vectors of 8 floats; the double
-// kernel uses 2 x 4, so padding to 16 serves both).
+// Columns of the widest register tile (2 AVX2 vectors of 8 floats; the other tiles, 2 x 4
+// doubles or 2 x 4 floats in the baseline path, divide it).
 constexpr int64_t kGemmColPad = 16;
 
 // Leading dimension (in elements) of a scratch matrix with n columns.

@@ -39,7 +39,6 @@ using cpu::gemm;
 using cpu::pad_cols;
 using cpu::transpose;
 using cpu::Tri;
-using cpu::dot;
 
 // Tokens per chunk.  Causal: the intra-chunk products cost O(c (F + Dv)) per token and the state
 // products O(F Dv), so smaller chunks do fewer FLOPs but smaller GEMMs; c = 32 measured fastest
@@ -129,6 +128,7 @@ struct Problem {
 
   // X (raw, c x Dk) and Y = φ(X) (c x F) for rows t..t+c of x[b, h]; aux per row (taylor norm).
   // With key_mask, rows of padded keys get Y = 0.
+  template <int W>
   KEXUE_ALWAYS_INLINE void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X,
                                        int64_t ldx, T* Y, int64_t ldy, T* aux, bool key_mask) const {
     load_rows(x.row(b, h, t), x.st[2], x.st[3], c, Dk, X, ldx);
@@ -138,7 +138,7 @@ struct Problem {
         std::fill(y, y + F, T(0));
         aux[i] = 0;
       } else {
-        feature_map_row(fm, X + i * ldx, Dk, y, aux + i);
+        feature_map_row<W>(fm, X + i * ldx, Dk, y, aux + i);
       }
     }
   }
@@ -163,12 +163,12 @@ struct Problem {
 
 // den[i] (+)= Σ_{j<=i} K[i][j] over a causal chunk, after zeroing K above the diagonal (the
 // GEMMs that read K with Tri::ALower need real zeros there).
-template <typename T>
+template <int W, typename T>
 KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den) {
   for (int64_t i = 0; i < c; ++i) {
     T* row = K + i * ldk;
     std::fill(row + i + 1, row + c, T(0));
-    den[i] = cpu::sum(row, i + 1);
+    den[i] = cpu::sum<W>(row, i + 1);
   }
 }
 
@@ -191,6 +191,7 @@ struct Forward : Problem<S, T> {
   Strided<S> out;
   Strided<T> S_out, z_out;
 
+  template <int W>
   KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
@@ -237,7 +238,7 @@ struct Forward : Problem<S, T> {
     };
     // Loads k, v of a chunk into B, Bᵀ, V.
     auto load_kv = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
-      P_.load_mapped(P_.k, b, hk, t0 + lo, c, X, ldDk, Bm, ldF, aux, true);
+      P_.template load_mapped<W>(P_.k, b, hk, t0 + lo, c, X, ldDk, Bm, ldF, aux, true);
       transpose(c, F, Bm, ldF, Bt, ldC);
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
@@ -271,17 +272,17 @@ struct Forward : Problem<S, T> {
         const int64_t h = hk * G + g;
         const T *Sg, *zg;
         head_state(g, Sg, zg);
-        P_.load_mapped(P_.q, b, h, t0 + lo, c, X, ldDk, A, ldF, aux, false);
+        P_.template load_mapped<W>(P_.q, b, h, t0 + lo, c, X, ldDk, A, ldF, aux, false);
         if (P_.causal) {
           gemm(c, c, F, A, ldF, Bt, ldC, K, ldC, false, Tri::OutLower);  // K = A Bᵀ
-          causal_mask_rowsum(K, ldC, c, den);
+          causal_mask_rowsum<W>(K, ldC, c, den);
           gemm(c, Dv, c, K, ldC, V, ldDv, O, ldDv, false, Tri::ALower);  // O = tril(K) V
           gemm(c, Dv, F, A, ldF, Sg, ldDv, O, ldDv, true);               // O += A S
         } else {
           gemm(c, Dv, F, A, ldF, Sg, ldDv, O, ldDv, false);  // O = A S
           std::fill(den, den + c, T(0));
         }
-        for (int64_t i = 0; i < c; ++i) den[i] += dot(A + i * ldF, zg, F);
+        for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
         write_out(h, lo, c);
       }
       if (P_.causal) update_state(c);
@@ -328,6 +329,7 @@ struct Backward : Problem<S, T> {
   Strided<S> dq, dk, dv;
   Strided<T> dS0, dz0;
 
+  template <int W>
   KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
@@ -355,7 +357,7 @@ struct Backward : Problem<S, T> {
     ar.allocate();
     T *Xq = ar.at(oXq), *Xk = ar.at(oXk), *auxq = ar.at(oAuxq), *auxk = ar.at(oAuxk), *A = ar.at(oA),
       *At = ar.at(oAt), *Bm = ar.at(oB), *Bt = ar.at(oBt), *V = ar.at(oV), *Vt = ar.at(oVt), *Do = ar.at(oDo),
-      *Dot = ar.at(oDot), *K = ar.at(oK), *W = ar.at(oW), *U = ar.at(oU), *dA = ar.at(oDA), *dB = ar.at(oDB),
+      *Dot = ar.at(oDot), *K = ar.at(oK), *Wm = ar.at(oW), *U = ar.at(oU), *dA = ar.at(oDA), *dB = ar.at(oDB),
       *dV = ar.at(oDV), *dx = ar.at(oDx), *den = ar.at(oDen), *rr = ar.at(oRT), *tt = ar.at(oRTt),
       *Pt = ar.at(oPt), *pz = ar.at(oPz), *Sht = ar.at(oSht), *zh = ar.at(oZh), *S0t = ar.at(oS0t),
       *z0b = ar.at(oZ0), *R = ar.at(oR), *Rt = ar.at(oRt), *rz = ar.at(oRz), *saved = ar.at(oSave);
@@ -392,13 +394,13 @@ struct Backward : Problem<S, T> {
       }
     }
     auto load_k = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
-      P_.load_mapped(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true);
+      P_.template load_mapped<W>(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true);
     };
     auto load_v = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
     auto load_q = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
-      P_.load_mapped(P_.q, b, h, t0 + lo, c, Xq, ldDk, A, ldF, auxq, false);
+      P_.template load_mapped<W>(P_.q, b, h, t0 + lo, c, Xq, ldDk, A, ldF, auxq, false);
     };
     auto load_do = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(go.row(b, h, t0 + lo), go.st[2], go.st[3], c, Dv, Do, ldDv);
@@ -422,7 +424,7 @@ struct Backward : Problem<S, T> {
     // dq rows of head h from dA (F columns): the feature-map vjp.
     auto write_dq = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       for (int64_t i = 0; i < c; ++i) {
-        feature_map_vjp_row(P_.fm, Xq + i * ldDk, A + i * ldF, auxq[i], dA + i * ldF, Dk, dx);
+        feature_map_vjp_row<W>(P_.fm, Xq + i * ldDk, A + i * ldF, auxq[i], dA + i * ldF, Dk, dx);
         store_rows(dx, ldDk, 1, Dk, dq.row(b, h, t0 + lo + i), 0, dq.st[3]);
       }
     };
@@ -433,7 +435,7 @@ struct Backward : Problem<S, T> {
           std::fill(dx, dx + Dk, T(0));
           std::fill(dV + i * ldDv, dV + i * ldDv + Dv, T(0));
         } else {
-          feature_map_vjp_row(P_.fm, Xk + i * ldDk, Bm + i * ldF, auxk[i], dB + i * ldF, Dk, dx);
+          feature_map_vjp_row<W>(P_.fm, Xk + i * ldDk, Bm + i * ldF, auxk[i], dB + i * ldF, Dk, dx);
         }
         store_rows(dx, ldDk, 1, Dk, dk.row(b, hk, t0 + lo + i), 0, dk.st[3]);
       }
@@ -486,21 +488,21 @@ struct Backward : Problem<S, T> {
           load_q(h, lo, c);
           load_do(h, lo, c);
           gemm(c, c, F, A, ldF, Bt, ldC, K, ldC, false, Tri::OutLower);  // K = A Bᵀ
-          causal_mask_rowsum(K, ldC, c, den);
-          for (int64_t i = 0; i < c; ++i) den[i] += dot(A + i * ldF, zg, F);
-          gemm(c, c, Dv, Do, ldDv, Vt, ldC, W, ldC, false, Tri::OutLower);  // W = Do Vᵀ
+          causal_mask_rowsum<W>(K, ldC, c, den);
+          for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
+          gemm(c, c, Dv, Do, ldDv, Vt, ldC, Wm, ldC, false, Tri::OutLower);  // W = Do Vᵀ (in Wm)
           gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);                 // U = Do Sᵀ
           for (int64_t i = 0; i < c; ++i) {
             // do_i·num_i = Σ_{j<=i} K_ij W_ij + a_i·U_i
             const T* kr = K + i * ldC;
-            const T* wr = W + i * ldC;
+            const T* wr = Wm + i * ldC;
             T sacc = 0;
-            if (normalize) sacc = dot(kr, wr, i + 1) + dot(A + i * ldF, U + i * ldF, F);
+            if (normalize) sacc = cpu::dot<W>(kr, wr, i + 1) + cpu::dot<W>(A + i * ldF, U + i * ldF, F);
             tt[i] = sacc;
           }
           finish_rt(c, tt);
-          for (int64_t i = 0; i < c; ++i) {  // W <- M = r (W - t), zero above the diagonal
-            T* wr = W + i * ldC;
+          for (int64_t i = 0; i < c; ++i) {  // Wm <- M = r (W - t), zero above the diagonal
+            T* wr = Wm + i * ldC;
             for (int64_t j = 0; j <= i; ++j) wr[j] = rr[i] * (wr[j] - tt[i]);
             std::fill(wr + i + 1, wr + c, T(0));
           }
@@ -509,7 +511,7 @@ struct Backward : Problem<S, T> {
             const T* u = U + i * ldF;
             for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
           }
-          gemm(c, F, c, W, ldC, Bm, ldF, dA, ldF, true, Tri::ALower);
+          gemm(c, F, c, Wm, ldC, Bm, ldF, dA, ldF, true, Tri::ALower);
           write_dq(h, lo, c);
           T* sv = saved + (g * L + lo) * 2;
           for (int64_t i = 0; i < c; ++i) sv[2 * i] = rr[i], sv[2 * i + 1] = tt[i];
@@ -533,10 +535,10 @@ struct Backward : Problem<S, T> {
           transpose(c, Dv, Do, ldDv, Dot, ldC);
           scale_do(c);
           gemm(c, c, F, Bm, ldF, At, ldC, K, ldC, false, Tri::OutUpper);  // Kᵀ[j][i] = b_j·a_i
-          gemm(c, c, Dv, V, ldDv, Dot, ldC, W, ldC, false, Tri::OutUpper);  // Wᵀ[j][i] = v_j·do_i
+          gemm(c, c, Dv, V, ldDv, Dot, ldC, Wm, ldC, false, Tri::OutUpper);  // Wᵀ[j][i] = v_j·do_i
           for (int64_t j = 0; j < c; ++j) {  // keep i >= j; Wᵀ <- Mᵀ = r_i (Wᵀ - t_i)
             T* kr = K + j * ldC;
-            T* wr = W + j * ldC;
+            T* wr = Wm + j * ldC;
             std::fill(kr, kr + j, T(0));
             std::fill(wr, wr + j, T(0));
             for (int64_t i = j; i < c; ++i) wr[i] = rr[i] * (wr[i] - tt[i]);
@@ -545,7 +547,7 @@ struct Backward : Problem<S, T> {
           const bool first = g == 0;
           gemm(c, Dv, c, K, ldC, Do, ldDv, dV, ldDv, !first, Tri::AUpper);  // dv += Kᵀ G
           gemm(c, Dv, F, Bm, ldF, Rg, ldDv, dV, ldDv, true);                 // dv += B R
-          gemm(c, F, c, W, ldC, A, ldF, dB, ldF, !first, Tri::AUpper);       // db += Mᵀ A
+          gemm(c, F, c, Wm, ldC, A, ldF, dB, ldF, !first, Tri::AUpper);       // db += Mᵀ A
           gemm(c, F, Dv, V, ldDv, Rt + g * Dv * ldF, ldF, dB, ldF, true);    // db += V Rᵀ
           for (int64_t j = 0; j < c; ++j)                                     // db += rz
             for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[g * F + f];
@@ -575,8 +577,8 @@ struct Backward : Problem<S, T> {
           load_do(h, lo, c);
           gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);  // U = Do Sᵀ
           for (int64_t i = 0; i < c; ++i) {
-            den[i] = dot(A + i * ldF, zg, F);
-            tt[i] = normalize ? dot(A + i * ldF, U + i * ldF, F) : T(0);
+            den[i] = cpu::dot<W>(A + i * ldF, zg, F);
+            tt[i] = normalize ? cpu::dot<W>(A + i * ldF, U + i * ldF, F) : T(0);
           }
           finish_rt(c, tt);
           for (int64_t i = 0; i < c; ++i) {  // dA = r (U - t zᵀ)
@@ -711,15 +713,24 @@ void fill_problem(Problem<S, T>& p, const Checked& c, const at::Tensor& q, const
   if (z0.has_value() && z0->defined()) p.z0 = Strided<const T>(*z0);
 }
 
-// The task loops, one function per (pass, input dtype), compiled for x86-64-v3 and for the
-// baseline ISA (cpu_isa.h): run_task and every helper it uses are always inlined into them.
-template <typename Task>
+// The task loops, one function per (pass, input dtype) and ISA path (cpu_isa.h): run_task and
+// every helper it uses are always inlined into them, so they compile for the function's ISA.
+template <int W, typename Task>
 KEXUE_ALWAYS_INLINE void task_range_impl(const Task& task, int64_t begin, int64_t end) {
-  for (int64_t t = begin; t < end; ++t) task.run_task(t);
+  for (int64_t t = begin; t < end; ++t) task.template run_task<W>(t);
 }
-#define KEXUE_LA_TASK_RANGE(PASS, S, T)                                                      \
-  KEXUE_CPU_CLONES void task_range(const PASS<S, T>& task, int64_t begin, int64_t end) { \
-    task_range_impl(task, begin, end);                                                   \
+#if KEXUE_CPU_HAS_AVX2_PATH
+#define KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)                                                        \
+  KEXUE_TARGET_AVX2 void task_range_avx2(const PASS<S, T>& task, int64_t begin, int64_t end) { \
+    task_range_impl<cpu::kAvx2Bytes>(task, begin, end);                                       \
+  }
+#else
+#define KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)
+#endif
+#define KEXUE_LA_TASK_RANGE(PASS, S, T)                                                    \
+  KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)                                                     \
+  void task_range_base(const PASS<S, T>& task, int64_t begin, int64_t end) {               \
+    task_range_impl<cpu::kBaseBytes>(task, begin, end);                                    \
   }
 KEXUE_LA_TASK_RANGE(Forward, float, float)
 KEXUE_LA_TASK_RANGE(Forward, double, double)
@@ -730,11 +741,19 @@ KEXUE_LA_TASK_RANGE(Backward, double, double)
 KEXUE_LA_TASK_RANGE(Backward, at::Half, float)
 KEXUE_LA_TASK_RANGE(Backward, at::BFloat16, float)
 #undef KEXUE_LA_TASK_RANGE
+#undef KEXUE_LA_TASK_RANGE_AVX2
 
 // One task per (sequence, kv head); grain 1: tasks are large (a whole sequence of a kv group).
 template <typename Task>
 void run_tasks(const Task& task, int64_t ntasks) {
-  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) { task_range(task, begin, end); });
+  const bool avx2 = cpu::cpu_has_avx2_fma();
+  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
+#if KEXUE_CPU_HAS_AVX2_PATH
+    if (avx2) return task_range_avx2(task, begin, end);
+#endif
+    (void)avx2;
+    task_range_base(task, begin, end);
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_attention_fwd_cpu(
