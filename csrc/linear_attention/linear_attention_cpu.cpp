@@ -68,8 +68,8 @@ struct Strided {
 };
 
 // dst[r][0:cols] = src[r * rs + c * cs] converted to T, for r < rows.  float16 / bfloat16 go
-// through c10's portable conversions (a _Float16 path would vectorise in the AVX2 clone but makes
-// the library need libgcc_s from GCC >= 12 for the baseline clone's soft conversions).
+// through c10's portable conversions (a _Float16 path would vectorise in the AVX2 path but makes
+// the library need libgcc_s from GCC >= 12 for the baseline path's soft conversions).
 template <typename S, typename T>
 KEXUE_ALWAYS_INLINE void load_rows(const S* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, T* dst,
                                    int64_t ldd) {
