@@ -30,6 +30,9 @@ else:
     CUDA_LIBRARY_ERROR = "kexue was built without CUDA (torch without CUDA, or nvcc not found)"
 
 
+# Registrations happen when the libraries load, so under torch.compile the answer is a constant
+# of the traced program (dynamo cannot trace the C++ query itself: it would break the graph).
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """True when ``kexue::<op>`` has a kernel registered for ``dispatch_key`` ("CPU", "CUDA")."""
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"kexue::{op}", dispatch_key)

@@ -3,7 +3,7 @@
 With a = φ(q_i), b_j = φ(k_j) (b_j = 0 where key_padding_mask[b, j] is True) and A(i) the keys
 that query i sees (all of them, or j <= i when causal)::
 
-    num_i = Σ_{j∈A(i)} (a_i · b_j) v_j  + a_i S0        (S0 only when causal)
+    num_i = Σ_{j∈A(i)} (a_i · b_j) v_j  + a_i S0        (causal or not)
     den_i = Σ_{j∈A(i)}  a_i · b_j       + a_i · z0
     out_i = num_i / (den_i + eps)        (normalize=True)   or   num_i   (normalize=False)
 

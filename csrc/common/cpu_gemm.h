@@ -1,0 +1,47 @@
+// Small dense GEMMs for the CPU kernels (chunk products of a few dozen rows and columns).
+//
+// Every operand is row-major scratch owned by the calling kernel, with leading dimensions
+// padded by pad_cols(): the micro-kernel reads and writes whole register tiles of kGemmColPad
+// columns, so columns [N, pad_cols(N)) of B and C must exist (their values are arbitrary and
+// only ever land in C's padding columns).  These routines are not BLAS: no packing, no cache
+// blocking beyond the register tile, because the operands (<= 256 x 257) already sit in L1/L2.
+//
+// Each routine has an AVX2 + FMA version and a baseline version and picks one per call from
+// cpu_has_avx2_fma() (see cpu_isa.h).
+#pragma once
+
+#include <cstdint>
+
+namespace kexue::cpu {
+
+// Columns of the widest register tile (2 AVX2 vectors of 8 floats; the other tiles, 2 x 4
+// doubles or 2 x 4 floats in the baseline path, divide it).
+constexpr int64_t kGemmColPad = 16;
+
+// Leading dimension (in elements) of a scratch matrix with n columns.
+inline int64_t pad_cols(int64_t n) {
+  return (n + kGemmColPad - 1) / kGemmColPad * kGemmColPad;
+}
+
+// Structure of the product the caller needs, used to skip register tiles:
+//   None      C = A B in full.
+//   OutLower  only C[i][j] with j <= i is needed (tiles strictly above the diagonal are skipped;
+//             entries above the diagonal inside diagonal tiles are written with arbitrary values).
+//   OutUpper  only C[i][j] with j >= i is needed (likewise).
+//   ALower    A is lower triangular (A[i][k] == 0 for k > i, stored as real zeros): row i sums
+//             over k <= (last row of its tile) only.
+//   AUpper    A is upper triangular (A[i][k] == 0 for k < i, real zeros): k >= first row of tile.
+enum class Tri : int { None, OutLower, OutUpper, ALower, AUpper };
+
+// C[M x N] = (accumulate ? C : 0) + A[M x K] * B[K x N]; all row-major with leading dims
+// lda / ldb / ldc (elements).  K == 0 gives C = accumulate ? C : 0.
+void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+          int64_t ldc, bool accumulate, Tri tri = Tri::None);
+void gemm(int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
+          int64_t ldc, bool accumulate, Tri tri = Tri::None);
+
+// dst[c][r] = src[r][c] for r < rows, c < cols (row-major, leading dims lds / ldd).
+void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd);
+void transpose(int64_t rows, int64_t cols, const double* src, int64_t lds, double* dst, int64_t ldd);
+
+}  // namespace kexue::cpu
