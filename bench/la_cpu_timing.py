@@ -17,9 +17,10 @@ import argparse
 import statistics
 import time
 
-import kexue
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+import kexue
 
 try:
     from fast_transformers.causal_product import causal_dot_product as _ft_causal_dot_product

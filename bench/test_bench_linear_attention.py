@@ -9,9 +9,10 @@ runs once, as a smoke test.  Float32, B=2, H=4, Dk=Dv=64, elu feature map, norma
 
 from __future__ import annotations
 
-import kexue
 import pytest
 import torch
+
+import kexue
 
 try:
     from fast_transformers.causal_product import causal_dot_product

@@ -19,11 +19,12 @@ import tempfile
 
 os.environ.pop("TRITON_INTERPRET", None)
 
-import kexue.triton_kernels.linear_attention as tk  # noqa: E402
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
+
+import kexue.triton_kernels.linear_attention as tk  # noqa: E402
 
 TORCH_TO_TRITON = {
     torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64",

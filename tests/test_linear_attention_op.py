@@ -4,9 +4,10 @@ function, and the C++ argument checks of a direct call."""
 
 from __future__ import annotations
 
-import kexue
 import pytest
 import torch
+
+import kexue
 from kexue.linear_attention import feature_dim
 from kexue.linear_attention.api import BACKENDS
 

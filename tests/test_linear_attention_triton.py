@@ -12,6 +12,7 @@ import importlib.util
 
 import pytest
 import torch
+
 from helpers import DEVICES, error
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
