@@ -73,7 +73,7 @@ def build_ext_cls():
 
 setup(
     packages=[
-        "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations",
+        "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations", "kexue.probe",
         "kexue.triton_kernels",
     ],
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},

