@@ -74,9 +74,11 @@ def build_ext_cls():
 setup(
     packages=[
         "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations", "kexue.probe",
+        "kexue.probe.data",
         "kexue.triton_kernels",
     ],
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},
+    package_data={"kexue.probe.data": ["ud-english-pud/*"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_cls()},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},

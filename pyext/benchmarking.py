@@ -20,6 +20,7 @@ import torch
 OPS = {
     "linear_attention": "kexue.linear_attention.bench",
     "cross_entropy": "kexue.cross_entropy.bench",
+    "probe": "kexue.probe.bench",
 }
 
 
