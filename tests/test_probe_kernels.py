@@ -109,6 +109,7 @@ MB_CASES = [  # (n_sent, K, extra columns of padding, one-word sentences)
     (4, 37, 0, False),
     (6, 50, 5, False),
     (3, 9, 1, True),
+    (2, 5, 20, False),  # length > 16: several column tiles of the interpreted Triton kernel
 ]
 
 
