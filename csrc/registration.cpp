@@ -66,4 +66,22 @@ TORCH_LIBRARY(kexue, m) {
       "linear_cross_entropy_bwd(Tensor grad_loss, Tensor hidden, Tensor weight, Tensor target, Tensor? bias, "
       "Tensor? logit_bias, Tensor? class_weight, Tensor lse, float label_smoothing, float z_loss, "
       "int ignore_index, int chunk_size, str kernel) -> (Tensor grad_hidden, Tensor grad_weight, Tensor grad_bias)");
+
+  // Perturbed-masking probe (kexue.probe).  See pyext/probe/kernels_reference.py for the exact
+  // semantics.  probe_masked_batch: sentences packed end to end (tokens, tok_offsets), words as
+  // token spans [word_start, word_end) relative to their sentence (word_offsets), rows
+  // seqs (K, 3) = (s, i, j) with -1 for "no word"; returns input_ids and attention_mask, both
+  // (K, length) int64: the sentence with words i and j replaced by mask_id, padded with pad_id.
+  // Invalid indices, or a sentence longer than length, are an error.
+  m.def(
+      "probe_masked_batch(Tensor tokens, Tensor tok_offsets, Tensor word_start, Tensor word_end, "
+      "Tensor word_offsets, Tensor seqs, int mask_id, int pad_id, int length) "
+      "-> (Tensor input_ids, Tensor attention_mask)");
+  // out[s] = mean over {k : seg[k] == s} of d(h[rows[k]], ref[ref_rows[k]]) (0 for an empty
+  // segment), d = Euclidean distance (metric "dist") or 1 - cosine ("cos"); h (R, D), ref (R2, D)
+  // any strides, same float dtype; rows/ref_rows/seg (K,) int64.  Returns (num_segments,) in the
+  // accumulation dtype (float32, or float64 for float64 inputs).  Autograd (h and ref) in Python.
+  m.def(
+      "probe_segment_distance(Tensor h, Tensor rows, Tensor ref, Tensor ref_rows, Tensor seg, "
+      "int num_segments, str metric) -> Tensor");
 }
