@@ -74,7 +74,7 @@ def build_ext_cls():
 setup(
     packages=[
         "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations",
-        "kexue.triton_kernels",
+        "kexue.triton_kernels", "kexue.probe",
     ],
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},
     ext_modules=extensions(),
