@@ -227,10 +227,11 @@ def test_eisner_opcheck_and_compile():
     for single_root in (True, False):
         torch.library.opcheck(torch.ops.kexue.eisner.default, (S, lengths, single_root))
     Sg = S.clone().requires_grad_()
-    torch.library.opcheck(torch.ops.kexue.eisner.default, (Sg, lengths, True),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.kexue.eisner.default, (Sg, lengths, True))  # integer output: no grad
     fn = torch.compile(lambda s, n: torch.ops.kexue.eisner(s, n, True), fullgraph=True, backend="eager")
     assert torch.equal(fn(S, lengths), eisner(S, lengths))
+    fn = torch.compile(lambda s, n: eisner(s, n, single_root=False), fullgraph=True, backend="eager")
+    assert torch.equal(fn(S, lengths), eisner(S, lengths, single_root=False))
 
 
 # ------------------------------------------------------------------------------------------
@@ -513,7 +514,8 @@ def test_conllu_sample(tmp_path):
     assert s.deprel == ["nsubj", "aux", "advmod", "root", "punct"]
     assert s.id == "s1" and s.text == "I don't know."
     assert s.multiword_tokens == [(2, 3, "don't")]
-    assert s.space_after == [True, True, True, False, True]
+    assert s.space_after == [True, False, True, False, True]
+    assert s.surface_tokens() == ["I", "don't", "know", "."]
     assert "newdoc id = d1" in s.comments and len(s) == 5
     assert sents[1].words == ["Hi"] and sents[1].heads == [0] and sents[1].text == "Hi"
     # no trailing blank line, CRLF line ends
@@ -527,6 +529,8 @@ def test_conllu_errors():
         conllu.parse_conllu("2\tI\tI\tPRON\t_\t_\t0\troot\t_\t_\n")
     with pytest.raises(ValueError, match="HEAD"):
         conllu.parse_conllu("1\tI\tI\tPRON\t_\t_\t3\troot\t_\t_\n")
+    with pytest.raises(ValueError, match="multiword token 1-2"):
+        conllu.parse_conllu("1-2\tab\t_\t_\t_\t_\t_\t_\t_\t_\n1\ta\ta\tX\t_\t_\t0\troot\t_\t_\n")
     with pytest.raises(ValueError, match="HEAD must be an integer"):
         conllu.parse_conllu("1\tI\tI\tPRON\t_\t_\t_\troot\t_\t_\n")
 
@@ -539,6 +543,15 @@ def test_conllu_pud():
     assert all(sum(h == 0 for h in s.heads) == 1 for s in sents)
     assert sum(len(s.multiword_tokens) for s in sents) > 0
     assert all(s.text and s.id for s in sents)
+    # the surface tokens and SpaceAfter rebuild the "# text =" line exactly
+    for s in sents:
+        toks, spaces, i = s.surface_tokens(), [], 0
+        for _t in toks:
+            n_words = next((b - a + 1 for a, b, f in s.multiword_tokens if a == i + 1), 1)
+            i += n_words
+            spaces.append(s.space_after[i - 1])
+        rebuilt = "".join(t + (" " if sp else "") for t, sp in zip(toks, spaces, strict=True)).rstrip()
+        assert rebuilt == s.text, s.id
     # the baselines and metrics run on the whole treebank
     gold = [s.heads for s in sents]
     rc = [right_chain(len(s), root=parsers.gold_root(s.heads)).tolist() for s in sents]

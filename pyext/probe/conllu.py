@@ -32,8 +32,8 @@ class Sentence:
         deprel: DEPREL labels.
         id: the ``# sent_id =`` comment, or None.
         text: the ``# text =`` comment, or None.
-        space_after: False where MISC has ``SpaceAfter=No`` (for the last word of a multiword
-            token, the token's MISC is used).
+        space_after: False where MISC has ``SpaceAfter=No``; inside a multiword token False for
+            all words but the last, which takes the token's MISC.
         multiword_tokens: ``(first, last, form)`` of each multiword token (1-based word IDs).
         comments: every comment line, without the leading ``#`` and surrounding spaces.
     """
@@ -51,6 +51,27 @@ class Sentence:
     def __len__(self) -> int:
         return len(self.words)
 
+    def surface_tokens(self) -> list[str]:
+        """The surface tokens: each multiword token's form replaces its words.
+
+        Example:
+            >>> s = Sentence(["I", "do", "n't"], [0, 1, 2], ["X"] * 3, ["x"] * 3,
+            ...              multiword_tokens=[(2, 3, "don't")])
+            >>> s.surface_tokens()
+            ['I', "don't"]
+        """
+        starts = {a: (b, form) for a, b, form in self.multiword_tokens}
+        out, i = [], 1
+        while i <= len(self.words):
+            if i in starts:
+                b, form = starts[i]
+                out.append(form)
+                i = b + 1
+            else:
+                out.append(self.words[i - 1])
+                i += 1
+        return out
+
 
 def _finish(block: dict, where: str) -> Sentence:
     words = block["words"]
@@ -59,9 +80,12 @@ def _finish(block: dict, where: str) -> Sentence:
         if not 0 <= h <= n:
             raise ValueError(f"{where}: word {i + 1} has HEAD {h}, outside [0, {n}]")
     space_after = block["space_after"]
-    for _first, last, _form, sa in block["mwt_space"]:
-        if 1 <= last <= n:
-            space_after[last - 1] = sa
+    for first, last, _form, sa in block["mwt_space"]:
+        if not 1 <= first <= last <= n:
+            raise ValueError(f"{where}: multiword token {first}-{last} is outside the words 1..{n}")
+        for w in range(first, last):
+            space_after[w - 1] = False
+        space_after[last - 1] = sa
     return Sentence(words=words, heads=block["heads"], upos=block["upos"], deprel=block["deprel"],
                     id=block["id"], text=block["text"], space_after=space_after,
                     multiword_tokens=[(a, b, f) for a, b, f, _ in block["mwt_space"]],
