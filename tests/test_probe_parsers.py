@@ -606,3 +606,49 @@ def test_segmentation_metrics():
         metrics.segmentation_prf(["ab"], ["ac"])
     with pytest.raises(TypeError, match="string"):
         metrics.segmentation_prf("ab", ["ab"])
+
+
+@st.composite
+def _tree_pair(draw):
+    n = draw(st.integers(1, 12))
+    gold = [draw(st.integers(0, n)) for _ in range(n)]
+    pred = [draw(st.integers(0, n)) for _ in range(n)]
+    return pred, gold
+
+
+@given(_tree_pair())
+@settings(max_examples=60, deadline=None)
+def test_metrics_property(pair):
+    pred, gold = pair
+    u, uu, ne = metrics.uas(pred, gold), metrics.uuas(pred, gold), metrics.ned(pred, gold)
+    assert 0.0 <= u <= uu <= ne <= 1.0
+    assert metrics.uas(gold, gold) == 1.0
+    # UUAS counts exactly the undirected gold edges hit (root edge: directed)
+    n = len(gold)
+    edges = {frozenset((d, h)) for d, h in zip(range(1, n + 1), gold, strict=True) if h >= 1}
+    hits = sum(1 for d, h in zip(range(1, n + 1), pred, strict=True)
+               if (h == 0 and gold[d - 1] == 0) or (h >= 1 and frozenset((d, h)) in edges))
+    assert uu == hits / n
+
+
+@given(st.lists(st.text(alphabet="abc", min_size=1, max_size=3), min_size=1, max_size=8),
+       st.lists(st.booleans(), min_size=30, max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_segmentation_property(gold, cuts):
+    text = "".join(gold)
+    pred, start = [], 0
+    for i in range(1, len(text)):
+        if cuts[i % 30]:
+            pred.append(text[start:i])
+            start = i
+    pred.append(text[start:])
+    assert metrics.segmentation_prf(gold, gold) == (1.0, 1.0, 1.0)
+    assert metrics.word_prf(gold, gold) == (1.0, 1.0, 1.0)
+    p, r, f = metrics.segmentation_prf(pred, gold)
+    bp = {len("".join(pred[:k])) for k in range(1, len(pred))}
+    bg = {len("".join(gold[:k])) for k in range(1, len(gold))}
+    if bp:
+        assert p == len(bp & bg) / len(bp)
+    if bg:
+        assert r == len(bp & bg) / len(bg)
+    assert 0.0 <= min(p, r, f) and max(p, r, f) <= 1.0
