@@ -84,4 +84,11 @@ TORCH_LIBRARY(kexue, m) {
   m.def(
       "probe_segment_distance(Tensor h, Tensor rows, Tensor ref, Tensor ref_rows, Tensor seg, "
       "int num_segments, str metric) -> Tensor");
+  // Eisner's projective maximum spanning tree (perturbed-masking probe).  See
+  // pyext/probe/parsers.py (eisner_reference) for the exact semantics and tie-breaking.
+  // scores (B, n+1, n+1) floating, scores[b, h, d] = score of the arc h -> d, node 0 = root;
+  // lengths (B,) int64 number of words of each sentence (<= n).  single_root: the root takes
+  // exactly one child.  Returns heads (B, n+1) int64: heads[b, 0] = -1, heads[b, d] the head of
+  // word d for d <= lengths[b], -1 beyond.  Not differentiable.
+  m.def("eisner(Tensor scores, Tensor lengths, bool single_root) -> Tensor");
 }
