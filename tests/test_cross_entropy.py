@@ -351,7 +351,8 @@ def test_adjust_logits_and_class_prior():
 
 # ---- in-place backward, registration (opcheck), torch.compile ----
 
-INPLACE_PAIRS = [("cpu", "cpu"), ("triton", "cpu")] + [(b, d) for d in DEVICES if d != "cpu" for b in ("cuda", "triton")]
+INPLACE_PAIRS = [("cpu", "cpu"), ("triton", "cpu")] + [
+    (b, d) for d in DEVICES if d != "cpu" for b in ("cuda", "triton")]
 
 
 @pytest.mark.parametrize("backend,device", INPLACE_PAIRS)
