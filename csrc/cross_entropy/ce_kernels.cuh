@@ -87,15 +87,15 @@ __device__ __forceinline__ void load16(const T* p, float (&x)[Vec<T>::kN]) {
     if constexpr (std::is_same_v<T, float>) {
       x[k] = __uint_as_float(w[k]);
     } else if constexpr (std::is_same_v<T, __half>) {
-      __half2 h;
-      memcpy(&h, &w[k], sizeof(h));
-      const float2 f = __half22float2(h);
+      __half2_raw r;  // (the raw structs are trivially copyable; __half2 itself is not)
+      memcpy(&r, &w[k], sizeof(r));
+      const float2 f = __half22float2(__half2(r));
       x[2 * k] = f.x;
       x[2 * k + 1] = f.y;
     } else {
-      __nv_bfloat162 h;
-      memcpy(&h, &w[k], sizeof(h));
-      const float2 f = __bfloat1622float2(h);
+      __nv_bfloat162_raw r;
+      memcpy(&r, &w[k], sizeof(r));
+      const float2 f = __bfloat1622float2(__nv_bfloat162(r));
       x[2 * k] = f.x;
       x[2 * k + 1] = f.y;
     }
@@ -111,11 +111,11 @@ __device__ __forceinline__ void store16(T* p, const float (&x)[Vec<T>::kN]) {
     if constexpr (std::is_same_v<T, float>) {
       w[k] = __float_as_uint(x[k]);
     } else if constexpr (std::is_same_v<T, __half>) {
-      const __half2 h = __floats2half2_rn(x[2 * k], x[2 * k + 1]);
-      memcpy(&w[k], &h, sizeof(h));
+      const __half2_raw r = __floats2half2_rn(x[2 * k], x[2 * k + 1]);
+      memcpy(&w[k], &r, sizeof(r));
     } else {
-      const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * k], x[2 * k + 1]);
-      memcpy(&w[k], &h, sizeof(h));
+      const __nv_bfloat162_raw r = __floats2bfloat162_rn(x[2 * k], x[2 * k + 1]);
+      memcpy(&w[k], &r, sizeof(r));
     }
   }
   *reinterpret_cast<uint4*>(p) = make_uint4(w[0], w[1], w[2], w[3]);
@@ -471,6 +471,8 @@ inline LaunchShape launch_shape(int64_t N, int64_t C, int sms) {
   return s;
 }
 
+// (tests/cuda_emulation runs the kernels above on the CPU; it has no <<<>>> launches)
+#ifndef KEXUE_CE_HOST_EMULATION
 template <typename T>
 cudaError_t run_fwd(const CrossEntropyParams& p, int sms, cudaStream_t stream) {
   const LaunchShape s = launch_shape(p.N, p.C, sms);
@@ -498,6 +500,7 @@ cudaError_t run_bwd(const CrossEntropyParams& p, const float* wsum, int sms, cud
   kernel<<<static_cast<unsigned>(s.blocks), s.threads, 0, stream>>>(p, wsum, s.group);
   return cudaGetLastError();
 }
+#endif  // KEXUE_CE_HOST_EMULATION
 
 #define KEXUE_CE_INSTANCES(X) X(float) X(__half) X(__nv_bfloat16)
 
