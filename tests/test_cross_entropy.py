@@ -20,7 +20,7 @@ from kexue.cross_entropy import cross_entropy_reference
 from kexue.cross_entropy.api import BACKENDS
 
 # Backends that must run on each device: one that is expected and missing fails the suite.
-EXPECTED = {"cpu": ["torch", "cpu"], "cuda": ["torch", "triton"]}
+EXPECTED = {"cpu": ["torch", "cpu"], "cuda": ["torch", "triton", "cuda"]}
 if importlib.util.find_spec("triton") is not None:
     EXPECTED["cpu"].append("triton")
 # Backends not written yet are listed here and removed as they land.
@@ -155,7 +155,8 @@ def test_all_rows_ignored(backend, device, reduction):
     logits, target = make_case(9, 13, device=device)
     target[:] = -100
     flood = 0.3 if reduction != "none" else None
-    out, g = check_backend(backend, logits, target, reduction=reduction, flood=flood, weight=torch.rand(13))
+    out, g = check_backend(backend, logits, target, reduction=reduction, flood=flood,
+                           weight=torch.rand(13, device=device))
     expected = 2 * 0.3 if flood else 0.0  # |0 - b| + b
     assert torch.all(out == expected) and torch.all(g == 0)
 
@@ -246,9 +247,28 @@ def test_property_all_backends_agree(N, C, reduction, eps, z, use_prior, tau, us
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
-def test_out_of_range_target_is_a_clear_error(backend, device):
+def test_out_of_range_target_is_a_clear_error(backend, device, monkeypatch):
     _available(backend, device)
     logits, target = make_case(8, 5, device=device)
+    if device != "cpu":
+        # GPU kernels never wait for the device by default (no host synchronisation, CUDA-graph
+        # safe), so they cannot raise at the call: the bad row's loss is NaN, the others unchanged.
+        monkeypatch.delenv("KEXUE_SYNC_CHECKS", raising=False)
+        good = kexue.cross_entropy(logits, target, backend=backend, reduction="none")
+        others = torch.arange(8, device=device) != 3
+        for bad in (5, -1, 1000):
+            t = target.clone()
+            t[3] = bad
+            x = logits.clone().requires_grad_()
+            out = kexue.cross_entropy(x, t, backend=backend, reduction="none")
+            assert torch.isnan(out[3]) and torch.equal(out[others], good[others])
+            if backend == "cuda":  # the gradient row of a bad target is NaN too
+                (g,) = torch.autograd.grad(out[others].sum(), x)
+                assert torch.isnan(g[3]).all() and torch.isfinite(g[others]).all()
+        if backend != "cuda":
+            return
+        # the cuda binding's opt-in synchronous check raises the CPU kernel's error
+        monkeypatch.setenv("KEXUE_SYNC_CHECKS", "1")
     for bad in (5, -1, 1000):
         target[3] = bad
         with pytest.raises((ValueError, RuntimeError, IndexError), match="out of range"):
@@ -331,15 +351,16 @@ def test_adjust_logits_and_class_prior():
 
 # ---- in-place backward, registration (opcheck), torch.compile ----
 
-INPLACE_BACKENDS = ["cpu", "triton"]
+INPLACE_PAIRS = [("cpu", "cpu"), ("triton", "cpu")] + [
+    (b, d) for d in DEVICES if d != "cpu" for b in ("cuda", "triton")]
 
 
-@pytest.mark.parametrize("backend", INPLACE_BACKENDS)
+@pytest.mark.parametrize("backend,device", INPLACE_PAIRS)
 @pytest.mark.parametrize("noncontig", [False, True])
-def test_inplace_backward(backend, noncontig):
-    _available(backend, "cpu")
-    logits, target = make_case(40, 300, noncontig=noncontig)
-    kw = dict(label_smoothing=0.1, prior=make_prior(300), flood=3.0, flood_mode="sample")
+def test_inplace_backward(backend, device, noncontig):
+    _available(backend, device)
+    logits, target = make_case(40, 300, noncontig=noncontig, device=device)
+    kw = dict(label_smoothing=0.1, prior=make_prior(300, device), flood=3.0, flood_mode="sample")
     _, g_ref, _ = loss_and_grad(lambda x, t, **k: kexue.cross_entropy(x, t, backend=backend, **k), logits, target,
                                 **kw)
     leaf = logits.detach().clone().requires_grad_()
@@ -359,12 +380,16 @@ def test_inplace_backward(backend, noncontig):
         loss.backward()
 
 
+OPCHECK_CASES = [("cpu", dt) for dt in (torch.float32, torch.float64, torch.bfloat16)] + [
+    (d, dt) for d in DEVICES if d != "cpu" for dt in (torch.float32, torch.bfloat16)]
+
+
 @pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.2, "weight": "weight", "prior": "prior", "z_loss": 0.01}])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_opcheck(opts, dtype):
-    _available("cpu", "cpu")
-    logits, target = make_case(13, 37, dtype=dtype)
-    kw = _options(opts, 37, "cpu")
+@pytest.mark.parametrize("device,dtype", OPCHECK_CASES)
+def test_opcheck(opts, device, dtype):
+    _available("cpu" if device == "cpu" else "cuda", device)
+    logits, target = make_case(13, 37, dtype=dtype, device=device)
+    kw = _options(opts, 37, device)
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     bias = None if "prior" not in kw else kw["prior"].log().to(acc)
     weight = None if "weight" not in kw else kw["weight"].to(acc)
@@ -380,15 +405,15 @@ def test_opcheck(opts, dtype):
                           test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
+@pytest.mark.parametrize("backend,device", INPLACE_PAIRS)
 @pytest.mark.parametrize("inplace", [False, True])
-def test_torch_compile_fullgraph(backend, inplace):
-    _available(backend, "cpu")
-    if backend == "triton":
+def test_torch_compile_fullgraph(backend, device, inplace):
+    _available(backend, device)
+    if backend == "triton" and device == "cpu":
         pytest.skip("triton_op kernels are not traceable on CPU tensors under the interpreter (CUDA only)")
     torch._dynamo.reset()
-    logits, target = make_case(32, 100)
-    prior, w = make_prior(100), torch.rand(100) + 0.5
+    logits, target = make_case(32, 100, device=device)
+    prior, w = make_prior(100, device), torch.rand(100, device=device) + 0.5
 
     def f(x, t):
         h = x * 1.0
@@ -438,7 +463,7 @@ def test_linear_cross_entropy(backend, device, opts, with_bias, chunk):
         kw_ = {k: (v.to(dtype) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
         out = kexue.linear_cross_entropy(leaves[0], leaves[1], t, leaves[2] if bias is not None else None,
                                          backend=be, chunk_size=chunk_size, **kw_)
-        go = torch.linspace(-1, 2, out.numel()).reshape(out.shape).to(out.dtype)
+        go = torch.linspace(-1, 2, out.numel(), device=out.device).reshape(out.shape).to(out.dtype)
         return (out, *torch.autograd.grad(out, leaves, go))
 
     got = run(h, W, bias, torch.float32, backend, chunk)

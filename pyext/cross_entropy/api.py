@@ -168,7 +168,9 @@ def cross_entropy(
 
     Args:
         logits: (N, C) float16/bfloat16/float32 (float64 on CPU), any strides.
-        target: (N,) int64 class indices in [0, C) or ``ignore_index``.
+        target: (N,) int64 class indices in [0, C) or ``ignore_index``.  An out-of-range target
+            raises on CPU tensors; on CUDA tensors the kernels never wait for the device, so its
+            row's loss is NaN instead (the "cuda" backend raises when ``KEXUE_SYNC_CHECKS=1``).
         prior: (C,) positive class frequencies or counts (normalised here); a constant.
         tau: logit-adjustment temperature.
         flood / flood_mode: flood level (None: no flooding) and "batch" or "sample".
