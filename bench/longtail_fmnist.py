@@ -226,6 +226,12 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) ->
     return torch.cat([model(xb) for xb in x.split(batch_size)])
 
 
+def posthoc_adjusted(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Logits of a plain-CE model corrected for the train prior: ``logits - log(prior)`` (tau = 1); predict
+    with their argmax."""
+    return kexue.adjust_logits(logits, prior, tau=1.0)
+
+
 def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Recall of each class (float64, (C,)); NaN for a class absent from ``target``."""
     hits = torch.bincount(target[pred == target], minlength=num_classes).double()
@@ -283,7 +289,7 @@ def run(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test
             record(name, seed, logits, stats)
             if not adjusted:
                 post = name.replace("CE", "CE + post-hoc LA", 1) if level is None else f"{name} + post-hoc LA"
-                record(post, seed, kexue.adjust_logits(logits, prior, tau=1.0), stats)
+                record(post, seed, posthoc_adjusted(logits, prior), stats)
             log(f"seed {seed} {name:<24} {stats.steps} steps {stats.seconds:6.1f} s  "
                 f"balanced acc {results[-1 if adjusted else -2]['balanced']:.4f}")
     return results
