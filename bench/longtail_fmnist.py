@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--flood", type=float, default=0.1, help="flood level b")
     p.add_argument("--flood-modes", default="batch,sample", help="flood modes to run: batch, sample or both")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: a tiny model on shared cores "
+                   "runs far slower with 2 threads that wait on each other)")
     p.add_argument("--out", help="also write the table (with the settings) as markdown here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
