@@ -1,7 +1,7 @@
 """Logit adjustment and flooding on long-tailed Fashion-MNIST: balanced test accuracy of a small CPU model.
 
     python bench/longtail_fmnist.py [--seeds 0,1,2] [--epochs 30] [--flood 0.1]
-        [--flood-modes batch,sample] [--threads 2] [--data-dir DIR] [--out table.md]
+        [--flood-modes batch,sample] [--threads 1] [--data-dir DIR] [--out table.md]
 
 Evidence for the two papers behind ``kexue.cross_entropy``'s ``prior``/``tau`` and ``flood`` options:
 Menon et al. 2020, "Long-tail learning via logit adjustment", and Ishida et al. 2020, "Do we need zero
@@ -17,7 +17,8 @@ keeps is drawn with a ``torch.Generator`` seeded by ``--data-seed`` (the same su
 training seed).  The test set is the untouched, balanced 10k test set (1000 per class), so the
 balanced accuracy (mean per-class recall) reported here equals the plain test accuracy.
 
-Model and training.  An MLP 784-256-10 with ReLU (1-2 s per epoch on the 2 shared cores used here), or
+Model and training.  An MLP 784-256-10 with ReLU (well under 1 s per epoch on one thread; a 30-epoch training
+takes 10-25 s on the busy shared cores used here), or
 ``--model cnn`` (conv3x3(16)-ReLU-maxpool2, conv3x3(32)-ReLU-maxpool2, linear(1568, 10); about 40x
 slower on CPU); pixels standardised with the long-tailed train set's mean and std; SGD with
 momentum 0.9, weight decay 5e-4, batch 128, learning rate ``--lr`` (0.05) with a cosine decay
