@@ -4,6 +4,7 @@ that perturbed masking reads out of an encoder, printed, optionally drawn over t
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,16 @@ def render_tree(words: Sequence[str], heads: Sequence[int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Runs the command; bad input (an empty sentence, a missing model folder, a sentence longer
+    than the model takes) is one line on stderr and exit status 2, not a traceback."""
+    try:
+        return _run(args)
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        print(f"kexue probe: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from . import impact_matrix, load_model, parse_dependency
     from .tokenize import as_words
 

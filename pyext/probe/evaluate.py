@@ -58,6 +58,7 @@ def cls_impacts(model, tokenizer, sentences: Sequence[Sequence[str]], *, layers:
     from .kernels import masked_batch
     from .tokenize import mask_token_id, pack, pad_token_id
 
+    layers = enc.normalize_layers(model, list(layers))  # -1 = last layer, as everywhere
     encoded = _encode_all(model, tokenizer, sentences)
     device = _model_device(model)
     packed = pack(encoded, device)
@@ -129,7 +130,7 @@ def evaluate_dependency(conllu: str | os.PathLike | Sequence[Sentence], model, t
     cls = cls_impacts(model, tokenizer, words, layers=layers, metric=metric, dtype=dtype,
                       backend=backend) if cls_row else None
     gold = [s.heads for s in sents]
-    mask = None if punct else [[not p for p in m] for m in punct_mask([s.upos for s in sents])]
+    mask = None if punct else punct_mask([s.upos for s in sents])  # True = scored
     result: dict = {"layers": {}, "sentences": len(sents), "words": sum(len(w) for w in words)}
     for li, l in enumerate(layers):
         pred = []

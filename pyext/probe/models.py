@@ -29,6 +29,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     except ImportError as exc:
         raise ImportError("kexue.probe needs transformers: pip install 'kexue[probe]'") from exc
     path = default_model_path() if name_or_path is None else name_or_path
+    if name_or_path is not None and (os.sep in str(path) or str(path).startswith(".")) and not os.path.isdir(path):
+        raise FileNotFoundError(f"model: no such folder {str(path)!r} (a local Hugging Face model folder, or a "
+                                "hub name already in the cache)")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path)
     if device is not None:

@@ -36,12 +36,13 @@ def text_units(tokenizer, text: str, *, limit: int | None = None) -> Units:
     if not text.strip():
         raise ValueError("text is empty")
     try:
-        enc_ = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        enc_ = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, add_special_tokens=True)
     except NotImplementedError as exc:
         raise ValueError("segment needs a fast tokenizer (character offsets of the units)") from exc
     ids, offsets = list(enc_["input_ids"]), list(enc_["offset_mapping"])
-    special = set(getattr(tokenizer, "all_special_ids", []))
-    positions = [p for p, (i, (a, b)) in enumerate(zip(ids, offsets, strict=True)) if i not in special and b > a]
+    # the added special tokens ([CLS], [SEP]) are no units; an unknown piece ([UNK]) is one
+    special = list(enc_["special_tokens_mask"])
+    positions = [p for p, (s, (a, b)) in enumerate(zip(special, offsets, strict=True)) if not s and b > a]
     if not positions:
         raise ValueError(f"the tokenizer finds no units in {text[:40]!r}")
     if limit is not None and len(ids) > limit:
