@@ -190,6 +190,28 @@ def test_evaluate_segmentation_baselines_counted_by_hand(tiny, treebank):
     assert res["thresholds"][1e9] == res["baselines"]["units"]
 
 
+def test_one_pass_for_several_layers_equals_one_layer_at_a_time(tiny, treebank):
+    from kexue.probe.evaluate import cls_impacts, score_dependency
+
+    model, tok = tiny
+    many = kp.evaluate_segmentation(treebank, model, tok, layer=[1, -1], thresholds=[0.5, 2.0], progress=False)
+    for layer in (1, -1):
+        one = kp.evaluate_segmentation(treebank, model, tok, layer=layer, thresholds=[0.5, 2.0], progress=False)
+        assert many["layers"][layer]["thresholds"] == one["thresholds"]
+        assert many["layers"][layer]["default"] == one["default"] and many["baselines"] == one["baselines"]
+    # the scoring half on matrices computed once gives what evaluate_dependency gives
+    sents = kp.read_conllu(treebank)
+    words = [s.words for s in sents]
+    Ms = kp.impact_matrices(model, tok, words, layer=[2, 3])
+    cls = cls_impacts(model, tok, words, layers=[2, 3], metric="dist")
+    got = score_dependency(sents, Ms, cls, [2, 3], decoder="cle")
+    assert got == kp.evaluate_dependency(treebank, model, tok, layer=[2, 3], decoder="cle", progress=False)
+    # the published right chain: the first sentence's last word has no head (4 of 8 right instead of 5)
+    assert got["right_chain_published"]["uas"] == pytest.approx(100 * 6 / 10)
+    with pytest.raises(ValueError, match="one entry per sentence"):
+        score_dependency(sents, Ms[:1], None, [2, 3])
+
+
 @needs_minilm
 def test_segmentation_on_pud_beats_one_word_baseline():
     model, tok = kp.default_model()

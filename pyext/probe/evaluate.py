@@ -52,9 +52,9 @@ def cls_impacts(model, tokenizer, sentences: Sequence[Sequence[str]], *, layers:
                 dtype=None, backend="auto") -> list[torch.Tensor]:
     """The [CLS] row of the published matrix: ``c[j] = d(H_0(x), H_0(x\\{j}))`` (masking [CLS] is
     a no-op there), per sentence (len(layers), W): W+1 extra sequences per sentence, whole
-    sentences packed into batches of about ``DEFAULT_TOKEN_BUDGET`` tokens."""
+    sentences packed into batches of about ``token_budget(device)`` tokens."""
     from . import encoder as enc
-    from .engine import DEFAULT_TOKEN_BUDGET, _encode_all, _model_device
+    from .engine import _encode_all, _model_device, token_budget
     from .kernels import masked_batch
     from .tokenize import mask_token_id, pack, pad_token_id
 
@@ -66,7 +66,7 @@ def cls_impacts(model, tokenizer, sentences: Sequence[Sequence[str]], *, layers:
     groups, cur, cur_tokens = [], [], 0
     for n in order:
         cost = (encoded[n].num_words + 1) * encoded[n].num_tokens
-        if cur and cur_tokens + cost > DEFAULT_TOKEN_BUDGET:
+        if cur and cur_tokens + cost > token_budget(device):
             groups.append(cur)
             cur, cur_tokens = [], 0
         cur.append(n)
@@ -108,8 +108,10 @@ def evaluate_dependency(conllu: str | os.PathLike | Sequence[Sentence], model, t
                         progress: bool | None = None, backend: str = "auto") -> dict:
     """UAS and UUAS (percent) of perturbed-masking trees on a CoNLL-U treebank, per layer.
 
-    Returns ``{"layers": {l: {"uas", "uuas"}}, "right_chain": {"uas", "uuas"}, "sentences": n,
-    "words": n}`` (``l`` as given).  One engine pass serves every layer of ``layer``.  The
+    Returns ``{"layers": {l: {"uas", "uuas"}}, "right_chain": {"uas", "uuas"},
+    "right_chain_published": {...}, "sentences": n, "words": n}`` (``l`` as given;
+    ``right_chain_published`` is the published baseline, whose last word gets a head that does
+    not exist).  One engine pass serves every layer of ``layer``.  The
     protocol is in the module docstring.
 
     Example::
@@ -129,57 +131,83 @@ def evaluate_dependency(conllu: str | os.PathLike | Sequence[Sentence], model, t
         return {}
     cls = cls_impacts(model, tokenizer, words, layers=layers, metric=metric, dtype=dtype,
                       backend=backend) if cls_row else None
+    return score_dependency(sents, Ms, cls, layers, decoder=decoder, root=root, punct=punct, transform=transform)
+
+
+def score_dependency(sents: Sequence[Sentence], matrices: Sequence[torch.Tensor],
+                     cls: Sequence[torch.Tensor] | None, layers: Sequence[int], *, decoder: str = "eisner",
+                     root: str | None = "gold", punct: bool = True, transform: str = "paper") -> dict:
+    """The scoring half of :func:`evaluate_dependency`, for matrices computed once and decoded
+    under several settings: ``matrices[n]`` is ``(len(layers), W, W)`` (or ``(W, W)`` for one
+    layer), ``cls[n]`` the [CLS] row ``(len(layers), W)`` or None."""
+    if root not in ("gold", None):
+        raise ValueError(f"root must be 'gold' or None, got {root!r}")
+    if len(matrices) != len(sents) or (cls is not None and len(cls) != len(sents)):
+        raise ValueError(f"matrices (and cls) must hold one entry per sentence ({len(sents)})")
     gold = [s.heads for s in sents]
     mask = None if punct else punct_mask([s.upos for s in sents])  # True = scored
-    result: dict = {"layers": {}, "sentences": len(sents), "words": sum(len(w) for w in words)}
+    result: dict = {"layers": {}, "sentences": len(sents), "words": sum(len(s.words) for s in sents)}
     for li, l in enumerate(layers):
         pred = []
         for n, s in enumerate(sents):
             r = gold_root(s.heads) if root == "gold" else None
-            pred.append(parse_dependency(Ms[n][li], decoder=decoder, root=r, transform=transform,
-                                         cls_impact=None if cls is None else cls[n][li]).tolist())
+            M = matrices[n] if matrices[n].dim() == 3 else matrices[n][None]
+            c = None if cls is None else (cls[n] if cls[n].dim() == 2 else cls[n][None])[li]
+            pred.append(parse_dependency(M[li], decoder=decoder, root=r, transform=transform, cls_impact=c).tolist())
         result["layers"][l] = _scores(pred, gold, mask)
     chain = [right_chain(len(s.words), gold_root(s.heads)).tolist() for s in sents]
     result["right_chain"] = _scores(chain, gold, mask)
+    chain = [right_chain(len(s.words), gold_root(s.heads), paper_compat=True).tolist() for s in sents]
+    result["right_chain_published"] = _scores(chain, gold, mask)
     return result
 
 
 def evaluate_segmentation(conllu: str | os.PathLike | Sequence[Sentence], model, tokenizer, *,
-                          layer: int = -1, metric: str = "dist", thresholds: Sequence[float] | None = None,
-                          max_sentences: int | None = None, dtype: torch.dtype | None = None,
-                          batch_size: int | None = None, progress: bool | None = None,
-                          backend: str = "auto") -> dict:
+                          layer: int | Sequence[int] = -1, metric: str = "dist",
+                          thresholds: Sequence[float] | None = None, max_sentences: int | None = None,
+                          dtype: torch.dtype | None = None, batch_size: int | None = None,
+                          progress: bool | None = None, backend: str = "auto") -> dict:
     """Boundary precision/recall/F1 (percent) of perturbed-masking segmentation of each
     sentence's text with the spaces removed, against its gold words.
 
     Returns ``{"default": PRF (per-text mean threshold), "thresholds": {t: PRF},
-    "baselines": {"units": PRF, "one_word": PRF, "characters": PRF}, "sentences": n}``; the
-    thresholds default to quantiles of all adjacent scores.
+    "best": (t, PRF) (the threshold with the highest F1: an oracle, for reference),
+    "baselines": {"units": PRF, "one_word": PRF, "characters": PRF}, "sentences": n}``, each
+    PRF a dict of percentages; the thresholds default to the deciles 10..90 of all adjacent
+    scores.  A list ``layer`` gives ``{"layers": {l: {"default", "thresholds", "best"}},
+    "baselines", "sentences"}`` from one engine pass.
     """
     sents = _sentences(conllu, max_sentences)
     texts = ["".join(s.words) for s in sents]
     gold = [list(s.words) for s in sents]
-    scored = adjacent_scores(model, tokenizer, texts, layer=layer, metric=metric, batch_size=batch_size,
+    many = not isinstance(layer, int)
+    layers = list(layer) if many else [layer]
+    scored = adjacent_scores(model, tokenizer, texts, layer=layers, metric=metric, batch_size=batch_size,
                              dtype=dtype, progress=progress, backend=backend)
 
     def prf(pred):
         p = segmentation_prf(pred, gold)
         return {"precision": 100 * p.precision, "recall": 100 * p.recall, "f1": 100 * p.f1}
 
-    if thresholds is None:
-        allv = torch.cat([s for _, s in scored if s.numel()]) if scored else torch.zeros(1)
-        thresholds = [float(x) for x in torch.quantile(allv.double(), torch.linspace(0.1, 0.9, 9, dtype=torch.float64))]
-    out = {
-        "default": prf([merge_units(u, s, default_threshold(s)) for u, s in scored]),
-        "thresholds": {t: prf([merge_units(u, s, t) for u, s in scored]) for t in thresholds},
-        "baselines": {
-            "units": prf([merge_units(u, s, float("inf")) for u, s in scored]),
-            "one_word": prf([[t] for t in texts]),
-            "characters": prf([list(t) for t in texts]),
-        },
-        "sentences": len(sents),
+    def one_layer(li: int) -> dict:
+        sc = [(u, s[li]) for u, s in scored]
+        ts = thresholds
+        if ts is None:
+            allv = torch.cat([s for _, s in sc if s.numel()]) if any(s.numel() for _, s in sc) else torch.zeros(1)
+            ts = [float(x) for x in torch.quantile(allv.double(), torch.linspace(0.1, 0.9, 9, dtype=torch.float64))]
+        by_t = {t: prf([merge_units(u, s, t) for u, s in sc]) for t in ts}
+        best = max(by_t.items(), key=lambda kv: kv[1]["f1"])
+        return {"default": prf([merge_units(u, s, default_threshold(s)) for u, s in sc]), "thresholds": by_t,
+                "best": best}
+
+    out = {"layers": {l: one_layer(li) for li, l in enumerate(layers)}} if many else one_layer(0)
+    out["baselines"] = {
+        "units": prf([merge_units(u, s[0], float("inf")) for u, s in scored]),
+        "one_word": prf([[t] for t in texts]),
+        "characters": prf([list(t) for t in texts]),
     }
+    out["sentences"] = len(sents)
     return out
 
 
-__all__ = ["cls_impacts", "evaluate_dependency", "evaluate_segmentation", "pair_impacts"]
+__all__ = ["cls_impacts", "evaluate_dependency", "evaluate_segmentation", "pair_impacts", "score_dependency"]

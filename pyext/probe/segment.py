@@ -53,10 +53,11 @@ def text_units(tokenizer, text: str, *, limit: int | None = None) -> Units:
     return Units(text, e, spans)
 
 
-def adjacent_scores(model, tokenizer, texts: Sequence[str], *, layer: int = -1, metric: str = "dist",
+def adjacent_scores(model, tokenizer, texts: Sequence[str], *, layer: int | Sequence[int] = -1, metric: str = "dist",
                     batch_size: int | None = None, dtype: torch.dtype | None = None, progress: bool | None = None,
                     backend: str = "auto") -> list[tuple[Units, torch.Tensor]]:
-    """For each text: its units and the (U−1,) scores ``(f(u, u+1) + f(u+1, u)) / 2``."""
+    """For each text: its units and the scores ``(f(u, u+1) + f(u+1, u)) / 2``, (U−1,) for an int
+    ``layer`` or (len(layer), U−1) for a list of layers (one pass serves all of them)."""
     _check_options(metric, "avg", batch_size)
     layers = enc.normalize_layers(model, layer)
     limit = max_length(model, tokenizer)
@@ -65,7 +66,8 @@ def adjacent_scores(model, tokenizer, texts: Sequence[str], *, layer: int = -1, 
     vals = pair_impacts(model, [u.encoded for u in units], pairs, layers=layers, metric=metric, subword="avg",
                         batch_size=batch_size, mask_id=mask_token_id(tokenizer), pad_id=pad_token_id(tokenizer),
                         dtype=dtype, progress=progress, backend=backend)
-    return [(u, v[0].mean(-1)) for u, v in zip(units, vals, strict=True)]
+    many = not isinstance(layer, int)
+    return [(u, v.mean(-1) if many else v[0].mean(-1)) for u, v in zip(units, vals, strict=True)]
 
 
 def merge_units(units: Units, scores: torch.Tensor, threshold: float) -> list[str]:
