@@ -33,6 +33,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/cuda_common.cuh"
 #include "cross_entropy/ce_params.h"
 
 namespace kexue {
@@ -51,24 +52,9 @@ struct Vec {
   static constexpr int kN = 16 / static_cast<int>(sizeof(T));
 };
 
-// ---- dtype conversion -----------------------------------------------------------------------
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+// ---- dtype conversion: csrc/common/cuda_common.cuh ---------------------------------------
+using cuda_common::from_float;
+using cuda_common::to_float;
 
 // exp(d) as one MUFU.EX2 (d ≤ 0 in every use; exp(-inf) = 0, NaN propagates).  The argument is
 // a difference taken first (a − m), so large logits (±1e4) lose nothing in the scaling.
@@ -138,6 +124,23 @@ __device__ __forceinline__ void load_f32(const float* p, bool vec4, float (&x)[K
 #pragma unroll
     for (int k = 0; k < K; ++k) x[k] = __ldg(p + k);
   }
+}
+
+// The class terms of V columns from c0, shared by the forward and backward vector loops:
+// a[k] += bias[c0 + k] (tau·log prior) when HAS_BIAS; w[k] = wt[c0 + k], or 1 when wt is null
+// (callers pass null where the weights are not needed, so nothing is read then).
+template <int V, bool HAS_BIAS>
+__device__ __forceinline__ void add_bias_load_weights(float (&a)[V], float (&w)[V], const float* bias, bool bias_vec,
+                                                      const float* wt, bool w_vec, int64_t c0) {
+  if constexpr (HAS_BIAS) {
+    float b[V];
+    load_f32<V>(bias + c0, bias_vec, b);
+#pragma unroll
+    for (int k = 0; k < V; ++k) a[k] += b[k];
+  }
+#pragma unroll
+  for (int k = 0; k < V; ++k) w[k] = 1.f;
+  if (wt != nullptr) load_f32<V>(wt + c0, w_vec, w);
 }
 
 // Position of a row pointer inside its 16-byte line, in elements of T.
@@ -282,19 +285,8 @@ __global__ void __launch_bounds__(kMaxThreads) ce_fwd_kernel(const CrossEntropyP
         for (int u = 0; u < kUnroll; ++u) {
           const int64_t v = v0 + static_cast<int64_t>(u) * group;
           if (v < nvec) {
-            const int64_t c0 = head + v * V;
-            if constexpr (HAS_BIAS) {
-              float b[V];
-              load_f32<V>(bias + c0, bias_vec, b);
-#pragma unroll
-              for (int k = 0; k < V; ++k) a[u][k] += b[k];
-            }
             float w[V];
-#pragma unroll
-            for (int k = 0; k < V; ++k) w[k] = 1.f;
-            if constexpr (SMOOTH) {
-              if (wt != nullptr) load_f32<V>(wt + c0, w_vec, w);
-            }
+            add_bias_load_weights<V, HAS_BIAS>(a[u], w, bias, bias_vec, SMOOTH ? wt : nullptr, w_vec, head + v * V);
             update<V, SMOOTH>(st, a[u], w);
           }
         }
@@ -428,16 +420,8 @@ __global__ void __launch_bounds__(kMaxThreads) ce_bwd_kernel(const CrossEntropyP
         const int64_t v = v0 + static_cast<int64_t>(u) * group;
         if (v < nvec) {
           const int64_t c0 = head + v * V;
-          if constexpr (HAS_BIAS) {
-            float b[V];
-            load_f32<V>(bias + c0, bias_vec, b);
-#pragma unroll
-            for (int k = 0; k < V; ++k) a[u][k] += b[k];
-          }
           float w[V];
-#pragma unroll
-          for (int k = 0; k < V; ++k) w[k] = 1.f;
-          if constexpr (W_SMOOTH) load_f32<V>(wt + c0, w_vec, w);
+          add_bias_load_weights<V, HAS_BIAS>(a[u], w, bias, bias_vec, W_SMOOTH ? wt : nullptr, w_vec, c0);
 #pragma unroll
           for (int k = 0; k < V; ++k) a[u][k] = grad_of(a[u][k], w[k], c0 + k);
           store16(vout + v * V, a[u]);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "common/cuda_common.cuh"
 #include "linear_attention/params.h"
 
 namespace kexue {
@@ -17,36 +18,12 @@ namespace detail {
 
 constexpr float kNormalizeEps = 1e-12f;  // F.normalize's clamp of ‖x‖ in the "taylor" map
 
-// ---- dtype conversion ---------------------------------------------------------------------
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+// dtype conversion and warp reductions: csrc/common/cuda_common.cuh
+using cuda_common::from_float;
+using cuda_common::to_float;
+using cuda_common::warp_max;
+using cuda_common::warp_sum;
 
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
-// ---- warp reductions ----------------------------------------------------------------------
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-__device__ __forceinline__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
 
 __host__ __device__ __forceinline__ int round_up4(int x) { return (x + 3) & ~3; }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common/cuda_common.cuh"
 #include "probe/probe_params.h"
 
 namespace kexue {
@@ -103,20 +104,8 @@ __global__ void masked_batch_kernel(const MaskedBatchParams p) {
 // segment_distance
 // ---------------------------------------------------------------------------------------------
 
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) { return __half2float(x); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-__device__ __forceinline__ float warp_sum(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
+using cuda_common::to_float;  // csrc/common/cuda_common.cuh
+using cuda_common::warp_sum;
 
 // Conversion of the halves of a 32-bit word (two packed float16 / bfloat16 values) to float, in
 // registers (bit operations: no local-memory staging array).
