@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
 import traceback
 
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 import kexue
+from kexue.benchmarking import peak_memory, time_fn
 from kexue.cross_entropy import cross_entropy_reference
 from kexue.cross_entropy.api import BACKENDS
 
@@ -218,27 +218,13 @@ def correctness(backends, quick):
 
 
 def time_ms(fn, repeats=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    """Median milliseconds, CUDA events (kexue.benchmarking.time_fn, as `kexue bench` times)."""
+    return time_fn(fn, torch.device("cuda"), repeats, warmup)[0] * 1e3
 
 
 def peak_extra_mb(fn):
     """Peak memory allocated during fn() above what was allocated before, in MiB."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
+    return peak_memory(fn, torch.device("cuda")) / 2**20
 
 
 def benchmark(backends, quick):

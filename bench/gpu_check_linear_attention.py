@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import statistics
 import sys
 import traceback
 
 import torch
 
 import kexue
+from kexue.benchmarking import time_fn
 from kexue.linear_attention import feature_dim, linear_attention_chunked, linear_attention_quadratic
 from kexue.linear_attention.api import BACKENDS
 
@@ -203,17 +203,8 @@ def correctness(quick: bool) -> bool:
 
 
 def time_ms(fn, repeats=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    """Median milliseconds, CUDA events (kexue.benchmarking.time_fn, as `kexue bench` times)."""
+    return time_fn(fn, torch.device("cuda"), repeats, warmup)[0] * 1e3
 
 
 def kexue_fn(backend, q, k, v, go, mode, causal):

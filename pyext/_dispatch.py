@@ -13,6 +13,7 @@ adds an entry there, and nothing in its public API changes.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,31 @@ def triton_can_run(device: torch.device) -> tuple[bool, str]:
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") == "1":
         return True, ""
     return False, f"the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
+
+
+def native_first(device: torch.device, info: dict) -> list[str]:
+    """The usual ``auto`` order: the device's native kernel, then Triton on CUDA, then the reference."""
+    if device.type == "cuda":
+        return ["cuda", "triton", "torch"]
+    return ["cpu", "torch"]
+
+
+def triton_kernel_ready(module: str, kernel: str) -> Callable[[], tuple[bool, str]]:
+    """An ``OpBackends.triton_ready`` check: ``kexue.triton_kernels.<module>`` imports and has ``kernel``."""
+
+    def ready() -> tuple[bool, str]:
+        try:
+            tk = importlib.import_module(f"{__package__}.triton_kernels.{module}")
+        except ImportError as exc:
+            return False, f"the Triton kernels do not import ({exc})"
+        return (True, "") if hasattr(tk, kernel) else (False, "no Triton kernel yet")
+
+    return ready
+
+
+def eager_cpu(t: torch.Tensor) -> bool:
+    """Value checks that read data run eagerly on CPU tensors only (never a device sync, never traced)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 @dataclass

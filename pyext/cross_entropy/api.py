@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import OpBackends
+from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
 from . import linear as _linear  # noqa: F401  (registers the linear_cross_entropy ops)
 from .op import native_rows
 from .reference import accumulation_dtype, log_prior_bias, reduce_rows, row_losses
@@ -24,26 +24,12 @@ def _triton_rows(*args):
     return tk.cross_entropy_rows_triton(*args)
 
 
-def _triton_ready() -> tuple[bool, str]:
-    try:
-        from ..triton_kernels import cross_entropy as tk
-    except ImportError as exc:
-        return False, f"the Triton kernels do not import ({exc})"
-    return (True, "") if hasattr(tk, "cross_entropy_rows_triton") else (False, "no Triton kernel yet")
-
-
-def _auto_order(device: torch.device, info: dict) -> list[str]:
-    if device.type == "cuda":
-        return ["cuda", "triton", "torch"]
-    return ["cpu", "torch"]
-
-
 BACKENDS = OpBackends(
     name="cross_entropy",
     impls={"torch": _torch_rows, "cpu": native_rows, "cuda": native_rows, "triton": _triton_rows},
     native_op="cross_entropy_fwd",
-    triton_ready=_triton_ready,
-    auto=_auto_order,
+    triton_ready=triton_kernel_ready("cross_entropy", "cross_entropy_rows_triton"),
+    auto=native_first,
 )
 
 
@@ -52,10 +38,6 @@ def _resolve(backend: str, device: str) -> str:
     """The backend name (the dispatcher is asked once per trace: a constant under torch.compile)."""
     return BACKENDS.resolve(backend, torch.device(device))[0]
 
-
-def _eager_checks_allowed(t: torch.Tensor) -> bool:
-    """Value checks that read data run eagerly on CPU tensors only (never a device sync, never traced)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _check_vector(name: str, t, C: int, device: torch.device) -> None:
@@ -98,7 +80,7 @@ def check_prior(prior, C: int, device: torch.device) -> None:
 
     On CPU this is checked eagerly; on other devices with a device-side assert (no host sync)."""
     _check_vector("prior", prior, C, device)
-    if _eager_checks_allowed(prior):
+    if eager_cpu(prior):
         if not bool((prior > 0).all()):
             bad = int((prior <= 0).nonzero()[0, 0])
             raise ValueError(f"prior must be positive (class frequencies or counts); prior[{bad}] = "
@@ -116,7 +98,7 @@ def check_target(target, N: int, C: int, device: torch.device, ignore_index: int
         raise TypeError(f"target must be int64 class indices, got {target.dtype}")
     if target.device != device:
         raise ValueError(f"target is on {target.device} but logits is on {device}")
-    if eager_range and _eager_checks_allowed(target):
+    if eager_range and eager_cpu(target):
         bad = (target != ignore_index) & ((target < 0) | (target >= C))
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])

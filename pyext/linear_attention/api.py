@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._dispatch import OpBackends
+from .._dispatch import OpBackends, native_first, triton_kernel_ready
 from .feature_maps import FEATURE_MAPS, apply_feature_map, feature_dim
 from .op import native_forward
 from .reference import accumulation_dtype, linear_attention_chunked
@@ -26,32 +26,18 @@ def _torch_forward(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, ep
     return out, S, z
 
 
-def _auto_order(device: torch.device, info: dict) -> list[str]:
-    if device.type == "cuda":
-        return ["cuda", "triton", "torch"]
-    return ["cpu", "torch"]
-
-
 def _triton_forward(*args):
     from ..triton_kernels import linear_attention as tk
 
     return tk.linear_attention_fwd_triton(*args)
 
 
-def _triton_ready() -> tuple[bool, str]:
-    try:
-        from ..triton_kernels import linear_attention as tk
-    except ImportError as exc:
-        return False, f"the Triton kernels do not import ({exc})"
-    return (True, "") if hasattr(tk, "linear_attention_fwd_triton") else (False, "no Triton kernel yet")
-
-
 BACKENDS = OpBackends(
     name="linear_attention",
     impls={"torch": _torch_forward, "cpu": native_forward, "cuda": native_forward, "triton": _triton_forward},
     native_op="linear_attention_fwd",
-    triton_ready=_triton_ready,
-    auto=_auto_order,
+    triton_ready=triton_kernel_ready("linear_attention", "linear_attention_fwd_triton"),
+    auto=native_first,
 )
 
 

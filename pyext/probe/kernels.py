@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .._dispatch import OpBackends
+from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
 from .kernels_op import native_masked_batch, native_segment_distance
 from .kernels_reference import (
     METRICS,
@@ -46,27 +46,14 @@ def _triton_segment_distance(*args):
     return tk.segment_distance_triton(*args)
 
 
-def _triton_ready() -> tuple[bool, str]:
-    try:
-        from ..triton_kernels import probe as tk
-    except ImportError as exc:
-        return False, f"the Triton kernels do not import ({exc})"
-    return (True, "") if hasattr(tk, "segment_distance_triton") else (False, "no Triton kernel yet")
-
-
-def _auto_order(device: torch.device, info: dict) -> list[str]:
-    if device.type == "cuda":
-        return ["cuda", "triton", "torch"]
-    return ["cpu", "torch"]
-
-
+_triton_ready = triton_kernel_ready("probe", "segment_distance_triton")
 MASKED_BATCH = OpBackends(
     name="masked_batch",
     impls={"torch": masked_batch_reference, "cpu": native_masked_batch, "cuda": native_masked_batch,
            "triton": _triton_masked_batch},
     native_op="probe_masked_batch",
     triton_ready=_triton_ready,
-    auto=_auto_order,
+    auto=native_first,
 )
 SEGMENT_DISTANCE = OpBackends(
     name="segment_distance",
@@ -74,7 +61,7 @@ SEGMENT_DISTANCE = OpBackends(
            "triton": _triton_segment_distance},
     native_op="probe_segment_distance",
     triton_ready=_triton_ready,
-    auto=_auto_order,
+    auto=native_first,
 )
 
 
@@ -87,10 +74,6 @@ def _resolve_masked_batch(backend: str, device: str) -> str:
 def _resolve_segment_distance(backend: str, device: str) -> str:
     return SEGMENT_DISTANCE.resolve(backend, torch.device(device))[0]
 
-
-def _eager_cpu(t: torch.Tensor) -> bool:
-    """Value checks that read data run eagerly on CPU tensors only (never a device sync, never traced)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _check_int(name: str, v, minimum: int | None = None) -> None:
@@ -131,7 +114,7 @@ _MB_MESSAGES = {
 def _check_masked_batch_values(tokens, tok_offsets, word_start, word_end, word_offsets, seqs, length) -> None:
     problems = masked_batch_problems(tokens, tok_offsets, word_start, word_end, word_offsets, seqs, length)
     bad = torch.stack(list(problems.values())).any(0)
-    if not _eager_cpu(seqs):
+    if not eager_cpu(seqs):
         if not torch.compiler.is_compiling():
             torch._assert_async(~bad.any(), "kexue.probe.masked_batch: a row of seqs is invalid (index out of "
                                             "range, a span outside its sentence, or a sentence longer than length)")
@@ -304,7 +287,7 @@ def segment_distance(
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     name = _resolve_segment_distance(backend, str(h.device))
-    if name != "cpu" and _eager_cpu(h):  # (the C++ kernel checks itself; GPUs check on the device)
+    if name != "cpu" and eager_cpu(h):  # (the C++ kernel checks itself; GPUs check on the device)
         _check_range("rows", rows, h.shape[0], "h row")
         _check_range("ref_rows", ref_rows, ref.shape[0], "ref row")
         _check_range("seg", seg, num_segments, "segment")
