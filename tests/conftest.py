@@ -1,7 +1,9 @@
 """Test-wide settings.
 
-* TRITON_INTERPRET=1 must be set before anything imports a Triton kernel (it is read when
-  @triton.jit decorates), so the Triton backends run on CPU tensors here.
+* Without a GPU, TRITON_INTERPRET=1 is set before anything imports a Triton kernel (it is read
+  when @triton.jit decorates), so the Triton backends run on CPU tensors.  With a GPU it is left
+  unset, so the Triton kernels are tested compiled on CUDA tensors (their CPU-tensor cases skip);
+  set TRITON_INTERPRET=1 by hand to run the interpreter there instead.
 * Outputs are poisoned: with deterministic algorithms on and fill_uninitialized_memory, every
   torch.empty (at::empty in the C++ kernels too) is filled with NaN, so an element a kernel
   forgets to write fails the comparison instead of passing by luck.
@@ -9,10 +11,11 @@
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 torch.use_deterministic_algorithms(True, warn_only=True)
 torch.utils.deterministic.fill_uninitialized_memory = True

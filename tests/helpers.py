@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_runs_on(device: str) -> bool:
+    """Triton kernels run compiled on CUDA tensors, and on CPU tensors only under the interpreter
+    (TRITON_INTERPRET=1, set by conftest.py when there is no GPU).  The mode is one per process:
+    on a GPU machine the suite tests compiled Triton on CUDA and skips Triton on CPU tensors."""
+    if not HAS_TRITON:
+        return False
+    if device == "cpu":
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return device == "cuda"
+
+
+TRITON_DEVICES = [d for d in DEVICES if triton_runs_on(d)]
+
+
+def expected_backends() -> dict[str, list[str]]:
+    """Backends that must run on each device: the reference ("torch"), the device's native
+    kernel ("cpu"/"cuda"), and "triton" where it runs (see :func:`triton_runs_on`).  A test
+    that finds an expected backend unavailable fails, it does not skip."""
+    return {d: ["torch", d] + (["triton"] if triton_runs_on(d) else []) for d in ("cpu", "cuda")}
+
+
+def backend_pairs(expected: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(backend, device) for every device present and every backend expected there."""
+    return [(b, d) for d in DEVICES for b in expected[d]]
 
 
 def error(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -15,17 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kexue
-from helpers import DEVICES, assert_close_rule, error
+from helpers import DEVICES, assert_close_rule, backend_pairs, error, expected_backends, triton_runs_on
 from kexue.cross_entropy import cross_entropy_reference
 from kexue.cross_entropy.api import BACKENDS
 
 # Backends that must run on each device: one that is expected and missing fails the suite.
-EXPECTED = {"cpu": ["torch", "cpu"], "cuda": ["torch", "triton", "cuda"]}
-if importlib.util.find_spec("triton") is not None:
-    EXPECTED["cpu"].append("triton")
+EXPECTED = expected_backends()
 # Backends not written yet are listed here and removed as they land.
 NOT_YET = {"cpu": set(), "cuda": set()}
-PAIRS = [(b, d) for d in DEVICES for b in EXPECTED[d]]
+PAIRS = backend_pairs(EXPECTED)
 # float32 floor: lse and the gradient's softmax are float32 sums over <= a few thousand O(1)
 # terms; a few hundred ulps of O(1) values.
 F32_FLOOR = 2e-5
@@ -351,7 +349,7 @@ def test_adjust_logits_and_class_prior():
 
 # ---- in-place backward, registration (opcheck), torch.compile ----
 
-INPLACE_PAIRS = [("cpu", "cpu"), ("triton", "cpu")] + [
+INPLACE_PAIRS = [("cpu", "cpu")] + [("triton", "cpu")] * triton_runs_on("cpu") + [
     (b, d) for d in DEVICES if d != "cpu" for b in ("cuda", "triton")]
 
 
@@ -476,9 +474,9 @@ def test_linear_cross_entropy(backend, device, opts, with_bias, chunk):
 
 @pytest.mark.parametrize("backend", ["cpu", "triton"])
 def test_linear_cross_entropy_opcheck_and_compile(backend):
-    _available(backend, "cpu")
     if backend == "triton":
         pytest.skip("triton_op kernels are not traceable on CPU tensors under the interpreter (CUDA only)")
+    _available(backend, "cpu")
     h, W, b, t = _linear_case(20, 8, 33)
     kernel = "triton" if backend == "triton" else "native"
     args = (h.requires_grad_(), W.requires_grad_(), t, b.requires_grad_(), None, None, 0.1, 0.0, -100, 6, kernel)

@@ -14,18 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kexue
-from helpers import DEVICES, assert_close_rule, error
+from helpers import DEVICES, assert_close_rule, backend_pairs, error, expected_backends
 from kexue.linear_attention import FEATURE_MAPS, feature_dim, linear_attention_quadratic
 from kexue.linear_attention.api import BACKENDS
 
 # Backends that must run on each device: one that is expected and missing fails the suite.
-EXPECTED = {"cpu": ["torch", "cpu"], "cuda": ["torch", "cuda"]}
-if importlib.util.find_spec("triton") is not None:
-    for _dev in EXPECTED:
-        EXPECTED[_dev].append("triton")
+EXPECTED = expected_backends()
 # Backends not written yet are listed here and removed as they land.
 NOT_YET: dict[str, set[str]] = {"cpu": set(), "cuda": set()}
-PAIRS = [(b, d) for d in DEVICES for b in EXPECTED[d]]
+PAIRS = backend_pairs(EXPECTED)
 F32_FLOOR = 2e-5  # float32 accumulation over <= 300 tokens of O(1) values
 
 

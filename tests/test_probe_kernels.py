@@ -15,15 +15,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import DEVICES, assert_close_rule, error
+from helpers import DEVICES, TRITON_DEVICES, assert_close_rule, backend_pairs, error, expected_backends
 from kexue.probe import kernels as pk
 from kexue.probe.kernels_reference import masked_batch_reference, segment_distance_reference
 
 # Backends that must run on each device: one that is expected and missing fails the suite.
-EXPECTED = {"cpu": ["torch", "cpu"], "cuda": ["torch", "cuda", "triton"]}
-if importlib.util.find_spec("triton") is not None:
-    EXPECTED["cpu"].append("triton")
-PAIRS = [(b, d) for d in DEVICES for b in EXPECTED[d]]
+EXPECTED = expected_backends()
+PAIRS = backend_pairs(EXPECTED)
 MASK_ID, PAD_ID = 103, 0
 
 
@@ -462,19 +460,23 @@ def test_opcheck_segment_distance(op, metric, dtype):
     torch.library.opcheck(op, (h.detach(), rows, ref.detach(), ref_rows, seg, 4, metric))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "triton"])
-def test_torch_compile_fullgraph(backend):
+COMPILE_PAIRS = [(d, d) for d in DEVICES] + [("triton", d) for d in TRITON_DEVICES]
+
+
+@pytest.mark.parametrize("backend,device", COMPILE_PAIRS)
+def test_torch_compile_fullgraph(backend, device):
     """A small probe step, compiled as one graph: build the masked batch, 'encode' it with an
     embedding, read the distances between the unmasked and the masked copies."""
-    _available(pk.SEGMENT_DISTANCE, backend, "cpu")
+    _available(pk.SEGMENT_DISTANCE, backend, device)
     torch._dynamo.reset()
     tables, nwords = make_sentences(3)
-    seqs = make_seqs(nwords, 8)
+    tables = [t.to(device) for t in tables]
+    seqs = make_seqs(nwords, 8).to(device)
     length = _max_len(tables, seqs)
-    emb = torch.nn.Embedding(30000, 16)
-    rows = torch.arange(8) * length + 1  # position 1 (the first word) of each row
-    ref_rows = torch.zeros(8, dtype=torch.int64) + 1
-    seg = torch.arange(8) % 3
+    emb = torch.nn.Embedding(30000, 16, device=device)
+    rows = torch.arange(8, device=device) * length + 1  # position 1 (the first word) of each row
+    ref_rows = torch.zeros(8, dtype=torch.int64, device=device) + 1
+    seg = torch.arange(8, device=device) % 3
 
     def f(weight):
         ids, att = pk.masked_batch(*tables, seqs, MASK_ID, PAD_ID, length, backend=backend)

@@ -9,6 +9,23 @@ applies the same one-line fix to older interpreters.  Nothing changes for compil
 
 from __future__ import annotations
 
+import os
+
+#: Triton's interpreter mode (read once, as @triton.jit reads it when it decorates).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def launchable(kernel):
+    """A kernel as the ops launch it: through ``torch.library.wrap_triton`` on a GPU (so that
+    torch.compile sees inside the ``triton_op``), as-is under the interpreter, whose kernels are
+    Python functions that tracing never reaches and that torch <= 2.11's wrap_triton refuses
+    ("wrap_triton only works on functions annotated with triton.jit")."""
+    if INTERPRET:
+        return kernel
+    import torch
+
+    return torch.library.wrap_triton(kernel)
+
 
 def patch_interpreter_index() -> None:
     try:

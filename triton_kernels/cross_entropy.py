@@ -21,16 +21,14 @@ flag on GPUs (no host synchronisation).  Nothing here calls ``.item()``.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ..cross_entropy.op import register_autograd
+from ._compat import INTERPRET, launchable
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Tile widths: 4096 float32 per tile keeps a tile in registers with 8 warps on GPUs; the
 # interpreter uses small tiles so tests cover several tiles and splits per row.
 FWD_BLOCK = 128 if INTERPRET else 4096
@@ -186,10 +184,10 @@ def ce_fwd_triton(logits: torch.Tensor, target: torch.Tensor, bias: torch.Tensor
     w = weight if weight is not None else _dummy(logits)
     smooth = label_smoothing != 0.0
     wsum = _wsum(weight, C, logits)
-    wrap_triton(_ce_fwd_partial)[(N, S)](logits, logits.stride(0), logits.stride(1), b, w, part, C, cols_per_split,
+    launchable(_ce_fwd_partial)[(N, S)](logits, logits.stride(0), logits.stride(1), b, w, part, C, cols_per_split,
                                          HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth,
                                          BLOCK=FWD_BLOCK)
-    wrap_triton(_ce_fwd_combine)[(N,)](logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w,
+    launchable(_ce_fwd_combine)[(N,)](logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w,
                                        part, loss, lse, flag, C, S, label_smoothing, z_loss, ignore_index, wsum,
                                        HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth,
                                        SB=triton.next_power_of_2(S))
@@ -203,7 +201,7 @@ def _launch_bwd(grad_loss, logits, target, bias, weight, lse, label_smoothing, z
     b = bias if bias is not None else _dummy(logits)
     w = weight if weight is not None else _dummy(logits)
     g = grad_loss.to(torch.float32)
-    wrap_triton(_ce_bwd)[(N, triton.cdiv(C, BWD_BLOCK))](
+    launchable(_ce_bwd)[(N, triton.cdiv(C, BWD_BLOCK))](
         g, g.stride(0), logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w, lse,
         lse.stride(0), out, out.stride(0), out.stride(1), C, label_smoothing, z_loss, ignore_index,
         _wsum(weight, C, logits), HAS_BIAS=bias is not None, HAS_W=weight is not None, BLOCK=BWD_BLOCK)

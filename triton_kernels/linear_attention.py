@@ -48,9 +48,8 @@ import triton.language as tl
 
 from ..linear_attention.feature_maps import FEATURE_MAPS, NORMALIZE_EPS, feature_dim
 from ..linear_attention.op import fake_backward, fake_forward, register_autograd
-from ._compat import memoize_interpreter_patching, patch_interpreter_index
+from ._compat import INTERPRET, launchable, memoize_interpreter_patching, patch_interpreter_index
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if INTERPRET:
     patch_interpreter_index()
     memoize_interpreter_patching()
@@ -67,11 +66,24 @@ FORCE_SEGMENTS: int | None = None
 SEG = 64  # segment boundaries fall on multiples of SEG tokens; every chunk size BT divides it
 
 
+#: Autotune space on a GPU (``KEXUE_TRITON_AUTOTUNE``): "full" (default) tries chunk sizes ×
+#: warps × pipeline depths, 8 configs per kernel and key; "small" 2 (one chunk size, 4 or 8
+#: warps); "off" one.  Every config compiles (seconds each) before the first call of a new key,
+#: so correctness runs on a GPU use "off" and short benchmark sessions "small".
+AUTOTUNE = os.environ.get("KEXUE_TRITON_AUTOTUNE", "full")
+if AUTOTUNE not in ("full", "small", "off"):
+    raise ValueError(f"KEXUE_TRITON_AUTOTUNE must be full, small or off, got {AUTOTUNE!r}")
+
+
 def _configs(big: bool):
     """Autotune space: chunk size BT and launch shape.  ``big``: 256-wide feature tiles."""
     if INTERPRET:
         return [triton.Config({"BT": 32}, num_warps=4, num_stages=1)]
     bts = (16, 32) if big else (32, 64)
+    if AUTOTUNE == "off":
+        return [triton.Config({"BT": bts[1]}, num_warps=4, num_stages=2)]
+    if AUTOTUNE == "small":
+        return [triton.Config({"BT": bts[1]}, num_warps=w, num_stages=2) for w in (4, 8)]
     return [triton.Config({"BT": bt}, num_warps=w, num_stages=s) for bt in bts for w in (4, 8) for s in (1, 2)]
 
 
@@ -730,10 +742,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 def _launch(kernel, n_programs: int, *args, **kwargs) -> None:
     if n_programs <= 0:
         return
-    if INTERPRET:  # interpreted kernels run eagerly (the ops are opaque custom ops then)
-        kernel[(n_programs,)](*args, **kwargs)
-    else:
-        torch.library.wrap_triton(kernel)[(n_programs,)](*args, **kwargs)
+    launchable(kernel)[(n_programs,)](*args, **kwargs)
 
 
 def _strides(t: torch.Tensor | None, n: int) -> list[int]:

@@ -22,16 +22,14 @@ on GPUs (no host synchronisation).
 from __future__ import annotations
 
 import inspect
-import os
 
 import torch
 import triton
 import triton.language as tl
 
 from ..probe.kernels_op import fake_masked_batch, fake_segment_distance, register_segment_autograd
-from ._compat import memoize_interpreter_patching, patch_interpreter_index
+from ._compat import INTERPRET, launchable, memoize_interpreter_patching, patch_interpreter_index
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 if INTERPRET:
     patch_interpreter_index()
     memoize_interpreter_patching()
@@ -145,7 +143,7 @@ def _masked_batch_impl(tokens: torch.Tensor, tok_offsets: torch.Tensor, word_sta
         return ids, att
     block_t = min(MAX_BLOCK_T, triton.next_power_of_2(max(length, 1)))
     grid = (K, max(1, triton.cdiv(length, block_t)))  # length 0: one program per row still checks it
-    _launch(_masked_batch_kernel)[grid](
+    launchable(_masked_batch_kernel)[grid](
         _nonempty(tokens.contiguous()), tokens.shape[0], tok_offsets.contiguous(), word_offsets.contiguous(),
         tok_offsets.shape[0] - 1, _nonempty(word_start.contiguous()), _nonempty(word_end.contiguous()),
         word_start.shape[0], seqs.contiguous(), ids, att, flag, mask_id, pad_id, length, BLOCK_T=block_t)
@@ -169,17 +167,13 @@ def _segment_distance_impl(h: torch.Tensor, rows: torch.Tensor, ref: torch.Tenso
     if K > 0:
         hh = h if h.numel() else torch.zeros((1, max(D, 1)), dtype=h.dtype, device=dev)
         rr = ref if ref.numel() else torch.zeros((1, max(D, 1)), dtype=ref.dtype, device=dev)
-        _launch(_segment_distance_kernel)[(triton.cdiv(K, BLOCK_K),)](
+        launchable(_segment_distance_kernel)[(triton.cdiv(K, BLOCK_K),)](
             hh, hh.stride(0), hh.stride(1), h.shape[0], rr, rr.stride(0), rr.stride(1), ref.shape[0],
             rows.contiguous(), ref_rows.contiguous(), seg.contiguous(), _nonempty(sums), _nonempty(counts), flag,
             K, D, num_segments, COS=metric == "cos", BLOCK_K=BLOCK_K, BLOCK_D=BLOCK_D)
         _raise_or_assert(flag, "kexue.probe.segment_distance (triton): an index is out of range (rows must be in "
                                "[0, R), ref_rows in [0, R2), seg in [0, num_segments))")
     return sums / counts.clamp_min(1).to(torch.float32)
-
-
-def _launch(kernel):
-    return kernel if INTERPRET else torch.library.wrap_triton(kernel)
 
 
 MASKED_BATCH_SCHEMA = (
