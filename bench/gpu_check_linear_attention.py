@@ -80,7 +80,7 @@ def run(backend, q, k, v, S0, z0, kw, go, gS, gz, grad):
     return res
 
 
-def check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncontig, packed, grad):
+def check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncontig, packed, grad, backend):
     B, H, Hkv, N, Dk, Dv = shape
     q, k, v = inputs(B, H, Hkv, N, Dk, Dv, dtype, noncontig, fmap)
     F = feature_dim(fmap, Dk)
@@ -105,7 +105,7 @@ def check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncon
     gS = torch.randn(nseq, H, F, Dv, generator=g).to(DEV)
     gz = torch.randn(nseq, H, F, generator=g).to(DEV)
 
-    got = run("cuda", q, k, v, S0, z0, kw, go, gS, gz, grad)
+    got = run(backend, q, k, v, S0, z0, kw, go, gS, gz, grad)
     low = run("torch", q, k, v, S0, z0, kw, go, gS, gz, grad)
     def to64(t):
         return None if t is None else t.double()
@@ -147,7 +147,8 @@ SHAPES = [  # (B, H, Hkv, N, Dk, Dv)
 ]
 
 
-def correctness(quick: bool) -> bool:
+def correctness(quick: bool, backend: str = "cuda") -> bool:
+    print(f"\ncorrectness of backend={backend!r} against the float64 definition")
     rows, failed = [], 0
     fmaps = ["elu", "relu", "softmax", "taylor", "none"]
     for si, shape in enumerate(SHAPES[:6] if quick else SHAPES):
@@ -165,31 +166,32 @@ def correctness(quick: bool) -> bool:
                         f"state={int(with_state)} strided={int(noncontig)} packed={int(packed)}")
                 try:
                     ok, msg = check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncontig,
-                                         packed, grad)
+                                         packed, grad, backend)
                 except Exception as exc:  # noqa: BLE001 - report and go on
                     ok, msg = False, f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
                     traceback.print_exc(limit=2)
                 failed += not ok
                 rows.append((("PASS" if ok else "FAIL"), "x".join(map(str, shape)),
                              str(dtype).removeprefix("torch."), opts, msg))
-    # float64 must be a clear error on CUDA
-    q = torch.randn(1, 1, 4, 4, dtype=torch.float64, device=DEV)
-    try:
-        kexue.linear_attention(q, q, q, backend="cuda")
-        rows.append(("FAIL", "1x1x1x4x4x4", "float64", "must raise", "no error raised"))
-        failed += 1
-    except Exception as exc:  # noqa: BLE001
-        ok = "float64" in str(exc)
-        rows.append(("PASS" if ok else "FAIL", "1x1x1x4x4x4", "float64", "must raise", str(exc).splitlines()[0][:80]))
-        failed += not ok
+    if backend == "cuda":  # float64 must be a clear error (the Triton kernels take it)
+        q = torch.randn(1, 1, 4, 4, dtype=torch.float64, device=DEV)
+        try:
+            kexue.linear_attention(q, q, q, backend="cuda")
+            rows.append(("FAIL", "1x1x1x4x4x4", "float64", "must raise", "no error raised"))
+            failed += 1
+        except Exception as exc:  # noqa: BLE001
+            ok = "float64" in str(exc)
+            rows.append(("PASS" if ok else "FAIL", "1x1x1x4x4x4", "float64", "must raise",
+                         str(exc).splitlines()[0][:80]))
+            failed += not ok
     # decoding steps against the whole causal sequence
     qq, kk, vv = (torch.randn(2, 4, 40, 32, device=DEV) for _ in range(3))
-    whole = kexue.linear_attention(qq, kk, vv, causal=True, backend="cuda")
+    whole = kexue.linear_attention(qq, kk, vv, causal=True, backend=backend)
     _, st = kexue.linear_attention(qq[:, :, :37], kk[:, :, :37], vv[:, :, :37], causal=True, return_state=True,
-                                   backend="cuda")
+                                   backend=backend)
     e = 0.0
     for t in range(37, 40):
-        o_t, st = kexue.linear_attention_step(qq[:, :, t], kk[:, :, t], vv[:, :, t], st, backend="cuda")
+        o_t, st = kexue.linear_attention_step(qq[:, :, t], kk[:, :, t], vv[:, :, t], st, backend=backend)
         e = max(e, err(o_t, whole[:, :, t]))
     ok = e < 1e-5
     failed += not ok
@@ -207,65 +209,193 @@ def time_ms(fn, repeats=20, warmup=3):
     return time_fn(fn, torch.device("cuda"), repeats, warmup)[0] * 1e3
 
 
-def kexue_fn(backend, q, k, v, go, mode, causal):
+# ---- timings: providers -------------------------------------------------------------------
+# Every provider gets bf16 (B, H, N, D) q, k, v and, for "fwd+bwd", the output gradient, and
+# returns a zero-argument callable that runs the work once.  Linear-attention providers apply
+# the elu+1 feature map (kexue fuses it; for flash-linear-attention it is two torch ops in the
+# timed region, as its layers do) and normalise unless the name ends in "/nonorm".
+
+def kexue_fn(backend, q, k, v, go, mode, causal, normalize=True):
     def fn():
         if mode == "fwd":
             with torch.no_grad():
-                return kexue.linear_attention(q, k, v, causal=causal, backend=backend)
-        return torch.autograd.grad(kexue.linear_attention(q, k, v, causal=causal, backend=backend), (q, k, v), go)
+                return kexue.linear_attention(q, k, v, causal=causal, normalize=normalize, backend=backend)
+        o = kexue.linear_attention(q, k, v, causal=causal, normalize=normalize, backend=backend)
+        return torch.autograd.grad(o, (q, k, v), go)
 
     return fn
 
 
-def fla_fn(q, k, v, go, mode):
-    """flash-linear-attention's chunk_linear_attn ((B, N, H, D) layout, elu+1 mapped here, causal)."""
+def fla_fn(kind, q, k, v, go, mode, normalize):
+    """flash-linear-attention 0.6 ``chunk_linear_attn`` / ``fused_chunk_linear_attn`` (causal only;
+    (B, N, H, D) layout: the transposes are done once, outside the timed region)."""
     import fla.ops.linear_attn as fla_la
 
+    op = fla_la.chunk_linear_attn if kind == "chunk" else fla_la.fused_chunk_linear_attn
     qf, kf, vf = (t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v))
     gf = go.transpose(1, 2).contiguous()
 
-    def fn():
+    def run():
         fq, fk = torch.nn.functional.elu(qf) + 1, torch.nn.functional.elu(kf) + 1
+        o = op(fq, fk, vf, scale=1.0, normalize=normalize)
+        return o[0] if isinstance(o, tuple) else o
+
+    def fn():
         if mode == "fwd":
             with torch.no_grad():
-                return fla_la.chunk_linear_attn(fq, fk, vf, scale=1.0, normalize=True)
-        o = fla_la.chunk_linear_attn(fq, fk, vf, scale=1.0, normalize=True)
-        o = o[0] if isinstance(o, tuple) else o
-        return torch.autograd.grad(o, (qf, kf, vf), gf)
+                return run()
+        return torch.autograd.grad(run(), (qf, kf, vf), gf)
 
     return fn
 
 
-def timed_cell(name, fn):
-    try:
-        return f"{time_ms(fn):9.3f}"
-    except Exception as exc:  # noqa: BLE001 - a failing provider is reported, the table goes on
-        print(f"  {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
-        return f"{'err':>9}"
+def sdpa_fn(q, k, v, go, mode, causal):
+    """torch's softmax attention (FlashAttention kernels for bf16), the layer linear attention replaces."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def fn():
+        if mode == "fwd":
+            with torch.no_grad():
+                return sdpa(q, k, v, is_causal=causal)
+        return torch.autograd.grad(sdpa(q, k, v, is_causal=causal), (q, k, v), go)
+
+    return fn
 
 
-def benchmark(quick: bool) -> None:
+def providers_for(names, causal):
+    """(name, factory(q, k, v, go, mode)) of the providers that apply (FLA is causal only)."""
+    out = []
+    for name in names:
+        base, _, flag = name.partition("/")
+        norm = flag != "nonorm"
+        if base in ("torch", "cuda", "triton"):
+            out.append((name, lambda q, k, v, go, m, b=base, n=norm: kexue_fn(b, q, k, v, go, m, causal, n)))
+        elif base in ("fla_chunk", "fla_fused") and causal:
+            kind = base.removeprefix("fla_")
+            out.append((name, lambda q, k, v, go, m, c=kind, n=norm: fla_fn(c, q, k, v, go, m, n)))
+        elif base == "sdpa":
+            out.append((name, lambda q, k, v, go, m: sdpa_fn(q, k, v, go, m, causal)))
+    return out
+
+
+def _empty_cache() -> None:
+    if DEV.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _device_name() -> str:
+    return torch.cuda.get_device_name(DEV) if DEV.type == "cuda" else DEV.type
+
+
+def floor_ms(B, H, N, D, mode, causal, ceilings, chunk=64):
+    """max(bytes / copy bandwidth, FLOPs / bf16 matmul rate) in ms.  Bytes: q, k, v read and o
+    written once (fwd); the backward adds q, k, v, do read and dq, dk, dv written.  FLOPs of the
+    chunked algorithm per token and head: 4·D² for the state (φ(k)ᵀv and φ(q)·S) plus, causal,
+    4·C·D for the masked C×C tile and its product with v; the backward about twice the forward."""
+    elems = B * H * N * D
+    nbytes = 2 * elems * (4 if mode == "fwd" else 4 + 7)
+    flops = B * H * N * (4 * D * D + (4 * chunk * D if causal else 0)) * (1 if mode == "fwd" else 3)
+    return max(nbytes / (ceilings["copy_GBps"] * 1e9), flops / (ceilings["bf16_TFLOPs"] * 1e12)) * 1e3
+
+
+DEFAULT_PROVIDERS = ["cuda", "triton", "fla_chunk", "fla_fused", "sdpa", "torch",
+                     "cuda/nonorm", "triton/nonorm", "fla_chunk/nonorm", "fla_fused/nonorm"]
+
+
+def benchmark(ns, ds, names, repeats, json_path=None) -> None:
+    import json
+
+    from kexue.benchmarking import measure_ceilings, peak_memory
+
     dtype, B, H = torch.bfloat16, 8, 16
-    backends = [b for b in ("torch", "cuda", "triton") if BACKENDS.availability(b, DEV)[0]]
+    avail = {b: BACKENDS.availability(b, DEV)[0] for b in ("torch", "cuda", "triton")}
     has_fla = importlib.util.find_spec("fla") is not None
-    print(f"\n{torch.cuda.get_device_name()}  torch {torch.__version__}  bf16 B={B} H={H}  (ms, median)")
-    print(f"{'N':>6} {'D':>4} {'mode':>8} {'causal':>6}  " + "  ".join(f"{b:>9}" for b in backends)
-          + ("  fla_chunk" if has_fla else ""))
-    for N, D in itertools.product((1024, 4096) if quick else (1024, 4096, 16384), (64, 128)):
+    names = [n for n in names if (n.split("/")[0] not in avail or avail[n.split("/")[0]])
+             and (has_fla or not n.startswith("fla"))]
+    ceilings = measure_ceilings(DEV)
+    print(f"\n{_device_name()}  torch {torch.__version__}  bf16 B={B} H={H} elu+1; "
+          f"ceilings: copy {ceilings['copy_GBps']:.0f} GB/s, bf16 matmul {ceilings['bf16_TFLOPs']:.0f} TFLOP/s")
+    print("ms = median of", repeats, "(CUDA events); MiB = peak allocated above the inputs; x floor = ms / floor")
+    records = []
+    for N, D in itertools.product(ns, ds):
         q, k, v = (torch.randn(B, H, N, D, dtype=dtype, device=DEV, requires_grad=True) for _ in range(3))
         go = torch.randn_like(q)
         for mode, causal in itertools.product(("fwd", "fwd+bwd"), (True, False)):
-            cells = [timed_cell(b, kexue_fn(b, q, k, v, go, mode, causal)) for b in backends]
-            if has_fla and causal:
-                cells.append(timed_cell("fla", fla_fn(q, k, v, go, mode)))
-            print(f"{N:>6} {D:>4} {mode:>8} {int(causal):>6}  " + "  ".join(cells), flush=True)
-        torch.cuda.empty_cache()
+            fl = floor_ms(B, H, N, D, mode, causal, ceilings)
+            print(f"-- N={N} D={D} {mode} {'causal' if causal else 'non-causal'}  floor {fl:.3f} ms")
+            for name, factory in providers_for(names, causal):
+                rec = {"N": N, "D": D, "mode": mode, "causal": causal, "provider": name, "floor_ms": fl}
+                try:
+                    fn = factory(q, k, v, go, mode)
+                    rec["ms"] = time_ms(fn, repeats=repeats)
+                    rec["peak_MiB"] = peak_memory(fn, DEV) / 2**20
+                    print(f"   {name:>18} {rec['ms']:9.3f} ms {rec['peak_MiB']:9.0f} MiB  "
+                          f"x floor {rec['ms'] / fl:6.2f}", flush=True)
+                except Exception as exc:  # noqa: BLE001 - a failing provider is reported, the table goes on
+                    rec["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    print(f"   {name:>18} error {rec['error']}", flush=True)
+                records.append(rec)
+                _empty_cache()
+        del q, k, v, go
+        _empty_cache()
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"device": _device_name(), "torch": torch.__version__, "ceilings": ceilings,
+                       "records": records}, f, indent=1)
+    _targets(records)
+
+
+def _targets(records) -> None:
+    """The issue's targets, read off the records (printed last: the reply carries the end)."""
+    def ms(N, D, mode, causal, name):
+        for r in records:
+            if (r["N"], r["D"], r["mode"], r["causal"], r["provider"]) == (N, D, mode, causal, name) and "ms" in r:
+                return r["ms"], r["floor_ms"]
+        return None, None
+
+    print("\ntargets")
+    best = {}
+    for norm in ("", "/nonorm"):
+        ours = min((x for x in (ms(4096, 128, "fwd+bwd", True, b + norm)[0] for b in ("cuda", "triton")) if x),
+                   default=None)
+        fla = min((x for x in (ms(4096, 128, "fwd+bwd", True, b + norm)[0] for b in ("fla_chunk", "fla_fused")) if x),
+                  default=None)
+        best[norm] = (ours, fla)
+        if ours and fla:
+            print(f"  causal fwd+bwd N=4096 D=128{norm or ' (normalised)'}: kexue {ours:.3f} ms, FLA {fla:.3f} ms, "
+                  f"{fla / ours:.2f}x (target >= 1.3x)")
+    for N in sorted({r["N"] for r in records}):
+        for D in sorted({r["D"] for r in records}):
+            t, fl = ms(N, D, "fwd", True, "cuda")
+            t2, _ = ms(N, D, "fwd", True, "triton")
+            cand = [x for x in (t, t2) if x]
+            if cand and fl:
+                print(f"  causal fwd N={N} D={D}: best kexue {min(cand):.3f} ms = {min(cand) / fl:.2f}x floor "
+                      "(target <= 2x)")
+            t, fl = ms(N, D, "fwd", False, "cuda")
+            t2, _ = ms(N, D, "fwd", False, "triton")
+            cand = [x for x in (t, t2) if x]
+            if cand and fl:
+                print(f"  non-causal fwd N={N} D={D}: {100 * fl / min(cand):.0f}% of the memory/compute floor "
+                      "(target >= 70%)")
+            sd, _ = ms(N, D, "fwd+bwd", True, "sdpa")
+            ours = [x for x in (ms(N, D, "fwd+bwd", True, b)[0] for b in ("cuda", "triton")) if x]
+            if sd and ours:
+                print(f"  causal fwd+bwd N={N} D={D}: SDPA {sd:.3f} ms vs kexue {min(ours):.3f} ms "
+                      f"({sd / min(ours):.2f}x; target: faster from N=2048)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer correctness cases")
     ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("--no-check", action="store_true", help="timings only")
+    ap.add_argument("--backends", default="cuda,triton", help="backends checked for correctness")
+    ap.add_argument("--ns", default="1024,4096,16384")
+    ap.add_argument("--ds", default="64,128")
+    ap.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--json", default=None, help="write every timing record here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
@@ -274,13 +404,20 @@ def main() -> int:
     if not ok:
         print(f"the cuda backend is not available: {why}", file=sys.stderr)
         return 2
-    passed = correctness(args.quick)
+    passed = True
+    if not args.no_check:
+        backends = [b for b in args.backends.split(",") if BACKENDS.availability(b, DEV)[0]]
+        passed = all([correctness(args.quick, b) for b in backends])
     # sanity: the chunked torch reference agrees with itself at another chunk size (harness check)
     q = torch.randn(1, 2, 70, 8, device=DEV)
     assert err(linear_attention_chunked(q, q, q, causal=True, chunk_size=16)[0],
                linear_attention_chunked(q, q, q, causal=True)[0]) < 1e-5
     if not args.no_bench:
-        benchmark(args.quick)
+        # timings without the NaN poisoning of torch.empty (it would add a fill to every allocation)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        torch.use_deterministic_algorithms(False)
+        benchmark([int(x) for x in args.ns.split(",")], [int(x) for x in args.ds.split(",")],
+                  args.providers.split(","), args.repeats, args.json)
     return 0 if passed else 1
 
 

@@ -9,6 +9,11 @@ Providers, side by side in one run on the same sentences:
 Every provider's matrices are compared with the published scheme's (max abs difference).
 
     python bench/probe_timing.py --sentences 100 --threads 2 [--repeats 1] [--skip-published]
+    python bench/probe_timing.py --device cuda --model DIR --random-init   # a GPU machine: DIR holds
+        only the config and tokenizer (weights drawn at random, seed 0: the speed is the model's
+        shape's, and every provider runs the same weights)
+On a GPU every provider first runs two sentences untimed (CUDA context, kernels, handles), and
+float16 autocast is timed too.
 """
 
 from __future__ import annotations
@@ -32,10 +37,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-published", action="store_true")
+    ap.add_argument("--model", default=None, help="a local Hugging Face model folder (default: MiniLM)")
+    ap.add_argument("--random-init", action="store_true", help="weights drawn at random from --model's config")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tok = kp.default_model(device=args.device)
+    if args.random_init:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        if args.model is None:
+            ap.error("--random-init needs --model (a folder with config.json and the tokenizer)")
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(args.model)).to(args.device).eval()
+    else:
+        model, tok = kp.load_model(args.model, device=args.device)
     sents = pud_sentences(args.sentences)
     W = [len(s) for s in sents]
     S2 = [len(tok(s, is_split_into_words=True)["input_ids"]) for s in sents]
@@ -54,8 +70,17 @@ def main() -> None:
         providers["published"] = lambda: [kp.impact_matrix_published_scheme(model, tok, s) for s in sents]
     providers["kexue"] = lambda: kp.impact_matrices(model, tok, sents, progress=False)
     providers["kexue_bf16"] = lambda: kp.impact_matrices(model, tok, sents, dtype=torch.bfloat16, progress=False)
+    gpu = args.device.startswith("cuda")
+    if gpu:
+        providers["kexue_fp16"] = lambda: kp.impact_matrices(model, tok, sents, dtype=torch.float16, progress=False)
+    warm = {"published": lambda: [kp.impact_matrix_published_scheme(model, tok, s) for s in sents[:2]],
+            "kexue": lambda: kp.impact_matrices(model, tok, sents[:2], progress=False),
+            "kexue_bf16": lambda: kp.impact_matrices(model, tok, sents[:2], dtype=torch.bfloat16, progress=False),
+            "kexue_fp16": lambda: kp.impact_matrices(model, tok, sents[:2], dtype=torch.float16, progress=False)}
     results, times = {}, {}
     for name, fn in providers.items():
+        if gpu:
+            warm[name]()
         ts = []
         for _ in range(args.repeats):
             sync()

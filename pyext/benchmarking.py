@@ -87,6 +87,28 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+def measure_ceilings(device: torch.device, repeats: int = 10) -> dict[str, float]:
+    """The two ceilings of a GPU, measured (METHOD: datasheet rates are leads only):
+    ``copy_GBps``, a 2 GiB device-to-device copy counting bytes read plus written, and
+    ``bf16_TFLOPs``, an 8192³ bf16 matrix product on random data (never zeros: they run faster)."""
+    if device.type != "cuda":
+        raise ValueError(f"measure_ceilings needs a CUDA device, got {device}")
+    def copy_seconds(n: int) -> float:
+        a = torch.randn(n, device=device, dtype=torch.bfloat16)
+        b = torch.empty_like(a)
+        return time_fn(lambda: b.copy_(a), device, repeats, warmup=3)[0]
+
+    def matmul_seconds(m: int) -> float:
+        x = torch.randn(m, m, device=device, dtype=torch.bfloat16)
+        y = torch.randn(m, m, device=device, dtype=torch.bfloat16)
+        return time_fn(lambda: x @ y, device, repeats, warmup=3)[0]
+
+    n, m = 2**30 // 2, 8192  # 1 GiB of bf16 each way; the product's operands
+    out = {"copy_GBps": 2 * 2 * n / copy_seconds(n) / 1e9, "bf16_TFLOPs": 2 * m**3 / matmul_seconds(m) / 1e12}
+    torch.cuda.empty_cache()
+    return out
+
+
 @dataclass
 class Row:
     case: BenchCase
