@@ -362,3 +362,8 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* p, int value, size_t count, cudaStre
   return cudaSuccess;
 }
 }
+// (cuda_runtime.h's typed overload exists for nvcc only)
+template <class T>
+cudaError_t cudaFuncSetAttribute(T* func, enum cudaFuncAttribute attr, int value) {
+  return cudaFuncSetAttribute(reinterpret_cast<const void*>(func), attr, value);
+}
