@@ -36,6 +36,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -250,7 +251,7 @@ struct Launch {
   size_t smem;
   K kernel;
   template <class... A>
-  void operator()(const A&... args) const {
+  void operator()(A... args) const {
     auto k = kernel;
     auto tup = std::make_tuple(args...);
     std::function<void()> body = [&] { std::apply(k, tup); };
