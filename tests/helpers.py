@@ -57,3 +57,41 @@ def assert_close_rule(out, ref64, ref_same_dtype, *, floor: float, name: str = "
 
 def backend_available(op_backends, backend: str, device: str) -> tuple[bool, str]:
     return op_backends.availability(backend, torch.device(device))
+
+
+def run_cuda_emulator(name: str, tmp_path, *, min_pass: int, timeout: int = 900) -> str:
+    """Builds tests/cuda_emulation/<name>.cpp with g++ (the real kernel source on the host CUDA
+    stand-ins of cuda_host_emu.h) and runs it; asserts no FAIL line, no emulation error and at
+    least ``min_pass`` PASS lines; returns its stdout.  Skips without g++ (C++20, POSIX
+    ucontext) or the CUDA headers (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h); no GPU needed."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        homes.append(str(Path(nvcc).resolve().parents[1]))
+    inc = next((Path(h) / "include" for h in homes if h and (Path(h) / "include" / "cuda_bf16.h").exists()), None)
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if inc is None or cxx is None:
+        pytest.skip("needs g++ and the CUDA headers (cuda_runtime.h, cuda_fp16.h, cuda_bf16.h)")
+    exe = tmp_path / name
+    build = subprocess.run(
+        [cxx, "-std=c++20", "-O1", "-Wno-unknown-pragmas", f"-I{inc}", f"-I{root / 'csrc'}",
+         str(root / "tests" / "cuda_emulation" / f"{name}.cpp"), "-o", str(exe)],
+        capture_output=True, text=True, timeout=600)
+    if build.returncode != 0 and ("ucontext" in build.stderr or "c++20" in build.stderr):
+        pytest.skip("the C++ compiler lacks C++20 or POSIX <ucontext.h>")
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
+    bad = [line for line in run.stdout.splitlines() if line.startswith(("FAIL", "EMU-ERROR"))]
+    report = "\n".join(bad[:20]) + "\n" + run.stdout[-800:] + run.stderr[-2000:]
+    assert run.returncode == 0 and not bad, report
+    assert re.search(r"(^|\s)0 failed", run.stdout) and run.stdout.count("PASS") >= min_pass, report
+    return run.stdout

@@ -6,6 +6,17 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// Every kernel launch is KEXUE_LAUNCH(grid, block, smem, stream, kernel)(args...) and dynamic
+// shared memory is declared with KEXUE_DYNAMIC_SMEM(T, name) (a T* named `name`).  Under nvcc
+// they are the plain CUDA syntax; the host emulation of the kernels
+// (tests/cuda_emulation/cuda_host_emu.h) defines them first, to run the real launchers on the CPU.
+#ifndef KEXUE_LAUNCH
+#define KEXUE_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+#ifndef KEXUE_DYNAMIC_SMEM
+#define KEXUE_DYNAMIC_SMEM(T, name) extern __shared__ T name[]
+#endif
+
 namespace kexue {
 namespace cuda_common {
 

@@ -455,8 +455,6 @@ inline LaunchShape launch_shape(int64_t N, int64_t C, int sms) {
   return s;
 }
 
-// (tests/cuda_emulation runs the kernels above on the CPU; it has no <<<>>> launches)
-#ifndef KEXUE_CE_HOST_EMULATION
 template <typename T>
 cudaError_t run_fwd(const CrossEntropyParams& p, int sms, cudaStream_t stream) {
   const LaunchShape s = launch_shape(p.N, p.C, sms);
@@ -467,7 +465,7 @@ cudaError_t run_fwd(const CrossEntropyParams& p, int sms, cudaStream_t stream) {
   } else {
     kernel = smooth ? ce_fwd_kernel<T, false, true> : ce_fwd_kernel<T, false, false>;
   }
-  kernel<<<static_cast<unsigned>(s.blocks), s.threads, 0, stream>>>(p, s.group);
+  KEXUE_LAUNCH(static_cast<unsigned>(s.blocks), s.threads, 0, stream, kernel)(p, s.group);
   return cudaGetLastError();
 }
 
@@ -481,10 +479,9 @@ cudaError_t run_bwd(const CrossEntropyParams& p, const float* wsum, int sms, cud
   } else {
     kernel = w_smooth ? ce_bwd_kernel<T, false, true> : ce_bwd_kernel<T, false, false>;
   }
-  kernel<<<static_cast<unsigned>(s.blocks), s.threads, 0, stream>>>(p, wsum, s.group);
+  KEXUE_LAUNCH(static_cast<unsigned>(s.blocks), s.threads, 0, stream, kernel)(p, wsum, s.group);
   return cudaGetLastError();
 }
-#endif  // KEXUE_CE_HOST_EMULATION
 
 #define KEXUE_CE_INSTANCES(X) X(float) X(__half) X(__nv_bfloat16)
 

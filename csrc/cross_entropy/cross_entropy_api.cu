@@ -124,7 +124,7 @@ cudaError_t launch_cross_entropy_bwd(const CrossEntropyParams& p, void* workspac
   if (w_smooth(p)) {
     if (workspace == nullptr) return cudaErrorInvalidValue;
     wsum = static_cast<float*>(workspace);
-    ce_weight_sum_kernel<<<1, kSumThreads, 0, stream>>>(p.weight, p.C, wsum);
+    KEXUE_LAUNCH(1, kSumThreads, 0, stream, ce_weight_sum_kernel)(p.weight, p.C, wsum);
     KEXUE_CE_RETURN_IF_ERROR(cudaGetLastError());
   }
   switch (p.dtype) {

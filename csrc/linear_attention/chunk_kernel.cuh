@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
   constexpr int TYM = C / 16;  // Y tile per thread: TYM rows (strided by 16) × TYN columns
   constexpr int TYN = WB / 16;
 
-  extern __shared__ float4 smem_f4[];
+  KEXUE_DYNAMIC_SMEM(float4, smem_f4);
   float* smem = reinterpret_cast<float*>(smem_f4);
   float* Xs = smem + L::kX;
   float* Ks = smem + L::kK;
@@ -466,7 +466,7 @@ cudaError_t launch_chunk_cfg(const CoreArgs& a, cudaStream_t stream) {
   if (err != cudaSuccess) return err;
   const int heads = RoleTraits<ROLE>::kPerKv ? a.p.Hkv : a.p.H;
   const dim3 grid(a.p.nseq, heads, (a.wdim + WB - 1) / WB);
-  kernel<<<grid, kThreads, L::kBytes, stream>>>(a);
+  KEXUE_LAUNCH(grid, kThreads, L::kBytes, stream, kernel)(a);
   return cudaGetLastError();
 }
 

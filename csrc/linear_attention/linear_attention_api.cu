@@ -36,7 +36,7 @@ template <typename T>
 cudaError_t fwd_typed(const LinearAttentionParams& p, cudaStream_t stream) {
   if (p.N == 1 && p.cu_seqlens == nullptr) {
     const dim3 grid(p.B, p.H, (p.Dv + kStepThreads - 1) / kStepThreads);
-    la_step_kernel<T><<<grid, kStepThreads, 0, stream>>>(p);
+    KEXUE_LAUNCH(grid, kStepThreads, 0, stream, la_step_kernel<T>)(p);
     return cudaGetLastError();
   }
   CoreArgs a;
@@ -117,15 +117,15 @@ cudaError_t bwd_typed(const LinearAttentionParams& p, float* base, cudaStream_t 
   if (p.N == 0) return cudaSuccess;
   const int64_t rows_h = static_cast<int64_t>(p.B) * p.H * p.N;
   const int64_t rows_kv = static_cast<int64_t>(p.B) * p.Hkv * p.N;
-  la_vjp_rows_kernel<T><<<vjp_blocks(rows_h), 256, 0, stream>>>(
+  KEXUE_LAUNCH(vjp_blocks(rows_h), 256, 0, stream, la_vjp_rows_kernel<T>)(
       static_cast<const T*>(p.q), p.q_stride, a.ws.dA, static_cast<T*>(p.dq), p.dq_stride, p.H, p.N, p.Dk, p.F,
       p.feature_map, nullptr, 0, 0, rows_h);
   KEXUE_LA_RETURN_IF_ERROR(cudaGetLastError());
-  la_vjp_rows_kernel<T><<<vjp_blocks(rows_kv), 256, 0, stream>>>(
+  KEXUE_LAUNCH(vjp_blocks(rows_kv), 256, 0, stream, la_vjp_rows_kernel<T>)(
       static_cast<const T*>(p.k), p.k_stride, a.ws.dB, static_cast<T*>(p.dk), p.dk_stride, p.Hkv, p.N, p.Dk, p.F,
       p.feature_map, p.mask, p.mask_stride_b, p.mask_stride_n, rows_kv);
   KEXUE_LA_RETURN_IF_ERROR(cudaGetLastError());
-  la_vjp_rows_kernel<T><<<vjp_blocks(rows_kv), 256, 0, stream>>>(
+  KEXUE_LAUNCH(vjp_blocks(rows_kv), 256, 0, stream, la_vjp_rows_kernel<T>)(
       nullptr, Strides4{}, a.ws.dV, static_cast<T*>(p.dv), p.dv_stride, p.Hkv, p.N, p.Dv, p.Dv, p.feature_map,
       nullptr, 0, 0, rows_kv);
   return cudaGetLastError();

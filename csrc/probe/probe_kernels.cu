@@ -215,9 +215,9 @@ cudaError_t run_distance(const SegmentDistanceParams& p, float* sums, unsigned l
                    p.ref_stride0 % kVec == 0 && aligned16(p.h) && aligned16(p.ref);
   const int grid = grid_for(p.K, kWarpsPerBlock);
   if (vec) {
-    segment_distance_kernel<T, kVec, kCos><<<grid, kThreads, 0, stream>>>(p, sums, counts);
+    KEXUE_LAUNCH(grid, kThreads, 0, stream, segment_distance_kernel<T, kVec, kCos>)(p, sums, counts);
   } else {
-    segment_distance_kernel<T, 1, kCos><<<grid, kThreads, 0, stream>>>(p, sums, counts);
+    KEXUE_LAUNCH(grid, kThreads, 0, stream, segment_distance_kernel<T, 1, kCos>)(p, sums, counts);
   }
   return cudaGetLastError();
 }
@@ -238,13 +238,13 @@ cudaError_t launch_masked_batch(const MaskedBatchParams& p, cudaStream_t stream)
   if (p.K == 0) return cudaSuccess;
   if (p.seqs == nullptr || p.tok_offsets == nullptr || p.word_offsets == nullptr) return cudaErrorInvalidValue;
   if (p.error != nullptr) {
-    masked_batch_validate_kernel<<<grid_for(p.K, kThreads), kThreads, 0, stream>>>(p);
+    KEXUE_LAUNCH(grid_for(p.K, kThreads), kThreads, 0, stream, masked_batch_validate_kernel)(p);
     KEXUE_PROBE_RETURN_IF_ERROR(cudaGetLastError());
   }
   if (p.length == 0) return cudaSuccess;
   if (p.input_ids == nullptr || p.attention_mask == nullptr) return cudaErrorInvalidValue;
   if (p.K > INT64_MAX / p.length) return cudaErrorInvalidValue;  // K·length must fit int64
-  masked_batch_kernel<<<grid_for(p.K * p.length, kThreads), kThreads, 0, stream>>>(p);
+  KEXUE_LAUNCH(grid_for(p.K * p.length, kThreads), kThreads, 0, stream, masked_batch_kernel)(p);
   return cudaGetLastError();
 }
 
@@ -286,8 +286,8 @@ cudaError_t launch_segment_distance(const SegmentDistanceParams& p, void* worksp
     }
   }
   if (p.num_segments > 0) {
-    segment_mean_kernel<<<grid_for(p.num_segments, kThreads), kThreads, 0, stream>>>(sums, counts, p.out,
-                                                                                        p.num_segments);
+    KEXUE_LAUNCH(grid_for(p.num_segments, kThreads), kThreads, 0, stream, segment_mean_kernel)(
+        sums, counts, p.out, p.num_segments);
     KEXUE_PROBE_RETURN_IF_ERROR(cudaGetLastError());
   }
   return cudaSuccess;
