@@ -96,6 +96,8 @@ tail -n 1 "$OUT/setup-import.log"
 
 # ---- stages ----------------------------------------------------------------------------
 PYTEST=($PY -m pytest -q -p no:cacheprovider -o addopts= -rfE)
+# several workers: the Triton kernels compile (seconds each, one per specialisation) in parallel
+$PY -c "import xdist" 2> /dev/null && PYTEST+=(-n "${TEST_WORKERS:-8}")
 SHAPE=.gpu/minilm-shape
 IFS=, read -ra LIST <<< "$STAGES"
 for st in "${LIST[@]}"; do

@@ -6,8 +6,6 @@ logits' dtype is the same-dtype baseline of the tolerance rule (tests/helpers.py
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -6,15 +6,13 @@ The oracle is linear_attention_quadratic (the N×N form) run in float64; the "to
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kexue
-from helpers import DEVICES, assert_close_rule, backend_pairs, error, expected_backends
+from helpers import assert_close_rule, backend_pairs, error, expected_backends
 from kexue.linear_attention import FEATURE_MAPS, feature_dim, linear_attention_quadratic
 from kexue.linear_attention.api import BACKENDS
 

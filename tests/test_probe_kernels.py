@@ -8,8 +8,6 @@ float32 floor), values and gradients with respect to h and ref.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from hypothesis import given, settings
