@@ -12,6 +12,7 @@
 #   sanitize                       compute-sanitizer memcheck + racecheck of small runs of every
 #                                  CUDA kernel (only where the runtime supports it: Firecracker)
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
+#   kexue-bench                    `python -m kexue bench --quick` (what `make bench` runs) on the GPU
 # Logs: $OUT/<stage>.log (the device tool brings $OUT back), a summary at the end of the output.
 # DEADLINE (seconds, default 540) bounds the whole call; a stage starts only if its limit fits.
 set -uo pipefail
@@ -23,7 +24,7 @@ PY=${PYTHON:-python3}
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
-[[ $STAGES == all ]] && STAGES=la-test,ce-test,probe-test,la-bench,ce-bench,probe-bench,sanitize,la-bench64,la-check,ce-check
+[[ $STAGES == all ]] && STAGES=la-test,ce-test,probe-test,la-bench,ce-bench,probe-bench,sanitize,la-bench64,la-check,ce-check,kexue-bench
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 SUMMARY=$OUT/summary.txt
@@ -129,6 +130,8 @@ for st in "${LIST[@]}"; do
       stage "sanitize-$tool" 100 compute-sanitizer --tool "$tool" --error-exitcode 1 \
         $PY bench/gpu_small_runs.py --model "$SHAPE"
     done ;;
+  kexue-bench)
+    stage kexue-bench 120 $PY -m kexue bench --quick ;;
   *) note "unknown stage $st" ;;
   esac
 done
