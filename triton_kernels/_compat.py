@@ -1,4 +1,15 @@
-"""Compatibility shims for running the kernels under TRITON_INTERPRET=1.
+"""Compatibility shims for the supported triton versions (3.2 to 3.9), almost all for running the
+kernels under TRITON_INTERPRET=1; :func:`apply_interpreter_shims` applies them all, each only
+where its interpreter needs it.  Nothing here changes a compiled kernel.
+
+* patch_interpreter_index (triton <= 3.5 with numpy >= 2.4): loop bounds from one-element arrays.
+* memoize_interpreter_patching (triton 3.2-3.5): speed only.
+* patch_interpreter_reserved_kwargs (triton 3.2): autotune configs' extra launch options.
+* patch_interpreter_scalar_mask (triton 3.2): a store with a False scalar mask was unmasked.
+* patch_interpreter_int1_type (triton 3.2): ``~`` of a boolean.
+* patch_interpreter_bool_masks (triton 3.9): int1 masks with int32 data.
+* autotune (triton 3.2, 3.3; compiled too): decorating needs no GPU driver.
+* HAS_FP64_DOT: triton 3.2-3.4 have no float64 ``tl.dot``.
 
 triton <= 3.5's interpreter converts a loop bound with ``int(handle.data)``, where the data of a
 scalar is a one-element numpy array; numpy >= 2.4 refuses that conversion ("only 0-dimensional
@@ -76,3 +87,190 @@ def memoize_interpreter_patching() -> None:
 
     patched._kexue_patched = True
     interpreter._patch_lang = patched
+
+
+
+
+def patch_interpreter_reserved_kwargs() -> None:
+    """triton 3.2's interpreter drops only the launch options it lists in ``RESERVED_KWS``
+    (num_warps, num_stages, ...) from a launch's keywords, but its ``Config.all_kwargs()`` also
+    passes num_buffers_warp_spec, num_consumer_groups, reg_dec_producer and reg_inc_consumer, so
+    every autotuned kernel failed with "got an unexpected keyword argument 'num_buffers_warp_spec'".
+    triton 3.3 keeps only the kernel's own arguments instead (and has no RESERVED_KWS); for 3.2,
+    list the Config's other options as reserved too.  Nothing changes for compiled kernels."""
+    try:
+        import triton
+        from triton.runtime import interpreter
+    except ImportError:  # pragma: no cover
+        return
+    reserved = getattr(interpreter, "RESERVED_KWS", None)
+    if not isinstance(reserved, list):
+        return
+    for name in triton.Config({}).all_kwargs():
+        if name not in reserved:
+            reserved.append(name)
+
+
+
+def patch_interpreter_scalar_mask() -> None:
+    """triton 3.2's ``tl.store`` (semantic._store_legacy) and atomics (atom_red_typechecking_impl)
+    test ``if not mask:`` where they mean ``if mask is None:``.  Compiled, a tensor is always
+    truthy; under the interpreter a one-element tensor converts to its value, so a store whose
+    scalar mask is False became an unmasked store (the cross-entropy and probe error flags were
+    set for valid inputs).  triton 3.3 tests ``mask is None``.  For 3.2 the mask reaches these
+    functions as a tensor that is always truthy, as it is when compiled."""
+    import inspect
+
+    try:
+        import triton.language as tl
+        from triton.language import semantic
+    except ImportError:  # pragma: no cover
+        return
+
+    class _TruthyMask(tl.tensor):
+        def __bool__(self):
+            return True
+
+    for name in ("_store_legacy", "atom_red_typechecking_impl"):
+        original = getattr(semantic, name, None)  # module functions up to 3.3, methods of a class after
+        if not inspect.isfunction(original) or getattr(original, "_kexue_patched", False):
+            continue
+        try:
+            if "if not mask:" not in inspect.getsource(original):
+                continue
+        except OSError:  # pragma: no cover - no source
+            continue
+        index = list(inspect.signature(original).parameters).index("mask")
+
+        def patched(*args, _original=original, _index=index, **kwargs):
+            args = list(args)
+            mask = args[_index] if len(args) > _index else kwargs.get("mask")
+            if isinstance(mask, tl.tensor) and not isinstance(mask, _TruthyMask):
+                truthy = object.__new__(_TruthyMask)
+                truthy.__dict__.update(mask.__dict__)
+                if len(args) > _index:
+                    args[_index] = truthy
+                else:
+                    kwargs["mask"] = truthy
+            return _original(*args, **kwargs)
+
+        patched._kexue_patched = True
+        setattr(semantic, name, patched)
+
+
+def patch_interpreter_int1_type() -> None:
+    """triton 3.2's interpreter cannot invert a boolean (``~mask``): ``semantic.invert`` asks the
+    builder for ``get_int1_ty()``, which its InterpreterBuilder lacks ("'InterpreterBuilder' object
+    has no attribute 'get_int1_ty'"), and then for an all-ones value, which it only makes for
+    integer types ("unsupported type int1").  triton 3.3 no longer goes through either for int1;
+    give the 3.2 builder both (all ones of int1 is True, so ``~x`` stays ``x xor True``)."""
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:  # pragma: no cover
+        return
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    if builder is None or hasattr(builder, "get_int1_ty"):
+        return
+    original = builder.get_all_ones_value
+
+    def get_all_ones_value(self, type):
+        if type == tl.int1:
+            return interpreter.TensorHandle(np.full(1, True, dtype=np.bool_), tl.int1)
+        return original(self, type)
+
+    builder.get_int1_ty = lambda self: tl.int1
+    builder.get_all_ones_value = get_all_ones_value
+
+
+def patch_interpreter_bool_masks() -> None:
+    """triton 3.9's interpreter can hand a load or store an int1 mask whose numpy data is int32:
+    a comparison's result carries its operands' dtype in the handle, so splatting a scalar
+    comparison (``kmask & (i_v == 0)``) fills an int32 array, and the C++ load/store refuse it
+    ("mask has unsupported dtype"; every linear-attention kernel storing its state failed).  The
+    frontend has already checked that the mask is int1, so its data is converted to bool there;
+    masks that already are bool (every mask of the earlier interpreters) pass unchanged."""
+    import inspect
+
+    try:
+        import numpy as np
+        from triton.runtime import interpreter
+    except ImportError:  # pragma: no cover
+        return
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    if builder is None:
+        return
+    for name in ("create_masked_load", "create_masked_store", "create_atomic_rmw", "create_atomic_cas"):
+        original = getattr(builder, name, None)
+        if original is None or getattr(original, "_kexue_patched", False):
+            continue
+        try:
+            params = list(inspect.signature(original).parameters)
+        except (TypeError, ValueError):  # pragma: no cover
+            continue
+        if "mask" not in params:
+            continue
+        index = params.index("mask")  # counts self
+
+        def patched(*args, _original=original, _index=index, **kwargs):
+            mask = args[_index] if len(args) > _index else kwargs.get("mask")
+            data = getattr(mask, "data", None)
+            if isinstance(data, np.ndarray) and data.dtype != np.bool_:
+                fixed = interpreter.TensorHandle(data.astype(np.bool_), mask.dtype)
+                if len(args) > _index:
+                    args = (*args[:_index], fixed, *args[_index + 1:])
+                else:
+                    kwargs["mask"] = fixed
+            return _original(*args, **kwargs)
+
+        patched._kexue_patched = True
+        setattr(builder, name, patched)
+
+
+def apply_interpreter_shims() -> None:
+    """Every shim above; each one checks that its interpreter needs it.  Called by the kernel
+    modules when TRITON_INTERPRET=1."""
+    patch_interpreter_index()
+    memoize_interpreter_patching()
+    patch_interpreter_reserved_kwargs()
+    patch_interpreter_scalar_mask()
+    patch_interpreter_int1_type()
+    patch_interpreter_bool_masks()
+
+
+def autotune(configs, key):
+    """``triton.autotune(configs=configs, key=key)`` whose decoration needs no GPU.
+
+    triton 3.2 and 3.3 resolve the benchmarker in ``Autotuner.__init__``
+    (``driver.active.get_benchmarker()``), which raises "0 active drivers" on a machine without a
+    GPU: importing the kernels failed under TRITON_INTERPRET=1 and in bench/triton_aot_check.py.
+    triton 3.4 made it a lazy property (``Autotuner.do_bench``).  For older versions the Autotuner
+    gets a ``do_bench`` that looks the same benchmarker up when it is first called; it is built
+    directly because triton 3.2's ``autotune()`` does not forward ``do_bench`` (3.3 does).
+    Autotuning itself is unchanged (and never runs on CPU: the interpreter has one config)."""
+    import triton
+    from triton.runtime.autotuner import Autotuner
+
+    if isinstance(getattr(Autotuner, "do_bench", None), property):  # triton >= 3.4
+        return triton.autotune(configs=configs, key=key)
+
+    def do_bench(kernel_call, quantiles):
+        from triton.runtime.driver import driver
+
+        return driver.active.get_benchmarker()(kernel_call, quantiles=quantiles)
+
+    return lambda fn: Autotuner(fn, fn.arg_names, configs, key, None, None, do_bench=do_bench)
+
+
+def triton_version() -> tuple[int, int]:
+    """(major, minor) of the installed triton."""
+    import triton
+
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+# triton 3.2-3.4: tl.dot rejects float64 operands ("Unsupported lhs dtype fp64", compiled and
+# interpreted alike); float64 dots came with triton 3.5.
+HAS_FP64_DOT = triton_version() >= (3, 5)

@@ -27,8 +27,10 @@ import triton.language as tl
 from torch.library import triton_op
 
 from ..cross_entropy.op import register_autograd
-from ._compat import INTERPRET, launchable
+from ._compat import INTERPRET, apply_interpreter_shims, launchable
 
+if INTERPRET:
+    apply_interpreter_shims()
 # Tile widths: 4096 float32 per tile keeps a tile in registers with 8 warps on GPUs; the
 # interpreter uses small tiles so tests cover several tiles and splits per row.
 FWD_BLOCK = 128 if INTERPRET else 4096
@@ -146,6 +148,12 @@ def _ce_bwd(grad_ptr, g_s, logits_ptr, s0, s1, target_ptr, t_s, bias_ptr, w_ptr,
     tl.store(out_ptr + i * o0 + cols.to(tl.int64) * o1, grad.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    """Every kernel launch of this module goes through here (bench/triton_aot_check.py replaces it
+    to compile the kernels for a GPU target instead of running them)."""
+    launchable(kernel)[grid](*args, **kwargs)
+
+
 def _dummy(x: torch.Tensor) -> torch.Tensor:
     return torch.empty((1,), dtype=torch.float32, device=x.device)
 
@@ -184,13 +192,11 @@ def ce_fwd_triton(logits: torch.Tensor, target: torch.Tensor, bias: torch.Tensor
     w = weight if weight is not None else _dummy(logits)
     smooth = label_smoothing != 0.0
     wsum = _wsum(weight, C, logits)
-    launchable(_ce_fwd_partial)[(N, S)](logits, logits.stride(0), logits.stride(1), b, w, part, C, cols_per_split,
-                                         HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth,
-                                         BLOCK=FWD_BLOCK)
-    launchable(_ce_fwd_combine)[(N,)](logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w,
-                                       part, loss, lse, flag, C, S, label_smoothing, z_loss, ignore_index, wsum,
-                                       HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth,
-                                       SB=triton.next_power_of_2(S))
+    _launch(_ce_fwd_partial, (N, S), logits, logits.stride(0), logits.stride(1), b, w, part, C, cols_per_split,
+            HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth, BLOCK=FWD_BLOCK)
+    _launch(_ce_fwd_combine, (N,), logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w,
+            part, loss, lse, flag, C, S, label_smoothing, z_loss, ignore_index, wsum,
+            HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth, SB=triton.next_power_of_2(S))
     return loss, lse, flag
 
 
@@ -201,7 +207,8 @@ def _launch_bwd(grad_loss, logits, target, bias, weight, lse, label_smoothing, z
     b = bias if bias is not None else _dummy(logits)
     w = weight if weight is not None else _dummy(logits)
     g = grad_loss.to(torch.float32)
-    launchable(_ce_bwd)[(N, triton.cdiv(C, BWD_BLOCK))](
+    _launch(
+        _ce_bwd, (N, triton.cdiv(C, BWD_BLOCK)),
         g, g.stride(0), logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w, lse,
         lse.stride(0), out, out.stride(0), out.stride(1), C, label_smoothing, z_loss, ignore_index,
         _wsum(weight, C, logits), HAS_BIAS=bias is not None, HAS_W=weight is not None, BLOCK=BWD_BLOCK)

@@ -48,11 +48,10 @@ import triton.language as tl
 
 from ..linear_attention.feature_maps import FEATURE_MAPS, NORMALIZE_EPS, feature_dim
 from ..linear_attention.op import fake_backward, fake_forward, register_autograd
-from ._compat import INTERPRET, launchable, memoize_interpreter_patching, patch_interpreter_index
+from ._compat import HAS_FP64_DOT, INTERPRET, apply_interpreter_shims, autotune, launchable
 
 if INTERPRET:
-    patch_interpreter_index()
-    memoize_interpreter_patching()
+    apply_interpreter_shims()
 # float32 inputs: "tf32x3" (three tf32 tensor-core products, about float32 accuracy) or "ieee".
 FP32_DOT_PRECISION = os.environ.get("KEXUE_TRITON_FP32_DOT", "tf32x3")
 FMAP_ID = {name: i for i, name in enumerate(FEATURE_MAPS)}  # none, elu, relu, softmax, taylor
@@ -92,8 +91,7 @@ _AUTOTUNE_KEY = ["BK", "BV", "FMAP", "CAUSAL", "NORMALIZE", "IS_F16", "IS_F64"]
 
 def _autotuned(fn):
     """(autotuned kernel for BK <= 128, for BK = 256): one JIT function, two config spaces."""
-    return (triton.autotune(configs=_configs(False), key=_AUTOTUNE_KEY)(fn),
-            triton.autotune(configs=_configs(True), key=_AUTOTUNE_KEY)(fn))
+    return autotune(_configs(False), _AUTOTUNE_KEY)(fn), autotune(_configs(True), _AUTOTUNE_KEY)(fn)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -766,6 +764,9 @@ class _Problem:
     def __init__(self, q, k, v, mask, S0, cu, feature_map, causal, normalize):
         if feature_map not in FMAP_ID:
             raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
+        if q.dtype == torch.float64 and not HAS_FP64_DOT:
+            raise TypeError("float64 inputs of the Triton linear-attention kernels need triton >= 3.5 (the tl.dot "
+                            "of triton 3.2-3.4 has no float64); use backend='cpu' or 'torch'")
         self.B, self.H, self.N, self.Dk = q.shape
         self.Hkv, self.Dv = k.shape[1], v.shape[-1]
         self.G = self.H // self.Hkv

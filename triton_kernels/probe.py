@@ -28,11 +28,10 @@ import triton
 import triton.language as tl
 
 from ..probe.kernels_op import fake_masked_batch, fake_segment_distance, register_segment_autograd
-from ._compat import INTERPRET, launchable, memoize_interpreter_patching, patch_interpreter_index
+from ._compat import INTERPRET, apply_interpreter_shims, launchable
 
 if INTERPRET:
-    patch_interpreter_index()
-    memoize_interpreter_patching()
+    apply_interpreter_shims()
 
 # Tile sizes.  GPUs: up to 1024 columns of a masked row per program; 16 pairs × 128 columns per
 # distance tile (2K values per operand: registers of 4 warps).  The interpreter uses small tiles
@@ -143,7 +142,8 @@ def _masked_batch_impl(tokens: torch.Tensor, tok_offsets: torch.Tensor, word_sta
         return ids, att
     block_t = min(MAX_BLOCK_T, triton.next_power_of_2(max(length, 1)))
     grid = (K, max(1, triton.cdiv(length, block_t)))  # length 0: one program per row still checks it
-    launchable(_masked_batch_kernel)[grid](
+    _launch(
+        _masked_batch_kernel, grid,
         _nonempty(tokens.contiguous()), tokens.shape[0], tok_offsets.contiguous(), word_offsets.contiguous(),
         tok_offsets.shape[0] - 1, _nonempty(word_start.contiguous()), _nonempty(word_end.contiguous()),
         word_start.shape[0], seqs.contiguous(), ids, att, flag, mask_id, pad_id, length, BLOCK_T=block_t)
@@ -167,13 +167,20 @@ def _segment_distance_impl(h: torch.Tensor, rows: torch.Tensor, ref: torch.Tenso
     if K > 0:
         hh = h if h.numel() else torch.zeros((1, max(D, 1)), dtype=h.dtype, device=dev)
         rr = ref if ref.numel() else torch.zeros((1, max(D, 1)), dtype=ref.dtype, device=dev)
-        launchable(_segment_distance_kernel)[(triton.cdiv(K, BLOCK_K),)](
+        _launch(
+            _segment_distance_kernel, (triton.cdiv(K, BLOCK_K),),
             hh, hh.stride(0), hh.stride(1), h.shape[0], rr, rr.stride(0), rr.stride(1), ref.shape[0],
             rows.contiguous(), ref_rows.contiguous(), seg.contiguous(), _nonempty(sums), _nonempty(counts), flag,
             K, D, num_segments, COS=metric == "cos", BLOCK_K=BLOCK_K, BLOCK_D=BLOCK_D)
         _raise_or_assert(flag, "kexue.probe.segment_distance (triton): an index is out of range (rows must be in "
                                "[0, R), ref_rows in [0, R2), seg in [0, num_segments))")
     return sums / counts.clamp_min(1).to(torch.float32)
+
+
+def _launch(kernel, grid, *args, **kwargs) -> None:
+    """Every kernel launch of this module goes through here (bench/triton_aot_check.py replaces it
+    to compile the kernels for a GPU target instead of running them)."""
+    launchable(kernel)[grid](*args, **kwargs)
 
 
 MASKED_BATCH_SCHEMA = (
