@@ -35,6 +35,7 @@ if INTERPRET:
 # interpreter uses small tiles so tests cover several tiles and splits per row.
 FWD_BLOCK = 128 if INTERPRET else 4096
 BWD_BLOCK = 128 if INTERPRET else 4096
+TILE_WARPS = 8  # warps of the 4096-wide kernels: 16 float32 of a tile per thread
 MAX_SPLITS = 64  # the combine kernel reads all splits of a row in one tile
 TARGET_PROGRAMS = 1024 if not INTERPRET else 1  # enough row×split programs to fill a GPU
 
@@ -193,7 +194,8 @@ def ce_fwd_triton(logits: torch.Tensor, target: torch.Tensor, bias: torch.Tensor
     smooth = label_smoothing != 0.0
     wsum = _wsum(weight, C, logits)
     _launch(_ce_fwd_partial, (N, S), logits, logits.stride(0), logits.stride(1), b, w, part, C, cols_per_split,
-            HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth, BLOCK=FWD_BLOCK)
+            HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth, BLOCK=FWD_BLOCK,
+            num_warps=TILE_WARPS)
     _launch(_ce_fwd_combine, (N,), logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w,
             part, loss, lse, flag, C, S, label_smoothing, z_loss, ignore_index, wsum,
             HAS_BIAS=bias is not None, HAS_W=weight is not None, SMOOTH=smooth, SB=triton.next_power_of_2(S))
@@ -211,7 +213,8 @@ def _launch_bwd(grad_loss, logits, target, bias, weight, lse, label_smoothing, z
         _ce_bwd, (N, triton.cdiv(C, BWD_BLOCK)),
         g, g.stride(0), logits, logits.stride(0), logits.stride(1), target, target.stride(0), b, w, lse,
         lse.stride(0), out, out.stride(0), out.stride(1), C, label_smoothing, z_loss, ignore_index,
-        _wsum(weight, C, logits), HAS_BIAS=bias is not None, HAS_W=weight is not None, BLOCK=BWD_BLOCK)
+        _wsum(weight, C, logits), HAS_BIAS=bias is not None, HAS_W=weight is not None, BLOCK=BWD_BLOCK,
+        num_warps=TILE_WARPS)
 
 
 @triton_op("kexue::ce_bwd_triton", mutates_args=())
