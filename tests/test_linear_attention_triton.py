@@ -103,13 +103,11 @@ def test_segments_varlen_gradients(tk, segments, device, causal, normalize):
         assert error(g, r) <= 1e-4 * max(1.0, float(r.abs().max())), f"d{name}: {error(g, r):.3g}"
 
 
+@pytest.mark.parametrize("device", TRITON_DEVICES)
 @pytest.mark.parametrize("causal,feature_map", [(True, "taylor"), (False, "softmax")])
-def test_gradcheck_float64(tk, segments, causal, feature_map):
-    if not TRITON_DEVICES:
-        pytest.skip("Triton runs on no device here")
+def test_gradcheck_float64(tk, segments, causal, feature_map, device):
     if not tk.HAS_FP64_DOT:
         pytest.skip("float64 tl.dot needs triton >= 3.5")
-    device = TRITON_DEVICES[0]
     segments(2)
     q, k, v, S0, z0 = _inputs(1, 2, 1, 70, 3, 2, dtype=torch.float64, taylor=feature_map == "taylor", device=device)
     q, k, v = q[:, :, :7], k[:, :, :7], v[:, :, :7]  # 7 tokens: the second segment is empty

@@ -66,9 +66,12 @@ SEG = 64  # segment boundaries fall on multiples of SEG tokens; every chunk size
 
 
 #: Autotune space on a GPU (``KEXUE_TRITON_AUTOTUNE``): "full" (default) tries chunk sizes ×
-#: warps × pipeline depths, 8 configs per kernel and key; "small" 2 (one chunk size, 4 or 8
-#: warps); "off" one.  Every config compiles (seconds each) before the first call of a new key,
-#: so correctness runs on a GPU use "off" and short benchmark sessions "small".
+#: warps × pipeline depths, 8 configs per kernel and key; "small" 2 (both chunk sizes, 8 warps);
+#: "off" one (the smaller chunk, 8 warps).  Every config compiles (seconds each) before the first
+#: call of a new key, so correctness runs on a GPU use "off" and short benchmark sessions "small".
+#: 8 warps because they spill least: compiled for sm_90 (bench/triton_aot_check.py --quick
+#: --dtype bfloat16, triton 3.6) the causal D=128 backward dk/dv spills 24-28 B with BT=32 and 8
+#: warps, 300-1000 B with 4; the forward and dq have spill-free 8-warp configs.
 AUTOTUNE = os.environ.get("KEXUE_TRITON_AUTOTUNE", "full")
 if AUTOTUNE not in ("full", "small", "off"):
     raise ValueError(f"KEXUE_TRITON_AUTOTUNE must be full, small or off, got {AUTOTUNE!r}")
@@ -80,9 +83,9 @@ def _configs(big: bool):
         return [triton.Config({"BT": 32}, num_warps=4, num_stages=1)]
     bts = (16, 32) if big else (32, 64)
     if AUTOTUNE == "off":
-        return [triton.Config({"BT": bts[1]}, num_warps=4, num_stages=2)]
+        return [triton.Config({"BT": bts[0]}, num_warps=8, num_stages=2)]
     if AUTOTUNE == "small":
-        return [triton.Config({"BT": bts[1]}, num_warps=w, num_stages=2) for w in (4, 8)]
+        return [triton.Config({"BT": bt}, num_warps=8, num_stages=2) for bt in bts]
     return [triton.Config({"BT": bt}, num_warps=w, num_stages=s) for bt in bts for w in (4, 8) for s in (1, 2)]
 
 
