@@ -96,9 +96,12 @@ fi
 tail -n 1 "$OUT/setup-import.log"
 
 # ---- stages ----------------------------------------------------------------------------
-PYTEST=($PY -m pytest -q -p no:cacheprovider -o addopts= -rfE)
+# -v: one line per test as it ends, so a stage cut by its time limit still says what passed
+PYTEST=($PY -m pytest -v -p no:cacheprovider -o addopts= -rfE)
 # several workers: the Triton kernels compile (seconds each, one per specialisation) in parallel
 $PY -c "import xdist" 2> /dev/null && PYTEST+=(-n "${TEST_WORKERS:-8}")
+# a test that hangs (a kernel that never ends) fails alone instead of eating the stage
+$PY -c "import pytest_timeout" 2> /dev/null && PYTEST+=(--timeout=90)
 SHAPE=.gpu/minilm-shape
 IFS=, read -ra LIST <<< "$STAGES"
 for st in "${LIST[@]}"; do
@@ -141,4 +144,9 @@ echo "=== summary ($(( $(date +%s) - T0 ))s)"
 cat "$SUMMARY"
 for f in la-bench la-bench64; do [[ -f $OUT/$f.log ]] && sed -n '/^targets/,$p' "$OUT/$f.log"; done
 for f in ce-bench probe-bench; do [[ -f $OUT/$f.log ]] && { echo "--- $f"; tail -n 14 "$OUT/$f.log"; }; done
-for f in la-test ce-test probe-test; do [[ -f $OUT/$f.log ]] && { echo "--- $f"; grep -E "^(FAILED|ERROR)" "$OUT/$f.log" | head -n 8; tail -n 1 "$OUT/$f.log"; }; done
+for f in la-test ce-test probe-test; do
+  [[ -f $OUT/$f.log ]] || continue
+  echo "--- $f: $(grep -c -E ' PASSED ' "$OUT/$f.log") passed, $(grep -c -E ' (FAILED|ERROR) ' "$OUT/$f.log") failed"
+  grep -E "^(FAILED|ERROR) " "$OUT/$f.log" | head -n 8
+  tail -n 1 "$OUT/$f.log"
+done
