@@ -6,15 +6,16 @@
 #   bash bench/gpu_prepare.sh              # .gpu/: prebuilt libraries, peer wheels, MiniLM's shape
 # then with the device tool: carry [".gpu"], command
 #   bash bench/gpu_session.sh [STAGES]     # STAGES: comma-separated, default "all"
-# Stages (in this order within "all"):
+# Stages (in this order within "all"; presets "la", "ce", "probe" take one op's stages):
 #   la-test ce-test probe-test     the test files of each op on CUDA (compiled Triton, autotune off)
 #   la-bench ce-bench probe-bench  timings side by side with the peers (issue targets printed)
-#   sanitize                       compute-sanitizer memcheck + racecheck of small runs of every
-#                                  CUDA kernel (only where the runtime supports it: Firecracker)
+#   sanitize[-la|-ce|-probe]       compute-sanitizer memcheck + racecheck of small runs of every
+#                                  CUDA kernel (of one op) where the runtime supports it
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
 #   kexue-bench                    `python -m kexue bench --quick` (what `make bench` runs) on the GPU
 # Logs: $OUT/<stage>.log (the device tool brings $OUT back), a summary at the end of the output.
-# DEADLINE (seconds, default 540) bounds the whole call; a stage starts only if its limit fits.
+# DEADLINE (seconds, default 540) bounds the whole call: a stage starts while 30 s remain, its
+# limit cut to what remains.  A 15-minute lease holds one such call; the summary says what is left.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,7 +25,12 @@ PY=${PYTHON:-python3}
 T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
-[[ $STAGES == all ]] && STAGES=la-test,ce-test,probe-test,la-bench,ce-bench,probe-bench,sanitize,la-bench64,la-check,ce-check,kexue-bench
+case $STAGES in  # presets
+  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,ce-check,kexue-bench ;;
+  la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check ;;
+  ce) STAGES=ce-test,ce-bench,sanitize-ce,ce-check ;;
+  probe) STAGES=probe-test,probe-bench,sanitize-probe ;;
+esac
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
 SUMMARY=$OUT/summary.txt
@@ -107,31 +113,32 @@ IFS=, read -ra LIST <<< "$STAGES"
 for st in "${LIST[@]}"; do
   case $st in
   la-test)
-    stage la-test 150 env KEXUE_TRITON_AUTOTUNE=off "${PYTEST[@]}" -k cuda \
+    stage la-test 120 env KEXUE_TRITON_AUTOTUNE=off "${PYTEST[@]}" -k cuda \
       tests/test_linear_attention.py tests/test_linear_attention_triton.py tests/test_linear_attention_op.py tests/test_nn.py ;;
   ce-test)
-    stage ce-test 120 "${PYTEST[@]}" -k cuda tests/test_cross_entropy.py ;;
+    stage ce-test 90 "${PYTEST[@]}" -k cuda tests/test_cross_entropy.py ;;
   probe-test)
-    stage probe-test 90 "${PYTEST[@]}" -k cuda tests/test_probe_kernels.py tests/test_probe_engine.py ;;
+    stage probe-test 60 "${PYTEST[@]}" -k cuda tests/test_probe_kernels.py tests/test_probe_engine.py ;;
   la-bench)
-    stage la-bench 180 env KEXUE_TRITON_AUTOTUNE=small $PY bench/gpu_check_linear_attention.py --no-check \
+    stage la-bench 150 env KEXUE_TRITON_AUTOTUNE=small $PY bench/gpu_check_linear_attention.py --no-check \
       --ns 1024,4096,16384 --ds 128 --repeats 10 --json "$OUT/la_bench_d128.json" ;;
   la-bench64)
     stage la-bench64 120 env KEXUE_TRITON_AUTOTUNE=small $PY bench/gpu_check_linear_attention.py --no-check \
       --ns 1024,4096,16384 --ds 64 --repeats 10 --json "$OUT/la_bench_d64.json" ;;
   ce-bench)
-    stage ce-bench 120 $PY bench/gpu_check_cross_entropy.py --no-check ;;
+    stage ce-bench 90 $PY bench/gpu_check_cross_entropy.py --no-check ;;
   probe-bench)
-    stage probe-bench 150 $PY bench/probe_timing.py --device cuda --model "$SHAPE" --random-init --sentences 100 ;;
+    stage probe-bench 90 $PY bench/probe_timing.py --device cuda --model "$SHAPE" --random-init --sentences 100 ;;
   la-check)
     stage la-check 120 env KEXUE_TRITON_AUTOTUNE=off $PY bench/gpu_check_linear_attention.py --quick --no-bench ;;
   ce-check)
     stage ce-check 120 $PY bench/gpu_check_cross_entropy.py --no-bench ;;
-  sanitize)
-    if ! compute-sanitizer --version > /dev/null 2>&1; then note "sanitize: no compute-sanitizer"; continue; fi
+  sanitize|sanitize-la|sanitize-ce|sanitize-probe)
+    if ! compute-sanitizer --version > /dev/null 2>&1; then note "$st: no compute-sanitizer"; continue; fi
+    ops=${st#sanitize}; ops=${ops#-}; ops=${ops:-la,ce,probe}
     for tool in memcheck racecheck; do
-      stage "sanitize-$tool" 100 compute-sanitizer --tool "$tool" --error-exitcode 1 \
-        $PY bench/gpu_small_runs.py --model "$SHAPE"
+      stage "$st-$tool" 100 compute-sanitizer --tool "$tool" --error-exitcode 1 \
+        $PY bench/gpu_small_runs.py --model "$SHAPE" --ops "$ops"
     done ;;
   kexue-bench)
     stage kexue-bench 120 $PY -m kexue bench --quick ;;
