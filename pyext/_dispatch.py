@@ -66,14 +66,15 @@ class OpBackends:
     """Implementations of one op, keyed by backend name.
 
     ``native_op`` is the registered op name whose CPU/CUDA kernels back the "cpu"/"cuda"
-    backends; ``auto`` picks a backend from (device, shape info) among the available ones.
+    backends; ``auto`` orders the backends for (device, shape info): a list, or (list, reason)
+    where the reason goes into what ``explain`` says; the first available one runs.
     """
 
     name: str
     impls: dict[str, Callable] = field(default_factory=dict)
     native_op: str | None = None
     triton_ready: Callable[[], tuple[bool, str]] | None = None
-    auto: Callable[[torch.device, dict], list[str]] | None = None
+    auto: Callable[[torch.device, dict], list[str] | tuple[list[str], str]] | None = None
 
     def availability(self, backend: str, device: torch.device) -> tuple[bool, str]:
         """(can run, reason if not) for ``backend`` on tensors of ``device``."""
@@ -99,12 +100,13 @@ class OpBackends:
     def resolve(self, backend: str, device: torch.device, info: dict | None = None) -> tuple[str, str]:
         """Returns (backend name, why it was picked); raises ValueError if it cannot run."""
         if backend == "auto":
-            order = self.auto(device, info or {}) if self.auto else ["cuda", "cpu", "triton", "torch"]
+            picked = self.auto(device, info or {}) if self.auto else ["cuda", "cpu", "triton", "torch"]
+            order, reason = picked if isinstance(picked, tuple) else (picked, "")
             skipped = []
             for name in order:
                 ok, why = self.availability(name, device)
                 if ok:
-                    note = f"auto picked {name!r} for {device.type} tensors"
+                    note = f"auto picked {name!r} for {device.type} tensors" + (f" ({reason})" if reason else "")
                     if skipped:
                         note += " (skipped: " + "; ".join(skipped) + ")"
                     return name, note

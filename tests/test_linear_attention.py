@@ -328,3 +328,19 @@ def test_head_dim_limit_and_unavailable_backend():
     q = torch.randn(1, 1, 3, 4)
     with pytest.raises(ValueError, match="backend='cuda' cannot run here"):
         kexue.linear_attention(q, q, q, backend="cuda")
+
+
+def test_auto_order_on_cuda_follows_the_documented_rule():
+    """Pure dispatch logic, checked without a GPU: short inputs → the CUDA kernels, long ones →
+    Triton (tensor cores), float64 → Triton where its dots take float64, else the reference."""
+    from kexue.linear_attention.api import TRITON_MIN_TOKENS, _auto_order, _triton_has_fp64
+
+    cuda = torch.device("cuda")
+    for n in (1, TRITON_MIN_TOKENS - 1):
+        assert _auto_order(cuda, {"tokens": n, "dtype": torch.bfloat16})[0][0] == "cuda"
+    for n in (TRITON_MIN_TOKENS, 16384):
+        assert _auto_order(cuda, {"tokens": n, "dtype": torch.float16})[0] == ["triton", "cuda", "torch"]
+    order, why = _auto_order(cuda, {"tokens": 5, "dtype": torch.float64})
+    assert "cuda" not in order and order[-1] == "torch" and ("triton" in order) == _triton_has_fp64()
+    assert "float64" in why
+    assert "native" in kexue.linear_attention.explain(torch.randn(1, 1, 3, 2))

@@ -32,12 +32,44 @@ def _triton_forward(*args):
     return tk.linear_attention_fwd_triton(*args)
 
 
+#: From this many tokens per sequence on, ``auto`` prefers the Triton kernels on CUDA.  Why, before
+#: any GPU timing: the CUDA kernels multiply in float32 on the CUDA cores (about 67 TFLOP/s peak on
+#: an H100/H200) and the Triton kernels on the tensor cores (about 990 for bf16), while the chunk
+#: algorithm does 4·D² + 4·C·D FLOPs per token and head (C = 64) against 4·D·2 bytes: at D = 128
+#: the CUDA-core kernel is arithmetic-bound near 1 ms per 10^9 tokens·heads·D², several times the
+#: memory floor the Triton kernels can approach.  For short inputs (the decoding step N = 1, short
+#: prompts) launch cost dominates, and the CUDA kernels launch from C++ (about 5 µs each) where
+#: the Triton kernels pay their Python launcher per kernel.  Provisional: to be replaced by the
+#: measured crossing point (bench/gpu_check_linear_attention.py) in the first GPU session.
+TRITON_MIN_TOKENS = 128
+
+
+def _triton_has_fp64() -> bool:
+    try:
+        from ..triton_kernels._compat import HAS_FP64_DOT
+    except ImportError:  # no triton
+        return False
+    return HAS_FP64_DOT
+
+
+def _auto_order(device: torch.device, info: dict) -> tuple[list[str], str]:
+    if device.type != "cuda":
+        return native_first(device, info), "the native kernel of this device"
+    n, dtype = info.get("tokens"), info.get("dtype")
+    if dtype == torch.float64:  # the CUDA kernels take float16/bfloat16/float32 only
+        return (["triton", "torch"] if _triton_has_fp64() else ["torch"]), \
+            "float64 on CUDA: the Triton kernels (float64 dots need triton >= 3.5), else the reference"
+    if n is not None and n >= TRITON_MIN_TOKENS:
+        return ["triton", "cuda", "torch"], f"N={n} >= {TRITON_MIN_TOKENS}: tensor-core Triton kernels first"
+    return ["cuda", "triton", "torch"], f"N={n} < {TRITON_MIN_TOKENS}: the CUDA kernels launch cheapest"
+
+
 BACKENDS = OpBackends(
     name="linear_attention",
     impls={"torch": _torch_forward, "cpu": native_forward, "cuda": native_forward, "triton": _triton_forward},
     native_op="linear_attention_fwd",
     triton_ready=triton_kernel_ready("linear_attention", "linear_attention_fwd_triton"),
-    auto=native_first,
+    auto=_auto_order,
 )
 
 
@@ -187,7 +219,7 @@ def linear_attention(
     q, k, fmap = _prepare(q, k, v, feature_map)
     F = feature_dim(fmap, q.shape[-1])
     _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, F)
-    name, _ = BACKENDS.resolve(backend, q.device)
+    name, _ = BACKENDS.resolve(backend, q.device, _shape_info(q))
     S0 = z0 = None
     if initial_state is not None:
         acc = accumulation_dtype(q.dtype)
@@ -198,9 +230,13 @@ def linear_attention(
     return (out, (S, z)) if return_state else out
 
 
+def _shape_info(q: torch.Tensor) -> dict:
+    return {"tokens": q.shape[2], "dtype": q.dtype}
+
+
 def explain(q: torch.Tensor, backend: str = "auto", **_: object) -> str:
     """Which backend ``linear_attention`` would run for these inputs, and why."""
-    return BACKENDS.resolve(backend, q.device)[1]
+    return BACKENDS.resolve(backend, q.device, _shape_info(q))[1]
 
 
 linear_attention.explain = explain  # type: ignore[attr-defined]
