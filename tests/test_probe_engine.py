@@ -102,6 +102,43 @@ def test_restricted_last_layer_equals_full_layer(tiny):
         assert _err(f, expect) < 1e-5 and _err(g, expect) < 1e-6
 
 
+@pytest.mark.parametrize("layers", [[1], [2, 3], [0, 3]])
+def test_first_layer_projections_are_shared_exactly(tiny, layers, monkeypatch):
+    """The engine's batches: copies of one sentence with one or two words masked, one row right-
+    padded.  The first layer's query/key/value GEMMs see each distinct (token, position) once,
+    and every hidden row equals the unshared forward's (the same GEMM per row: bit for bit)."""
+    model, _ = tiny
+    K, T = 6, 9
+    ids = torch.randint(5, len(VOCAB), (T,)).repeat(K, 1)
+    for k in range(K):
+        ids[k, 1 + k] = VOCAB.index("[MASK]")
+        ids[k, 1 + (2 * k) % (T - 1)] = VOCAB.index("[MASK]")
+    am = torch.ones(K, T, dtype=torch.long)
+    am[K - 1, 7:], ids[K - 1, 7:] = 0, 0
+    pos = torch.tensor([[1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 1]])
+    query = model.encoder.layer[0].attention.self.query.weight
+    fed = []
+    linear = torch.nn.functional.linear
+
+    def spy(x, w, b=None):
+        if w is query:
+            fed.append(x.reshape(-1, x.shape[-1]).shape[0])
+        return linear(x, w, b)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    with torch.inference_mode():
+        shared = enc.read_hidden_rows(model, ids, am, pos, layers)
+        n_shared = list(fed)
+        plain = enc.read_hidden_rows(model, ids, am, pos, layers, share_first=False)
+    for a, b in zip(shared, plain, strict=True):
+        assert _err(a, b) < 1e-6
+    distinct = len({(int(ids[k, t]), t) for k in range(K) for t in range(T)})
+    if layers == [1]:  # layer 1 is the restricted top layer: its queries are the read rows only
+        assert n_shared == [K * pos.shape[1]]
+    else:
+        assert n_shared == [distinct] and fed[len(n_shared):] == [K * T] and distinct < K * T
+
+
 class _Opaque(torch.nn.Module):
     """An encoder the engine cannot look inside: the full-forward fallback must be taken."""
 
