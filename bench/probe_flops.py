@@ -6,7 +6,8 @@ For an encoder of L layers, hidden D, FFN 4D, a sequence of T tokens costs per l
 2·2·4·D², per token) plus 4·T²·D in attention.  The published scheme runs (S+2)² sequences of
 T = S+2 tokens per sentence through every layer.  kexue runs W + W(W−1)/2 sequences and computes
 the last layer only for the R rows it reads (keys and values for all T tokens: 4·T·D² + 20·R·D²
-+ 4·R·T·D).  The ratio of the two counts bounds the float32 speed-up when both run their
++ 4·R·T·D), and the first layer's query/key/value projections once per distinct (token,
+position), about 2·T rows per sentence.  The ratio of the two counts bounds the float32 speed-up when both run their
 matrix products at the same rate; the measured rate of torch's float32 GEMM at the engine's
 shapes, against each scheme's FLOPs over its measured time, shows how close each runs to it.
 
@@ -35,6 +36,10 @@ def scheme_flops(T: int, W: int, R: list[int], L: int, D: int) -> tuple[float, f
 
     kexue = sum(restricted(R[i]) for i in range(W))
     kexue += sum(restricted(R[i] + R[j]) for i in range(W) for j in range(i + 1, W))
+    # the first layer's query/key/value projections: once per distinct (token, position), about
+    # 2·T rows per sentence (each position unmasked and masked), not once per sequence and token
+    n_seq = W + W * (W - 1) // 2
+    kexue -= 6 * D * D * T * (n_seq - 2) if n_seq > 2 else 0
     return published, kexue
 
 

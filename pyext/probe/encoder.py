@@ -8,8 +8,10 @@ layers (BERT, RoBERTa, ELECTRA, MiniLM, XLM-R: ``attention.self.{query,key,value
 ``attention.output``, ``intermediate``, ``output``) that last layer is computed for the R read
 rows only: keys and values of all T tokens, but queries, attention output, the feed-forward and
 the layer norms for R rows.  Cost of the last layer drops from ≈ 24·T·D² + 4·T²·D FLOPs per
-sequence to ≈ 4·T·D² (keys, values) + 20·R·D² + 4·R·T·D.  Any other encoder falls back to a
-full forward with ``output_hidden_states=True`` and a gather.
+sequence to ≈ 4·T·D² (keys, values) + 20·R·D² + 4·R·T·D.  For the same BERT-family models
+the first layer's query/key/value projections run once per distinct (token, position) of the
+batch (:func:`shared_first_projections`).  Any other encoder falls back to a full forward with
+``output_hidden_states=True`` and a gather.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ How it is fast:
   budget per batch;
 * the forward stops at the highest requested layer, and that layer is computed for the read
   rows only (:mod:`kexue.probe.encoder`);
+* the first layer's query/key/value projections run once per distinct (token, position) of a
+  batch, since a batch holds copies of a few sentences that differ in one or two masked words
+  (:func:`kexue.probe.encoder.shared_first_projections`; exact, about 4% of the work);
 * batch construction (``masked_batch``) and the gather + distance + per-cell mean
   (``segment_distance``) are fused device ops (:mod:`kexue.probe.kernels`), with no Python
   loop over pairs; the model runs under ``torch.inference_mode`` (and autocast for ``dtype``).
