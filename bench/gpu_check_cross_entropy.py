@@ -227,6 +227,23 @@ def peak_extra_mb(fn):
     return peak_memory(fn, torch.device("cuda")) / 2**20
 
 
+def timing_cells(name, fwd, fwd_bwd) -> list[str]:
+    """Table cells: forward ms, forward+backward ms, peak MiB of forward+backward; "err" for a
+    provider that fails (reported on stderr, the table goes on)."""
+    cells = []
+    for f in (fwd, fwd_bwd):
+        try:
+            cells.append(f"{time_ms(f):9.3f}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"  {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
+            cells.append(f"{'err':>9}")
+    try:
+        cells.append(f"{peak_extra_mb(fwd_bwd):9.0f}")
+    except Exception:  # noqa: BLE001
+        cells.append(f"{'err':>9}")
+    return cells
+
+
 def benchmark(backends, quick):
     dtype = torch.bfloat16
     N, C = (2048, 128256) if quick else (8192, 128256)
@@ -266,19 +283,7 @@ def benchmark(backends, quick):
                 h = leaf * 1.0 if inplace else leaf  # in place needs a non-leaf buffer to overwrite
                 return torch.autograd.grad(fn(h, t, **kw), leaf)
 
-            cells = []
-            for f in (fwd, fwd_bwd):
-                try:
-                    cells.append(f"{time_ms(f):9.3f}")
-                except Exception as exc:  # noqa: BLE001 - a failing provider is reported, the table goes on
-                    print(f"  {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
-                    cells.append(f"{'err':>9}")
-            try:
-                mb = peak_extra_mb(fwd_bwd)
-                cells.append(f"{mb:9.0f}")
-            except Exception:  # noqa: BLE001
-                cells.append(f"{'err':>9}")
-            print(f"{name:>14} {variant:>8} " + " ".join(cells), flush=True)
+            print(f"{name:>14} {variant:>8} " + " ".join(timing_cells(name, fwd, fwd_bwd)), flush=True)
             del leaf
             torch.cuda.empty_cache()
     print(f"(one logits-sized bf16 buffer = {N * C * 2 / 2**20:.0f} MiB; the in-place leaf copy x*1.0 counts one)")
@@ -324,18 +329,7 @@ def benchmark_linear(backends, quick):
         def fwd_bwd(fn=fn, h=h, W=W):
             return torch.autograd.grad(fn(h, W, t), (h, W))
 
-        cells = []
-        for f in (fwd, fwd_bwd):
-            try:
-                cells.append(f"{time_ms(f):9.3f}")
-            except Exception as exc:  # noqa: BLE001 - a failing provider is reported, the table goes on
-                print(f"  {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}", file=sys.stderr)
-                cells.append(f"{'err':>9}")
-        try:
-            cells.append(f"{peak_extra_mb(fwd_bwd):9.0f}")
-        except Exception:  # noqa: BLE001
-            cells.append(f"{'err':>9}")
-        print(f"{name:>14} " + " ".join(cells), flush=True)
+        print(f"{name:>14} " + " ".join(timing_cells(name, fwd, fwd_bwd)), flush=True)
         del h, W
         torch.cuda.empty_cache()
 

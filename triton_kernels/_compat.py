@@ -26,6 +26,13 @@ import os
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """One kernel launch: ``launchable(kernel)[grid](*args, **kwargs)``.  Each kernel module binds
+    it as its ``_launch``, which bench/triton_aot_check.py replaces to compile for a GPU target
+    instead of running."""
+    launchable(kernel)[grid](*args, **kwargs)
+
+
 def launchable(kernel):
     """A kernel as the ops launch it: through ``torch.library.wrap_triton`` on a GPU (so that
     torch.compile sees inside the ``triton_op``), as-is under the interpreter, whose kernels are
@@ -112,6 +119,25 @@ def patch_interpreter_reserved_kwargs() -> None:
 
 
 
+def _with_mask_replaced(original, params: list[str], replace):
+    """``original`` whose ``mask`` argument (positional at its place in ``params``, or keyword)
+    is passed through ``replace`` first; ``replace`` returns the new mask, or None to keep it."""
+    index = params.index("mask")
+
+    def patched(*args, **kwargs):
+        positional = len(args) > index
+        new = replace(args[index] if positional else kwargs.get("mask"))
+        if new is not None:
+            if positional:
+                args = (*args[:index], new, *args[index + 1:])
+            else:
+                kwargs["mask"] = new
+        return original(*args, **kwargs)
+
+    patched._kexue_patched = True
+    return patched
+
+
 def patch_interpreter_scalar_mask() -> None:
     """triton 3.2's ``tl.store`` (semantic._store_legacy) and atomics (atom_red_typechecking_impl)
     test ``if not mask:`` where they mean ``if mask is None:``.  Compiled, a tensor is always
@@ -140,22 +166,14 @@ def patch_interpreter_scalar_mask() -> None:
                 continue
         except OSError:  # pragma: no cover - no source
             continue
-        index = list(inspect.signature(original).parameters).index("mask")
+        def truthy(mask):
+            if not isinstance(mask, tl.tensor) or isinstance(mask, _TruthyMask):
+                return None
+            out = object.__new__(_TruthyMask)
+            out.__dict__.update(mask.__dict__)
+            return out
 
-        def patched(*args, _original=original, _index=index, **kwargs):
-            args = list(args)
-            mask = args[_index] if len(args) > _index else kwargs.get("mask")
-            if isinstance(mask, tl.tensor) and not isinstance(mask, _TruthyMask):
-                truthy = object.__new__(_TruthyMask)
-                truthy.__dict__.update(mask.__dict__)
-                if len(args) > _index:
-                    args[_index] = truthy
-                else:
-                    kwargs["mask"] = truthy
-            return _original(*args, **kwargs)
-
-        patched._kexue_patched = True
-        setattr(semantic, name, patched)
+        setattr(semantic, name, _with_mask_replaced(original, list(inspect.signature(original).parameters), truthy))
 
 
 def patch_interpreter_int1_type() -> None:
@@ -211,21 +229,13 @@ def patch_interpreter_bool_masks() -> None:
             continue
         if "mask" not in params:
             continue
-        index = params.index("mask")  # counts self
-
-        def patched(*args, _original=original, _index=index, **kwargs):
-            mask = args[_index] if len(args) > _index else kwargs.get("mask")
+        def as_bool(mask):
             data = getattr(mask, "data", None)
             if isinstance(data, np.ndarray) and data.dtype != np.bool_:
-                fixed = interpreter.TensorHandle(data.astype(np.bool_), mask.dtype)
-                if len(args) > _index:
-                    args = (*args[:_index], fixed, *args[_index + 1:])
-                else:
-                    kwargs["mask"] = fixed
-            return _original(*args, **kwargs)
+                return interpreter.TensorHandle(data.astype(np.bool_), mask.dtype)
+            return None
 
-        patched._kexue_patched = True
-        setattr(builder, name, patched)
+        setattr(builder, name, _with_mask_replaced(original, params, as_bool))  # params count self
 
 
 def apply_interpreter_shims() -> None:

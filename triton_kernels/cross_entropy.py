@@ -27,7 +27,8 @@ import triton.language as tl
 from torch.library import triton_op
 
 from ..cross_entropy.op import register_autograd
-from ._compat import INTERPRET, apply_interpreter_shims, launchable
+from ._compat import INTERPRET, apply_interpreter_shims
+from ._compat import launch as _launch  # replaced by bench/triton_aot_check.py
 
 if INTERPRET:
     apply_interpreter_shims()
@@ -147,12 +148,6 @@ def _ce_bwd(grad_ptr, g_s, logits_ptr, s0, s1, target_ptr, t_s, bias_ptr, w_ptr,
     grad = tl.where(cols == ys, grad - g * (1.0 - eps) * w_y, grad)  # target column, float32, stored once
     grad = tl.where(valid, grad, 0.0)
     tl.store(out_ptr + i * o0 + cols.to(tl.int64) * o1, grad.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def _launch(kernel, grid, *args, **kwargs) -> None:
-    """Every kernel launch of this module goes through here (bench/triton_aot_check.py replaces it
-    to compile the kernels for a GPU target instead of running them)."""
-    launchable(kernel)[grid](*args, **kwargs)
 
 
 def _dummy(x: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ import triton.language as tl
 
 from ..linear_attention.feature_maps import FEATURE_MAPS, NORMALIZE_EPS, feature_dim
 from ..linear_attention.op import fake_backward, fake_forward, register_autograd
-from ._compat import HAS_FP64_DOT, INTERPRET, apply_interpreter_shims, autotune, launchable
+from ._compat import HAS_FP64_DOT, INTERPRET, apply_interpreter_shims, autotune, launch
 
 if INTERPRET:
     apply_interpreter_shims()
@@ -743,7 +743,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 def _launch(kernel, n_programs: int, *args, **kwargs) -> None:
     if n_programs <= 0:
         return
-    launchable(kernel)[(n_programs,)](*args, **kwargs)
+    launch(kernel, (n_programs,), *args, **kwargs)
 
 
 def _strides(t: torch.Tensor | None, n: int) -> list[int]:

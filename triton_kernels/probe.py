@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 from ..probe.kernels_op import fake_masked_batch, fake_segment_distance, register_segment_autograd
-from ._compat import INTERPRET, apply_interpreter_shims, launchable
+from ._compat import INTERPRET, apply_interpreter_shims
+from ._compat import launch as _launch  # replaced by bench/triton_aot_check.py
 
 if INTERPRET:
     apply_interpreter_shims()
@@ -175,12 +176,6 @@ def _segment_distance_impl(h: torch.Tensor, rows: torch.Tensor, ref: torch.Tenso
         _raise_or_assert(flag, "kexue.probe.segment_distance (triton): an index is out of range (rows must be in "
                                "[0, R), ref_rows in [0, R2), seg in [0, num_segments))")
     return sums / counts.clamp_min(1).to(torch.float32)
-
-
-def _launch(kernel, grid, *args, **kwargs) -> None:
-    """Every kernel launch of this module goes through here (bench/triton_aot_check.py replaces it
-    to compile the kernels for a GPU target instead of running them)."""
-    launchable(kernel)[grid](*args, **kwargs)
 
 
 MASKED_BATCH_SCHEMA = (
