@@ -43,15 +43,7 @@ for lib in _C _C_cuda; do
   xz -T2 -6 -c "$so" > "$KIT/lib/$(basename "$so").xz"
 done
 bash bench/gpu_sources_hash.sh > "$KIT/lib/SOURCES.sha256"
-"$VENV/bin/python" - <<'PYEOF'
-import torch, kexue, kexue._ext as e
-assert e.CUDA_LIBRARY_ERROR is None, e.CUDA_LIBRARY_ERROR
-ops = ["linear_attention_fwd", "linear_attention_bwd", "cross_entropy_fwd", "cross_entropy_bwd",
-       "cross_entropy_bwd_inplace", "probe_masked_batch", "probe_segment_distance"]
-missing = [o for o in ops if not e.has_kernel(o, "CUDA")]
-assert not missing, f"no CUDA kernel registered for {missing}"
-print(f"built against torch {torch.__version__}: CUDA kernels registered for {len(ops)} ops")
-PYEOF
+"$VENV/bin/python" bench/gpu_check_import.py
 "$VENV/bin/pip" uninstall -q -y kexue 2>/dev/null || true
 
 # 3. peers as wheels (Python 3.12 there; these are pure Python)

@@ -75,20 +75,7 @@ if [[ -f .gpu/lib/SOURCES.sha256 && "$(cat .gpu/lib/SOURCES.sha256)" == "$(bash 
   export PYTHONPATH=/tmp/kexue-links:$PYTHONPATH
   USE_PREBUILT=1
 fi
-check_import() {
-  $PY - <<'PYEOF'
-import torch, kexue, kexue._ext as e
-assert e.CUDA_LIBRARY_ERROR is None, e.CUDA_LIBRARY_ERROR
-ops = ["linear_attention_fwd", "linear_attention_bwd", "cross_entropy_fwd", "cross_entropy_bwd",
-       "cross_entropy_bwd_inplace", "probe_masked_batch", "probe_segment_distance"]
-missing = [o for o in ops if not e.has_kernel(o, "CUDA")]
-assert not missing, f"no CUDA kernel for {missing}"
-x = torch.randn(2, 2, 5, 8, device="cuda")
-o = kexue.linear_attention(x, x, x, causal=True, backend="cuda")
-torch.cuda.synchronize()
-print("kexue", kexue.__file__, "CUDA kernels registered and launched")
-PYEOF
-}
+check_import() { $PY bench/gpu_check_import.py --launch; }
 if (( USE_PREBUILT )) && check_import > "$OUT/setup-import.log" 2>&1; then
   note "kexue: prebuilt libraries (.gpu/lib) load and run"
 else

@@ -69,14 +69,7 @@ def cross_entropy() -> None:
 def probe(model_dir: str | None) -> None:
     import kexue.probe as kp
 
-    if model_dir is None:
-        model, tok = kp.default_model(device=DEV)
-    else:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-        torch.manual_seed(0)
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(model_dir)).to(DEV).eval()
+    model, tok = kp.load_model(model_dir, device=DEV, random_weights=model_dir is not None)
     words = "Unbelievably , the quick brown fox jumped over the lazy dogs .".split()
     M = kp.impact_matrix(model, tok, words, backend="cuda")
     torch.cuda.synchronize()

