@@ -134,7 +134,6 @@ def shared_first_projections(emb: nn.Module, layer: nn.Module, input_ids: torch.
     sa = layer.attention.self
     linears = [sa.query, sa.key, sa.value]
     embedded: list[torch.Tensor] = []  # the embeddings' output of this forward
-    stats = {"shared": 0}
 
     def remember(module, args, output):
         embedded[:] = [output[0] if isinstance(output, tuple) else output]
@@ -143,7 +142,6 @@ def shared_first_projections(emb: nn.Module, layer: nn.Module, input_ids: torch.
         def forward(x: torch.Tensor) -> torch.Tensor:
             if not embedded or x is not embedded[0] or x.shape[:2] != (K, T):
                 return type(lin).forward(lin, x)  # another input (e.g. gathered rows): as usual
-            stats["shared"] += 1
             rows = x.reshape(K * T, -1).index_select(0, first)
             return type(lin).forward(lin, rows).index_select(0, inverse).reshape(K, T, -1)
         return forward
@@ -152,7 +150,7 @@ def shared_first_projections(emb: nn.Module, layer: nn.Module, input_ids: torch.
     for lin in linears:
         lin.forward = shared(lin)
     try:
-        yield stats
+        yield
     finally:
         handle.remove()
         for lin in linears:
