@@ -11,6 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import kexue.probe as kp  # noqa: E402
+from kexue import cpu_linear  # noqa: E402
 from kexue.probe import encoder as enc  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -102,11 +103,16 @@ def test_restricted_last_layer_equals_full_layer(tiny):
         assert _err(f, expect) < 1e-5 and _err(g, expect) < 1e-6
 
 
+@pytest.mark.parametrize("route", ["torch", "onednn"])
 @pytest.mark.parametrize("layers", [[1], [2, 3], [0, 3]])
-def test_first_layer_projections_are_shared_exactly(tiny, layers, monkeypatch):
+def test_first_layer_projections_are_shared_exactly(tiny, layers, route, monkeypatch):
     """The engine's batches: copies of one sentence with one or two words masked, one row right-
     padded.  The first layer's query/key/value GEMMs see each distinct (token, position) once,
-    and every hidden row equals the unshared forward's (the same GEMM per row: bit for bit)."""
+    and every hidden row equals the unshared forward's (the same GEMM per row: bit for bit),
+    whether the linear layers run on torch's GEMM or are routed through oneDNN."""
+    monkeypatch.setenv("KEXUE_CPU_LINEAR", route)
+    if route == "onednn" and not cpu_linear.onednn_available():
+        pytest.skip("this torch has no oneDNN linear")
     model, _ = tiny
     K, T = 6, 9
     ids = torch.randint(5, len(VOCAB), (T,)).repeat(K, 1)
@@ -118,14 +124,15 @@ def test_first_layer_projections_are_shared_exactly(tiny, layers, monkeypatch):
     pos = torch.tensor([[1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 1]])
     query = model.encoder.layer[0].attention.self.query.weight
     fed = []
-    linear = torch.nn.functional.linear
+    owner = torch.nn.functional if route == "torch" else cpu_linear  # where the layers' GEMM is
+    linear = owner.linear
 
     def spy(x, w, b=None):
         if w is query:
             fed.append(x.reshape(-1, x.shape[-1]).shape[0])
         return linear(x, w, b)
 
-    monkeypatch.setattr(torch.nn.functional, "linear", spy)
+    monkeypatch.setattr(owner, "linear", spy)
     with torch.inference_mode():
         shared = enc.read_hidden_rows(model, ids, am, pos, layers)
         n_shared = list(fed)

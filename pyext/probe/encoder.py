@@ -11,7 +11,8 @@ the layer norms for R rows.  Cost of the last layer drops from ≈ 24·T·D² + 
 sequence to ≈ 4·T·D² (keys, values) + 20·R·D² + 4·R·T·D.  For the same BERT-family models
 the first layer's query/key/value projections run once per distinct (token, position) of the
 batch (:func:`shared_first_projections`).  Any other encoder falls back to a full forward with
-``output_hidden_states=True`` and a gather.
+``output_hidden_states=True`` and a gather.  Float32 linear layers on the CPU run through
+oneDNN (:mod:`kexue.cpu_linear`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..cpu_linear import onednn_linears, replaced_forwards
 
 
 class _Stop(Exception):
@@ -132,29 +135,25 @@ def shared_first_projections(emb: nn.Module, layer: nn.Module, input_ids: torch.
     first = torch.full((len(uniq),), key.numel(), dtype=torch.long, device=key.device)
     first.scatter_reduce_(0, inverse, torch.arange(key.numel(), device=key.device), reduce="amin")
     sa = layer.attention.self
-    linears = [sa.query, sa.key, sa.value]
     embedded: list[torch.Tensor] = []  # the embeddings' output of this forward
 
     def remember(module, args, output):
         embedded[:] = [output[0] if isinstance(output, tuple) else output]
 
-    def shared(lin: nn.Module):
+    def shared(inner):  # inner: the projection's forward as it was (its own, or a routed one)
         def forward(x: torch.Tensor) -> torch.Tensor:
             if not embedded or x is not embedded[0] or x.shape[:2] != (K, T):
-                return type(lin).forward(lin, x)  # another input (e.g. gathered rows): as usual
+                return inner(x)  # another input (e.g. gathered rows): as usual
             rows = x.reshape(K * T, -1).index_select(0, first)
-            return type(lin).forward(lin, rows).index_select(0, inverse).reshape(K, T, -1)
+            return inner(rows).index_select(0, inverse).reshape(K, T, -1)
         return forward
 
     handle = emb.register_forward_hook(remember)
-    for lin in linears:
-        lin.forward = shared(lin)
     try:
-        yield
+        with replaced_forwards({lin: shared(lin.forward) for lin in (sa.query, sa.key, sa.value)}):
+            yield
     finally:
         handle.remove()
-        for lin in linears:
-            del lin.forward
 
 
 @contextmanager
@@ -173,12 +172,15 @@ def read_hidden_rows(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
                      share_first: bool = True) -> list[torch.Tensor]:
     """``hidden_states[l][k, positions[k, r]]`` for each l in ``layers`` (normalised indices):
     a list of (K, R, D) tensors, in the order of ``layers``.  ``share_first``: project the
-    distinct rows of the first layer's input once (:func:`shared_first_projections`)."""
+    distinct rows of the first layer's input once (:func:`shared_first_projections`).  Float32
+    linear layers on the CPU run through oneDNN (:mod:`kexue.cpu_linear`: 2.2× torch's default
+    GEMM on AMD CPUs, the same float32 products to rounding)."""
     emb, mods = encoder_parts(model)
     top = max(layers)
     got: dict[int, torch.Tensor] = {}
     if mods is None:  # unknown architecture: full forward, then gather
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        with onednn_linears(model):
+            out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return [_gather(out.hidden_states[l], positions) for l in layers]
 
     def producer(l: int) -> nn.Module:
@@ -210,7 +212,8 @@ def read_hidden_rows(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
             handles.append(last.register_forward_pre_hook(pre_hook, with_kwargs=True))
         share = share_first and input_ids.shape[0] > 1 and _shareable_first_layer(model, emb, mods[0])
         try:
-            with shared_first_projections(emb, mods[0], input_ids) if share else nullcontext():
+            with onednn_linears(model), (shared_first_projections(emb, mods[0], input_ids) if share
+                                         else nullcontext()):
                 model(input_ids=input_ids, attention_mask=attention_mask)
         except _Stop:
             pass
