@@ -9,8 +9,9 @@
    and backward (dq, dk, dv, dS0, dz0).  Rule (flash-attention's): the kernel's error is at most
    2× the error of the plain-PyTorch reference run in the same dtype, plus a float32 floor.
    Uninitialised memory is poisoned (NaN), so an unwritten output element fails.
-2. Timings (CUDA events, median of repeats) of the torch / cuda / triton backends (and
-   flash-linear-attention when installed) at bf16, B=8, H=16, N in {1024, 4096, 16384},
+2. Timings (CUDA events, median of repeats) of the torch / cuda / triton backends (cuda:
+   bfloat16 on tensor cores; cuda_fp32: the same backend with KEXUE_LA_CUDA_MATH=fp32, float32
+   CUDA cores) and flash-linear-attention when installed at bf16, B=8, H=16, N in {1024, 4096, 16384},
    D in {64, 128}: forward and forward+backward, causal and not.
 
 Exit status 1 when any correctness case fails.
@@ -21,8 +22,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import os
 import sys
 import traceback
+from unittest import mock
 
 import torch
 
@@ -216,6 +219,15 @@ def time_ms(fn, repeats=20, warmup=3):
 # timed region, as its layers do) and normalise unless the name ends in "/nonorm".
 
 def kexue_fn(backend, q, k, v, go, mode, causal, normalize=True):
+    if backend == "cuda_fp32":  # the CUDA backend with bfloat16 on float32 CUDA cores, not tensor cores
+        inner = kexue_fn("cuda", q, k, v, go, mode, causal, normalize)
+
+        def fp32():
+            with mock.patch.dict(os.environ, {"KEXUE_LA_CUDA_MATH": "fp32"}):
+                return inner()
+
+        return fp32
+
     def fn():
         if mode == "fwd":
             with torch.no_grad():
@@ -268,7 +280,7 @@ def providers_for(names, causal):
     for name in names:
         base, _, flag = name.partition("/")
         norm = flag != "nonorm"
-        if base in ("torch", "cuda", "triton"):
+        if base in ("torch", "cuda", "cuda_fp32", "triton"):
             out.append((name, lambda q, k, v, go, m, b=base, n=norm: kexue_fn(b, q, k, v, go, m, causal, n)))
         elif base in ("fla_chunk", "fla_fused") and causal:
             kind = base.removeprefix("fla_")
@@ -298,7 +310,7 @@ def floor_ms(B, H, N, D, mode, causal, ceilings, chunk=64):
     return max(nbytes / (ceilings["copy_GBps"] * 1e9), flops / (ceilings["bf16_TFLOPs"] * 1e12)) * 1e3
 
 
-DEFAULT_PROVIDERS = ["cuda", "triton", "fla_chunk", "fla_fused", "sdpa", "torch",
+DEFAULT_PROVIDERS = ["cuda", "cuda_fp32", "triton", "fla_chunk", "fla_fused", "sdpa", "torch",
                      "cuda/nonorm", "triton/nonorm", "fla_chunk/nonorm", "fla_fused/nonorm"]
 
 

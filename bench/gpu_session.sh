@@ -12,6 +12,7 @@
 #   sanitize[-la|-ce|-probe]       compute-sanitizer memcheck + racecheck of small runs of every
 #                                  CUDA kernel (of one op) where the runtime supports it
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
+#   la-check-fp32                  la-check with bfloat16 on the float32 CUDA-core kernels
 #   kexue-bench                    `python -m kexue bench --quick` (what `make bench` runs) on the GPU
 # Logs: $OUT/<stage>.log (the device tool brings $OUT back), a summary at the end of the output.
 # DEADLINE (seconds, default 540) bounds the whole call: a stage starts while 30 s remain, its
@@ -26,8 +27,8 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
 case $STAGES in  # presets
-  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,ce-check,kexue-bench ;;
-  la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check ;;
+  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench ;;
+  la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check,la-check-fp32 ;;
   ce) STAGES=ce-test,ce-bench,sanitize-ce,ce-check ;;
   probe) STAGES=probe-test,probe-bench,sanitize-probe ;;
 esac
@@ -118,6 +119,8 @@ for st in "${LIST[@]}"; do
     stage probe-bench 90 $PY bench/probe_timing.py --device cuda --model "$SHAPE" --random-init --sentences 100 ;;
   la-check)
     stage la-check 120 env KEXUE_TRITON_AUTOTUNE=off $PY bench/gpu_check_linear_attention.py --quick --no-bench ;;
+  la-check-fp32)  # bfloat16 on the float32 CUDA-core kernels instead of tensor cores
+    stage la-check-fp32 90 env KEXUE_LA_CUDA_MATH=fp32 $PY bench/gpu_check_linear_attention.py --quick --no-bench ;;
   ce-check)
     stage ce-check 120 $PY bench/gpu_check_cross_entropy.py --no-bench ;;
   sanitize|sanitize-la|sanitize-ce|sanitize-probe)

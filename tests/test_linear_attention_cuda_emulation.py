@@ -1,9 +1,10 @@
 """The CUDA linear-attention kernels run on the CPU: tests/cuda_emulation/la_kernels_emu.cpp
 compiles the real launchers (csrc/linear_attention/linear_attention_api.cu) and every kernel
-they launch (the chunked kernel in its forward, prep, dq, dk and dv roles, the decoding step,
-the vjp pass) with g++ on the CUDA stand-ins of tests/cuda_emulation/cuda_host_emu.h, and checks
-out, the final state, dq, dk, dv and the initial state's gradient against a float64 reference
-written from the definition (its gradients checked by central differences) on 58 cases: all
+they launch (the chunked kernels, float32 CUDA-core and bfloat16 tensor-core (WMMA, emulated),
+in their forward, prep, dq, dk and dv roles, the decoding step, the vjp pass) with g++ on the
+CUDA stand-ins of tests/cuda_emulation/cuda_host_emu.h, and checks out, the final state, dq, dk,
+dv and the initial state's gradient against a float64 reference written from the definition
+(its gradients checked by central differences) on 82 cases (bfloat16 ones on both kernels): all
 feature maps, causal or not, normalised or not, masks, initial state, gradients of the final
 state, GQA, Dk != Dv, N = 0 / 1 / around the chunk sizes, D from 1 to 256, the tile-config
 boundaries, float32 / float16 / bfloat16, strided inputs and outputs, int32 / int64 cu_seqlens
@@ -17,4 +18,4 @@ from helpers import run_cuda_emulator
 
 
 def test_linear_attention_cuda_kernels_under_host_emulation(tmp_path):
-    run_cuda_emulator("la_kernels_emu", tmp_path, min_pass=58)
+    run_cuda_emulator("la_kernels_emu", tmp_path, min_pass=82)

@@ -60,7 +60,7 @@ WsLayout ws_layout(const LinearAttentionParams& p) {
   const int64_t rows_kv = static_cast<int64_t>(p.B) * p.Hkv * p.N;
   int64_t off = 0;
   if (p.normalize) {
-    const int wb = chunk_wb(p.F);  // the kPrep pass has xdim = F and slices Dv by this width
+    const int wb = chunk_wb(p, p.F);  // the kPrep pass has xdim = F and slices Dv by this width
     w.nparts = (p.Dv + wb - 1) / wb;
     w.rden = off;
     off += align4(rows_h);

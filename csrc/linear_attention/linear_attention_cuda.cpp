@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -55,6 +56,18 @@ DType parse_dtype(const Tensor& q) {
     default:
       TORCH_CHECK(false, "linear_attention (CUDA): q must be float32, float16 or bfloat16, got ", q.scalar_type());
   }
+}
+
+// KEXUE_LA_CUDA_MATH: "auto" (default: bfloat16 on tensor cores, the other dtypes on float32
+// CUDA cores), "fp32" (every dtype on float32 CUDA cores: exact to float32 rounding) or "tc".
+// Read at every call, for A/B timings and checks of the two chunked kernels.
+Math math_from_env() {
+  const char* m = std::getenv("KEXUE_LA_CUDA_MATH");
+  const std::string s = m == nullptr ? "" : m;
+  if (s.empty() || s == "auto") return Math::kAuto;
+  if (s == "fp32") return Math::kFloat32;
+  if (s == "tc") return Math::kTensorCores;
+  TORCH_CHECK(false, "linear_attention (CUDA): KEXUE_LA_CUDA_MATH must be auto, fp32 or tc, got '", s, "'");
 }
 
 Strides4 strides4(const Tensor& t) {
@@ -127,6 +140,7 @@ std::tuple<Tensor, Tensor> fill_common(LinearAttentionParams& p, const Tensor& q
   p.causal = causal;
   p.normalize = normalize;
   p.eps = static_cast<float>(eps);
+  p.math = math_from_env();
   p.q = q.data_ptr();
   p.k = k.data_ptr();
   p.v = v.data_ptr();

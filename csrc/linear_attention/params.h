@@ -13,6 +13,11 @@ namespace la {
 
 enum class FeatureMap : int { kNone = 0, kElu = 1, kRelu = 2, kSoftmax = 3, kTaylor = 4 };
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+// Arithmetic of the chunked kernels: kAuto = tensor cores (bfloat16 operands, float32
+// accumulation) for bfloat16 inputs, float32 CUDA cores otherwise; kFloat32 = float32 CUDA
+// cores for every dtype (exact to float32 rounding); kTensorCores = tensor cores where the dtype
+// has them (bfloat16; float16 and float32 stay on CUDA cores).
+enum class Math : int { kAuto = 0, kFloat32 = 1, kTensorCores = 2 };
 
 // Strides of a (B, H, N, D) tensor, in elements.
 struct Strides4 {
@@ -34,6 +39,7 @@ struct LinearAttentionParams {
   bool causal = false;
   bool normalize = true;
   float eps = 1e-6f;
+  Math math = Math::kAuto;
 
   // ---- inputs -------------------------------------------------------------------------------
   const void* q = nullptr;  // (B, H, N, Dk)

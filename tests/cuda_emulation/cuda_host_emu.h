@@ -326,6 +326,74 @@ template <class V> inline V __shfl_down_sync(unsigned, V v, unsigned d, int = 32
   return emu_shfl(v, l < 32 ? l : static_cast<int>(kexue_emu::g_threadIdx.x & 31));
 }
 
+// ---- WMMA (nvcuda::wmma, 16×16×16 tiles of half / bfloat16 with float accumulators) -----------
+// A fragment here holds the whole 16×16 tile in every lane (num_elements = 256): the kernel may
+// only apply the same operation to every element of a fragment (the API leaves the lane layout
+// unspecified, so code that relies on one is wrong on a GPU as well).  Each *_sync call first
+// waits for the warp's live lanes, as the warp-collective operation does; a store writes lane l's
+// share (elements e with e % 32 == l), so no lane overwrites what another wrote after the store.
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "only 16x16x16 tiles are emulated");
+  static constexpr int num_elements = 256;
+  T x[256];  // [row][col] of the tile as the operand enters the product (A: m×k, B: k×n, C: m×n)
+};
+
+template <class Frag, class V>
+inline void fill_fragment(Frag& f, V v) {
+  for (auto& e : f.x) e = v;
+}
+
+template <class Use, class T, class Layout>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  __syncwarp();
+  const bool cm = std::is_same_v<Layout, col_major>;
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = cm ? p[c * ldm + r] : p[r * ldm + c];
+}
+
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  __syncwarp();
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.x[r * 16 + c] = l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  __syncwarp();
+  const int lane = static_cast<int>(kexue_emu::g_threadIdx.x & 31);
+  for (int e = lane; e < 256; e += 32) {
+    const int r = e / 16, c = e % 16;
+    (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[e];
+  }
+}
+
+// d = a b + c with float products of the 16-bit operands (exact) summed in float, k in order.
+template <class T, class LA, class LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, T, LB>& b,
+                     const fragment<accumulator, 16, 16, 16, float>& c) {
+  __syncwarp();
+  float out[256];
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float s = c.x[m * 16 + n];
+      for (int k = 0; k < 16; ++k) s = fmaf(kexue_emu::tof(a.x[m * 16 + k]), kexue_emu::tof(b.x[k * 16 + n]), s);
+      out[m * 16 + n] = s;
+    }
+  memcpy(d.x, out, sizeof out);
+}
+}  // namespace wmma
+}  // namespace nvcuda
+
 inline float __int_as_float(int x) { float f; memcpy(&f, &x, 4); return f; }
 inline float __uint_as_float(unsigned x) { float f; memcpy(&f, &x, 4); return f; }
 inline unsigned __float_as_uint(float x) { unsigned u; memcpy(&u, &x, 4); return u; }

@@ -11,11 +11,13 @@
 // query head h reads kv head h / (H / Hkv), each cu_seqlens sequence runs on its own state;
 // the gradients of L = Σ dout·out + Σ dS·S + Σ dz·z in closed form (checked against central
 // differences in float64 on the first cases).  float16 / bfloat16 cases compare with the
-// reference on the same rounded inputs.  Tolerance per element: the output rounding of the
+// reference on the same rounded inputs; bfloat16 cases run twice, on the tensor-core kernel
+// (chunk_tc.cuh, Math::kAuto) and on the float32 one (Math::kFloat32).  Tolerance per element: the output rounding of the
 // dtype (2^-11 |ref| for float16, 2^-8 |ref| for bfloat16) plus a float32 term of
 // tol32 · (row scale), row scale = the larger of max |ref| over the row (the (sequence, head)
 // block for the states) and Σ |terms| behind the row's values (out, dv, dq, dk: where sums or the
-// softmax vjp cancel), with a floor of 1e-3 · the tensor's max.
+// softmax vjp cancel; per entry for the states), with a floor of 1e-3 · the tensor's max; on
+// tensor cores tol32 is 2^-7 (two or three operands of each term rounded to bfloat16).
 // Built and run by tests/test_linear_attention_cuda_emulation.py; exit status 1 on any failure.
 #include <algorithm>
 #include <cmath>
@@ -67,6 +69,7 @@ struct Result {
   // where the vjp cancels (softmax: y ⊙ (g - y·g))
   Vec dq_scale, dk_scale;
   Vec out_scale, dv_scale;  // the same for out and dv: Σ |terms| per row
+  Vec S_scale, z_scale, dS0_scale, dz0_scale;  // Σ |terms| per entry of the states
 };
 
 constexpr double kTaylorEps = 1e-12;
@@ -149,6 +152,8 @@ Result reference(const Prob& P, const Data& X, bool grads) {
   R.dv_scale.assign(size_t(B) * Hkv * N, 0);
   R.S.assign(size_t(ns) * H * F * Dv, 0);
   R.z.assign(size_t(ns) * H * F, 0);
+  R.S_scale.assign(R.S.size(), 0);
+  R.z_scale.assign(R.z.size(), 0);
   Vec dBsum(size_t(B) * Hkv * N * F, 0), dBabs(size_t(B) * Hkv * N * F, 0);
   if (grads) {
     R.dq_scale.assign(size_t(B) * H * N, 0);
@@ -158,6 +163,8 @@ Result reference(const Prob& P, const Data& X, bool grads) {
     R.dv.assign(size_t(B) * Hkv * N * Dv, 0);
     R.dS0.assign(R.S.size(), 0);
     R.dz0.assign(R.z.size(), 0);
+    R.dS0_scale.assign(R.S.size(), 0);
+    R.dz0_scale.assign(R.z.size(), 0);
   }
   for (int s = 0; s < ns; ++s) {
     const int b = P.cu.empty() ? s : 0;
@@ -182,7 +189,7 @@ Result reference(const Prob& P, const Data& X, bool grads) {
       auto dot = [](const Vec& x, const Vec& y) { double r = 0; for (size_t i = 0; i < x.size(); ++i) r += x[i] * y[i]; return r; };
       auto sees = [&](int64_t i, int64_t j) { return !P.causal || j <= i; };
       std::vector<Vec> outv(L, Vec(Dv)), g(L, Vec(Dv));
-      Vec den(L), e(L, 0.0);
+      Vec den(L), e(L, 0.0), e_abs(L, 0.0);  // e_abs: scale of e's error (out's, through do·out)
       for (int64_t i = 0; i < L; ++i) {
         Vec num(Dv, 0.0);
         double dn = 0, mag = 0;
@@ -211,34 +218,41 @@ Result reference(const Prob& P, const Data& X, bool grads) {
         for (int d = 0; d < Dv; ++d) R.out[((size_t(b) * H + h) * N + lo + i) * Dv + d] = outv[i][d];
       }
       for (int f = 0; f < F; ++f) {
-        double zz = z0(f);
-        for (int64_t j = 0; j < L; ++j) zz += bk[j][f];
+        double zz = z0(f), za = std::fabs(z0(f));
+        for (int64_t j = 0; j < L; ++j) zz += bk[j][f], za += std::fabs(bk[j][f]);
         R.z[sh * F + f] = zz;
+        R.z_scale[sh * F + f] = za;
         for (int d = 0; d < Dv; ++d) {
-          double ss = S0(f, d);
-          for (int64_t j = 0; j < L; ++j) ss += bk[j][f] * v[j][d];
+          double ss = S0(f, d), sa = std::fabs(S0(f, d));
+          for (int64_t j = 0; j < L; ++j) ss += bk[j][f] * v[j][d], sa += std::fabs(bk[j][f] * v[j][d]);
           R.S[(sh * F + f) * Dv + d] = ss;
+          R.S_scale[(sh * F + f) * Dv + d] = sa;
         }
       }
       if (!grads) continue;
       for (int64_t i = 0; i < L; ++i) {
         const double r = P.normalize ? 1.0 / (den[i] + P.eps) : 1.0;
         for (int d = 0; d < Dv; ++d) g[i][d] = dout[i][d] * r;
-        if (P.normalize) e[i] = -dot(dout[i], outv[i]) * r;
+        if (P.normalize) {
+          e[i] = -dot(dout[i], outv[i]) * r;
+          double da = 0;
+          for (int d = 0; d < Dv; ++d) da += std::fabs(dout[i][d]) * std::max(std::fabs(outv[i][d]), R.out_scale[(size_t(b) * H + h) * N + lo + i]);
+          e_abs[i] = da * r;
+        }
       }
       for (int64_t i = 0; i < L; ++i) {  // dA_i and dq
         Vec dA(F, 0.0), dAabs(F, 0.0);
         for (int64_t j = 0; j < L; ++j) {
           if (!sees(i, j)) continue;
           const double c = dot(g[i], v[j]) + e[i];
-          const double cabs = std::fabs(dot(g[i], v[j])) + std::fabs(e[i]);
+          const double cabs = std::fabs(dot(g[i], v[j])) + e_abs[i];
           for (int f = 0; f < F; ++f) {
             dA[f] += bk[j][f] * c;
             dAabs[f] += std::fabs(bk[j][f]) * cabs;
           }
         }
         for (int f = 0; f < F; ++f) {
-          double s2 = z0(f) * e[i], s2abs = std::fabs(z0(f) * e[i]);
+          double s2 = z0(f) * e[i], s2abs = std::fabs(z0(f)) * e_abs[i];
           for (int d = 0; d < Dv; ++d) {
             s2 += S0(f, d) * g[i][d];
             s2abs += std::fabs(S0(f, d) * g[i][d]);
@@ -256,7 +270,7 @@ Result reference(const Prob& P, const Data& X, bool grads) {
         for (int64_t i = 0; i < L; ++i) {
           if (!sees(i, j)) continue;
           const double c = dot(g[i], v[j]) + e[i];
-          const double cabs = std::fabs(dot(g[i], v[j])) + std::fabs(e[i]);
+          const double cabs = std::fabs(dot(g[i], v[j])) + e_abs[i];
           const double pij = dot(a[i], bk[j]);
           for (int f = 0; f < F; ++f) {
             dB[f] += a[i][f] * c;
@@ -288,13 +302,15 @@ Result reference(const Prob& P, const Data& X, bool grads) {
         for (int d = 0; d < Dv; ++d) R.dv[row * Dv + d] += dvj[d];
       }
       for (int f = 0; f < F; ++f) {
-        double zz = dz(f);
-        for (int64_t i = 0; i < L; ++i) zz += a[i][f] * e[i];
+        double zz = dz(f), za = std::fabs(dz(f));
+        for (int64_t i = 0; i < L; ++i) zz += a[i][f] * e[i], za += std::fabs(a[i][f]) * e_abs[i];
         R.dz0[sh * F + f] = zz;
+        R.dz0_scale[sh * F + f] = za;
         for (int d = 0; d < Dv; ++d) {
-          double ss = dS(f, d);
-          for (int64_t i = 0; i < L; ++i) ss += a[i][f] * g[i][d];
+          double ss = dS(f, d), sa = std::fabs(dS(f, d));
+          for (int64_t i = 0; i < L; ++i) ss += a[i][f] * g[i][d], sa += std::fabs(a[i][f] * g[i][d]);
           R.dS0[(sh * F + f) * Dv + d] = ss;
+          R.dS0_scale[(sh * F + f) * Dv + d] = sa;
         }
       }
     }
@@ -415,9 +431,10 @@ struct Checker {
   double worst = 0;  // largest error / allowed
   char why[300] = "";
   // got(i) vs ref[i] for rows of width w; rel: output rounding of the dtype; tol32: float32 term
+  // (times the row scale, or an entry's own scale where given and larger)
   template <class Get>
   void check(const char* name, const Vec& ref, int w, Get got, double rel, double tol32, double sub = 0,
-             const Vec* row_scale = nullptr) {
+             const Vec* row_scale = nullptr, const Vec* entry_scale = nullptr) {
     double tmax = 0;
     for (double r : ref) tmax = std::max(tmax, std::fabs(r));
     for (size_t row = 0; row * w < ref.size(); ++row) {
@@ -427,7 +444,8 @@ struct Checker {
       for (int c = 0; c < w; ++c) {
         const size_t i = row * w + c;
         const double gv = got(i), r = ref[i];
-        const double allowed = rel * std::fabs(r) + tol32 * rmax + sub + 1e-30;
+        const double scale = entry_scale ? std::max(rmax, (*entry_scale)[i]) : rmax;
+        const double allowed = rel * std::fabs(r) + tol32 * scale + sub + 1e-30;
         const double e = std::fabs(gv - r);
         worst = std::max(worst, std::isnan(e) ? INFINITY : e / allowed);
         if (!(e <= allowed)) {
@@ -470,7 +488,7 @@ const char* fm_name(FeatureMap fm) {
 }
 
 template <class T>
-void run_case(const Case& c, unsigned seed, bool fd_check) {
+void run_case(const Case& c, unsigned seed, bool fd_check, Math math) {
   std::mt19937 rng(seed);
   Prob P;
   P.B = c.B; P.H = c.H; P.Hkv = c.Hkv; P.N = c.N; P.Dk = c.Dk; P.Dv = c.Dv;
@@ -545,6 +563,7 @@ void run_case(const Case& c, unsigned seed, bool fd_check) {
   p.feature_map = c.fm;
   p.dtype = std::is_same_v<T, float> ? DType::kFloat32 : std::is_same_v<T, __half> ? DType::kFloat16 : DType::kBFloat16;
   p.causal = c.causal; p.normalize = c.normalize; p.eps = static_cast<float>(P.eps);
+  p.math = math;
   p.q = q.data(); p.k = k.data(); p.v = v.data();
   p.q_stride = q.st; p.k_stride = k.st; p.v_stride = v.st;
   if (c.mask) { p.mask = maskbuf.data(); p.mask_stride_b = msb; p.mask_stride_n = msn; }
@@ -573,7 +592,10 @@ void run_case(const Case& c, unsigned seed, bool fd_check) {
   const bool f32 = std::is_same_v<T, float>;
   const double rel = f32 ? 0 : std::is_same_v<T, __half> ? 1.01 / 2048 : 1.01 / 256;
   const double sub = std::is_same_v<T, __half> ? 6e-8 : 0;
-  const double tol32 = 1e-5;  // float32 accumulation (observed: <= 3.2e-6)
+  // float32 accumulation (observed: <= 3.2e-6); on tensor cores each operand of a product is
+  // rounded to bfloat16 (2^-9 relative), two or three of them per term: 2^-7 of the row scale
+  const bool tc = std::is_same_v<T, __nv_bfloat16> && math != Math::kFloat32;
+  const double tol32 = tc ? 1.0 / 128 : 1e-5;
   Checker ck;
   auto at = [](const Tensor4<T>& t) {
     return [&t](size_t i) {
@@ -585,14 +607,14 @@ void run_case(const Case& c, unsigned seed, bool fd_check) {
   };
   ck.check("out", R.out, Dv, at(out), rel, tol32, sub, &R.out_scale);
   // states: the scale is that of the (sequence, head) block
-  ck.check("S", R.S, F * Dv, [&](size_t i) { return (double)S[i]; }, 0, tol32);
-  ck.check("z", R.z, F, [&](size_t i) { return (double)z[i]; }, 0, tol32);
+  ck.check("S", R.S, F * Dv, [&](size_t i) { return (double)S[i]; }, 0, tol32, 0, nullptr, &R.S_scale);
+  ck.check("z", R.z, F, [&](size_t i) { return (double)z[i]; }, 0, tol32, 0, nullptr, &R.z_scale);
   ck.check("dq", R.dq, Dk, at(dq), rel, tol32, sub, &R.dq_scale);
   ck.check("dk", R.dk, Dk, at(dk), rel, tol32, sub, &R.dk_scale);
   ck.check("dv", R.dv, Dv, at(dv), rel, tol32, sub, &R.dv_scale);
   if (c.state) {
-    ck.check("dS0", R.dS0, F * Dv, [&](size_t i) { return (double)dS0[i]; }, 0, tol32);
-    ck.check("dz0", R.dz0, F, [&](size_t i) { return (double)dz0[i]; }, 0, tol32);
+    ck.check("dS0", R.dS0, F * Dv, [&](size_t i) { return (double)dS0[i]; }, 0, tol32, 0, nullptr, &R.dS0_scale);
+    ck.check("dz0", R.dz0, F, [&](size_t i) { return (double)dz0[i]; }, 0, tol32, 0, nullptr, &R.dz0_scale);
   }
   if (!ck.ok && ok) { ok = false; snprintf(why, sizeof why, "%s", ck.why); }
   for (auto* t : {&out, &dq, &dk, &dv})
@@ -602,9 +624,9 @@ void run_case(const Case& c, unsigned seed, bool fd_check) {
   g_fail += !ok;
   std::string seqs;
   for (int64_t l : c.seqlens) seqs += std::to_string(l) + ",";
-  printf("%s %s %s causal=%d norm=%d B=%d H=%d Hkv=%d N=%ld%s%s Dk=%d Dv=%d mask=%d state=%d dstate=%d layout=%d%s "
+  printf("%s %s%s %s causal=%d norm=%d B=%d H=%d Hkv=%d N=%ld%s%s Dk=%d Dv=%d mask=%d state=%d dstate=%d layout=%d%s "
          "worst=%.2g %s\n",
-         ok ? "PASS" : "FAIL", kexue_emu::dtype_name<T>(), fm_name(c.fm), c.causal, c.normalize, B, H, Hkv, (long)N,
+         ok ? "PASS" : "FAIL", kexue_emu::dtype_name<T>(), tc ? "-tc" : "", fm_name(c.fm), c.causal, c.normalize, B, H, Hkv, (long)N,
          c.cu ? (c.cu == 32 ? " cu32=" : " cu64=") : "", seqs.c_str(), Dk, Dv, c.mask, c.state, c.dstate, c.layout,
          c.zero_row ? " zero-rows" : "", ck.worst, why);
   fflush(stdout);
@@ -647,6 +669,13 @@ int main(int argc, char** argv) {
       {"f16", tay, true, true, 2, 2, 1, 1, 20, 33, true, true, 1, 0, 0, {}, false},
       {"bf16", elu, true, true, 2, 2, 2, 1, 33, 20, false, true, 0, 1, 0, {}, false},
       {"f16", elu, true, true, 1, 2, 1, 0, 140, 70, false, true, 1, 0, 32, {33, 7}, false},  // xdim 141: 260 tiles
+      // bfloat16 at the tensor-core configurations' boundaries (X width rounded to 16: 64 / 144 /
+      // 272; Dv + 1 is the X width of the dq and dk passes), several chunks, the last partial
+      {"bf16", elu, true, true, 1, 4, 2, 130, 64, 128, true, true, 1, 1, 0, {}, false},
+      {"bf16", sm, true, true, 1, 2, 1, 100, 144, 16, false, true, 2, 0, 0, {}, false},
+      {"bf16", tay, true, true, 1, 1, 1, 70, 256, 40, true, true, 1, 0, 0, {}, false},
+      {"bf16", relu, false, false, 2, 2, 2, 97, 65, 143, false, false, 3, 1, 0, {}, false},
+      {"bf16", elu, true, true, 1, 2, 1, 0, 33, 65, true, true, 1, 0, 32, {64, 0, 65, 3}, false},
   };
   // a sweep: every dtype × feature map × causal, with sizes at the tile boundaries (xdim 68 / 69
   // = the 64- / 32-token configurations; Dv + 1 is the xdim of the dq and dk passes)
@@ -677,9 +706,14 @@ int main(int argc, char** argv) {
     const Case& c = all[i];
     kexue_emu::set_seed(seed);
     const bool fd = i < 5;
-    if (!strcmp(c.dtype, "f32")) run_case<float>(c, seed, fd);
-    else if (!strcmp(c.dtype, "f16")) run_case<__half>(c, seed, fd);
-    else run_case<__nv_bfloat16>(c, seed, fd);
+    if (!strcmp(c.dtype, "f32")) {
+      run_case<float>(c, seed, fd, Math::kAuto);
+    } else if (!strcmp(c.dtype, "f16")) {
+      run_case<__half>(c, seed, fd, Math::kAuto);
+    } else {  // bfloat16: the tensor-core kernel (the default) and the float32 one
+      run_case<__nv_bfloat16>(c, seed, fd, Math::kAuto);
+      run_case<__nv_bfloat16>(c, seed, fd, Math::kFloat32);
+    }
   }
   printf("%d cases, %d failed, worst %.3g (error / allowed), %d launches, %d emulation errors\n", g_cases, g_fail,
          g_worst, kexue_emu::g_launches, kexue_emu::g_errors);
