@@ -42,7 +42,7 @@ for lib in _C _C_cuda; do
   strip --strip-unneeded "$so"
   xz -T2 -6 -c "$so" > "$KIT/lib/$(basename "$so").xz"
 done
-bash bench/gpu_sources_hash.sh > "$KIT/lib/SOURCES.sha256"
+bash "$SRC/bench/gpu_sources_hash.sh" > "$KIT/lib/SOURCES.sha256"  # of the copy built, not of the tree now
 "$VENV/bin/python" bench/gpu_check_import.py
 "$VENV/bin/pip" uninstall -q -y kexue 2>/dev/null || true
 

@@ -7,9 +7,12 @@ For an encoder of L layers, hidden D, FFN 4D, a sequence of T tokens costs per l
 T = S+2 tokens per sentence through every layer.  kexue runs W + W(W−1)/2 sequences and computes
 the last layer only for the R rows it reads (keys and values for all T tokens: 4·T·D² + 20·R·D²
 + 4·R·T·D), and the first layer's query/key/value projections once per distinct (token,
-position), about 2·T rows per sentence.  The ratio of the two counts bounds the float32 speed-up when both run their
-matrix products at the same rate; the measured rate of torch's float32 GEMM at the engine's
-shapes, against each scheme's FLOPs over its measured time, shows how close each runs to it.
+position), about 2·T rows per sentence.  The ratio of the two counts bounds the float32 speed-up
+when both run their matrix products at the same rate.  The float32 GEMM rate at the engine's
+shapes is measured for both libraries torch ships: its default BLAS (MKL: what the published
+scheme's model runs on) and oneDNN (what kexue routes the model's linear layers through on the
+CPU, kexue.cpu_linear); against each scheme's FLOPs over its measured time, it shows how close
+each runs to its GEMM's rate.
 
     python bench/probe_flops.py --sentences 100 --threads 2 [--published-s 276.5 --kexue-s 94.9]
 """
@@ -21,6 +24,7 @@ import time
 
 import torch
 
+from kexue import cpu_linear
 from kexue.probe.bench import pud_sentences
 
 
@@ -43,14 +47,17 @@ def scheme_flops(T: int, W: int, R: list[int], L: int, D: int) -> tuple[float, f
     return published, kexue
 
 
-def gemm_gflops(M: int, K: int, N: int, repeats: int = 20) -> float:
-    a, b = torch.randn(M, K), torch.randn(K, N)
+def gemm_gflops(M: int, K: int, N: int, lib: str, repeats: int = 20) -> float:
+    """GFLOP/s of x Wᵀ, x (M, K), W (N, K), as a linear layer does it: lib "torch" (F.linear on the
+    default BLAS) or "onednn" (kexue.cpu_linear.linear)."""
+    a, w = torch.randn(M, K), torch.randn(N, K)
+    f = (lambda: torch.nn.functional.linear(a, w)) if lib == "torch" else (lambda: cpu_linear.linear(a, w))
     for _ in range(3):
-        a @ b
+        f()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a @ b
+        f()
         ts.append(time.perf_counter() - t0)
     ts.sort()
     return 2 * M * K * N / ts[len(ts) // 2] / 1e9
@@ -81,15 +88,18 @@ def main() -> None:
           f"TFLOP, ratio {pub / kex:.2f} (the float32 speed-up at equal GEMM rates)")
     shapes = {"QKV (2048x384 @ 384x384)": (2048, 384, 384), "FFN up (2048x384 @ 384x1536)": (2048, 384, 1536),
               "FFN down (2048x1536 @ 1536x384)": (2048, 1536, 384)}
-    rates = {name: gemm_gflops(*s) for name, s in shapes.items()}
-    for name, r in rates.items():
-        print(f"  torch float32 GEMM {name}: {r:.0f} GFLOP/s ({args.threads} threads)")
+    libs = ["torch"] + (["onednn"] if cpu_linear.onednn_available() else [])
+    rates = {lib: {name: gemm_gflops(*s, lib) for name, s in shapes.items()} for lib in libs}
+    for lib in libs:
+        for name, r in rates[lib].items():
+            print(f"  {lib:<6} float32 GEMM {name}: {r:.0f} GFLOP/s ({args.threads} threads)")
     if args.published_s and args.kexue_s:
         print(f"  achieved: published {pub / args.published_s / 1e9:.0f} GFLOP/s, kexue {kex / args.kexue_s / 1e9:.0f} "
               f"GFLOP/s (all work, not only GEMMs); speed-up {args.published_s / args.kexue_s:.2f}")
-        best = max(rates.values())
-        print(f"  kexue at the best GEMM rate measured here: {kex / best / 1e9:.1f} s, "
-              f"i.e. at most {args.published_s / (kex / best / 1e9):.2f}x the published scheme's measured time")
+        for lib in libs:
+            best = max(rates[lib].values())
+            print(f"  kexue with every FLOP at {lib}'s best GEMM rate: {kex / best / 1e9:.1f} s, i.e. at most "
+                  f"{args.published_s / (kex / best / 1e9):.2f}x the published scheme's measured time")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,17 @@ __device__ __forceinline__ SeqSpan seq_span(const LinearAttentionParams& p, int 
   return s;
 }
 
+// body(t0, nvalid) for each chunk of C tokens of the sequence, first to last (reverse: last to
+// first); nvalid < C only for the last chunk.
+template <int C, typename Body>
+__device__ __forceinline__ void for_each_chunk(const SeqSpan& s, bool reverse, Body&& body) {
+  const int64_t n = (s.end - s.start + C - 1) / C;
+  for (int64_t it = 0; it < n; ++it) {
+    const int64_t t0 = s.start + (reverse ? n - 1 - it : it) * C;
+    body(t0, static_cast<int>(min(static_cast<int64_t>(C), s.end - t0)));
+  }
+}
+
 // One (sequence, head, column slice) of a role: operand loads, the initial and final state,
 // and the epilogue that writes a chunk's rows.  Threads of the CTA call every method together.
 template <typename T, int ROLE>

@@ -59,7 +59,6 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
   const int rg = tid / 16, cg = tid % 16;
   const int XP = round_up4(args.xdim);
   const SeqSpan span = seq_span(args.p, blockIdx.x);
-  const int64_t nchunks = (span.end - span.start + C - 1) / C;
 
   const int nheads = R::kPerKv ? args.p.H / args.p.Hkv : 1;
   for (int hh = 0; hh < nheads; ++hh) {
@@ -93,10 +92,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
     };
 
     if (args.p.causal) {
-      for (int64_t it = 0; it < nchunks; ++it) {
-        const int64_t ci = R::kReverse ? nchunks - 1 - it : it;
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, R::kReverse, [&](int64_t t0, int nvalid) {
         __syncthreads();  // previous chunk's readers of Xs/Ks/Ws/Ys/dens are done
         v.load_x(Xs, XLD, XP, C, t0, nvalid);
         v.load_k(Ks, XLD, XP, C, t0, nvalid);
@@ -138,22 +134,18 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
         update_state(nvalid);
         __syncthreads();
         v.epilogue(Ys, PLD, dens, t0, nvalid);
-      }
+      });
     } else {
       // pass 1: S = S_init + Σ_j K_j W_jᵀ over the whole sequence
-      for (int64_t ci = 0; ci < nchunks; ++ci) {
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
         v.load_k(Ks, XLD, XP, C, t0, nvalid);
         v.load_w(Ws, WLD, WB, C, t0, nvalid);
         __syncthreads();
         update_state(nvalid);
-      }
+      });
       // pass 2: Y = X S
-      for (int64_t ci = 0; ci < nchunks; ++ci) {
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
         v.load_x(Xs, XLD, XP, C, t0, nvalid);
         __syncthreads();
@@ -173,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
           for (int j = 0; j < TYN; ++j) Ys[(rg + 16 * i) * PLD + cg * TYN + j] = acc[i][j];
         __syncthreads();
         v.epilogue(Ys, PLD, dens, t0, nvalid);
-      }
+      });
     }
 
     __syncthreads();

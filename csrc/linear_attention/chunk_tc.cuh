@@ -103,7 +103,6 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
   const int XP = round_up16(args.xdim);  // <= XPMAX (run_chunk's choice)
   const int XT = XP / 16;
   const SeqSpan span = seq_span(args.p, blockIdx.x);
-  const int64_t nchunks = (span.end - span.start + C - 1) / C;
 
   auto refresh_sh = [&] {  // Sh = round(Sf)
     for (int e = tid; e < XP * WB; e += kThreads) Sh[(e / WB) * WLDH + e % WB] = from_float<T>(Sf[(e / WB) * WLD + e % WB]);
@@ -149,10 +148,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
     if (args.p.causal) {
       __syncthreads();
       refresh_sh();
-      for (int64_t it = 0; it < nchunks; ++it) {
-        const int64_t ci = R::kReverse ? nchunks - 1 - it : it;
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, R::kReverse, [&](int64_t t0, int nvalid) {
         const int kend = round_up16(nvalid);
         __syncthreads();  // A: the previous chunk's readers are done
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
@@ -190,25 +186,21 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
         sum_keys(nvalid);
         refresh_sh();
         v.epilogue(Ys, PLD, dens, t0, nvalid);
-      }
+      });
     } else {
       // pass 1: S = S_init + Σ_j K_j W_jᵀ over the whole sequence
-      for (int64_t ci = 0; ci < nchunks; ++ci) {
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
         v.load_k(Kh, XLD, XP, C, t0, nvalid);
         v.load_w(Wh, WLDH, WB, C, t0, nvalid);
         __syncthreads();
         update_state(nvalid);
         sum_keys(nvalid);
-      }
+      });
       __syncthreads();
       refresh_sh();
       // pass 2: Y = X S
-      for (int64_t ci = 0; ci < nchunks; ++ci) {
-        const int64_t t0 = span.start + ci * C;
-        const int nvalid = static_cast<int>(min(static_cast<int64_t>(C), span.end - t0));
+      for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         __syncthreads();
@@ -222,7 +214,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
         }
         __syncthreads();
         v.epilogue(Ys, PLD, dens, t0, nvalid);
-      }
+      });
     }
 
     __syncthreads();
