@@ -63,7 +63,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """``F.linear(x, weight, bias)`` = x Wᵀ + b, through oneDNN for CPU float32 tensors without
     autograd (see the module docstring); otherwise exactly ``F.linear``."""
     if _use_onednn(x, weight, bias) and onednn_available():
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.contiguous(), bias, "none", [], "")
+        # a transposed weight view (x Wᵀ with W = Mᵀ, i.e. x M) is read in place, not copied
+        w = weight if weight.is_contiguous() or (weight.dim() == 2 and weight.t().is_contiguous()) \
+            else weight.contiguous()
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, bias, "none", [], "")
     return F.linear(x, weight, bias)
 
 

@@ -5,7 +5,8 @@ implemented here once for every device: per chunk of ``chunk_size`` rows they fo
 ``h W^T + b`` (chunk×C, the only large buffer), run the per-chunk cross-entropy kernel and drop
 the logits.  The backward recomputes each chunk's logits (one more matmul instead of keeping
 N×C), writes the chunk's gradient over that buffer in place and takes
-``dh = G W``, ``dW += G^T h`` (float32 accumulator), ``db += Σ_rows G``.  Peak extra memory:
+``dh = G W``, ``dW += G^T h`` (float32 accumulator), ``db += Σ_rows G``.  On the CPU in float32
+the logits and ``dh`` products run on oneDNN (:mod:`kexue.cpu_linear`), ``dW`` on torch's addmm.  Peak extra memory:
 one chunk of logits + the float32 weight gradient.  Flooding and the reduction act on the
 per-row losses (reference.reduce_rows), so no host synchronisation either.
 """
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import _ext  # noqa: F401  (loads the schemas)
+from .. import (
+    _ext,  # noqa: F401  (loads the schemas)
+    cpu_linear,
+)
 from .reference import accumulation_dtype
 
 
@@ -33,7 +37,19 @@ def _chunk_ops(kernel: str):
 
 
 def _logits(h, weight, bias):
-    return torch.nn.functional.linear(h, weight, bias)
+    # no_grad: inside the op, whose gradient is registered separately; lets cpu_linear use oneDNN
+    # for CPU float32 (torch's default BLAS is half as fast on AMD CPUs), F.linear otherwise
+    with torch.no_grad():
+        return cpu_linear.linear(h, weight, bias)
+
+
+def _grad_rows(g, weight, out):
+    """out = g W (dh of a chunk): x Mᵀ with M = Wᵀ, a view oneDNN reads in place."""
+    if g.device.type == "cpu" and g.dtype == torch.float32 and cpu_linear.onednn_available():
+        with torch.no_grad():
+            out.copy_(cpu_linear.linear(g, weight.t()))
+    else:
+        torch.mm(g, weight, out=out)
 
 
 def linear_ce_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
@@ -67,7 +83,7 @@ def linear_ce_backward(grad_loss, hidden, weight, target, bias, logit_bias, clas
         lg = _logits(h, weight, bias)
         bwd_inplace(grad_loss[lo:hi], lg, target[lo:hi], logit_bias, class_weight, lse[lo:hi], label_smoothing,
                     z_loss, ignore_index)  # lg now holds the chunk's gradient G
-        torch.mm(lg, weight, out=grad_hidden[lo:hi])
+        _grad_rows(lg, weight, grad_hidden[lo:hi])
         if exact:
             grad_weight.addmm_(lg.t(), h)
         else:  # chunk product in the matmul's accumulation, rounded once, summed in float32
