@@ -104,12 +104,10 @@ def io_bytes(N: int, backward: bool) -> tuple[int, int]:
 
 
 def cpu_isa() -> str:
-    """The code path the kernels pick at run time: AVX2 + FMA when the CPU has both (csrc/common/cpu_isa.h)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown"
-    return "AVX2+FMA path" if " avx2" in flags and " fma" in flags else "baseline (SSE2) path"
+    """The code path the kernels take in this process (csrc/common/cpu_isa.h; KEXUE_CPU_ISA caps it)."""
+    from kexue._ext import cpu_isa as isa
+
+    return f"{isa()} path"
 
 
 def main() -> None:

@@ -4,6 +4,10 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
+#include "common/cpu_isa.h"
+
 // `import kexue._C` loads this library (and so runs the registrations below).  The module
 // itself is empty and built against the limited API, so one wheel serves several Pythons.
 extern "C" {
@@ -91,4 +95,13 @@ TORCH_LIBRARY(kexue, m) {
   // exactly one child.  Returns heads (B, n+1) int64: heads[b, 0] = -1, heads[b, d] the head of
   // word d for d <= lengths[b], -1 beyond.  Not differentiable.
   m.def("eisner(Tensor scores, Tensor lengths, bool single_root) -> Tensor");
+  // The instruction-set path the CPU kernels take in this process (csrc/common/cpu_isa.h):
+  // "avx512", "avx2" or "base".
+  m.def("cpu_isa() -> str", []() -> std::string {
+    switch (kexue::cpu::cpu_isa()) {
+      case kexue::cpu::Isa::kAvx512: return "avx512";
+      case kexue::cpu::Isa::kAvx2: return "avx2";
+      default: return "base";
+    }
+  });
 }

@@ -38,6 +38,12 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"kexue::{op}", dispatch_key)
 
 
+def cpu_isa() -> str:
+    """The instruction-set path of the CPU kernels in this process: "avx512", "avx2" or "base"
+    (the widest this CPU runs, capped by the environment variable KEXUE_CPU_ISA=avx2|base)."""
+    return torch.ops.kexue.cpu_isa()
+
+
 def triton_status() -> tuple[bool, str]:
     """(usable, reason): Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1."""
     if importlib.util.find_spec("triton") is None:

@@ -11,7 +11,7 @@ namespace {
 
 // Rows of the register tile.  MR x (2 vectors) accumulators: 6 x 2 = 12 of the 16 vector
 // registers (AVX2 or SSE2 / NEON), plus 2 for the B row and 1 for the broadcast A element (the
-// BLIS Haswell shape).
+// BLIS Haswell shape); AVX-512 keeps the shape with 64-byte vectors (12 of its 32 registers).
 constexpr int kMR = 6;
 
 // C[0:MR, 0:2L] (+)= A[0:MR, k0:k1] * B[k0:k1, 0:2L].  Per k: 2 vector loads of B, MR
@@ -121,24 +121,36 @@ KEXUE_TARGET_AVX2 void transpose_avx2(int64_t rows, int64_t cols, const float* s
 }
 }  // namespace
 #endif
+#if KEXUE_CPU_HAS_AVX512_PATH
+namespace {
+KEXUE_TARGET_AVX512 void gemm_avx512(KEXUE_GEMM_ARGS(float)) { gemm_body<kAvx512Bytes, float>(KEXUE_GEMM_PASS); }
+KEXUE_TARGET_AVX512 void gemm_avx512(KEXUE_GEMM_ARGS(double)) { gemm_body<kAvx512Bytes, double>(KEXUE_GEMM_PASS); }
+}  // namespace
+#endif
 
 void gemm(KEXUE_GEMM_ARGS(float)) {
+#if KEXUE_CPU_HAS_AVX512_PATH
+  if (cpu_isa() == Isa::kAvx512) return gemm_avx512(KEXUE_GEMM_PASS);
+#endif
 #if KEXUE_CPU_HAS_AVX2_PATH
-  if (cpu_has_avx2_fma()) return gemm_avx2(KEXUE_GEMM_PASS);
+  if (cpu_isa() == Isa::kAvx2) return gemm_avx2(KEXUE_GEMM_PASS);
 #endif
   gemm_body<kBaseBytes, float>(KEXUE_GEMM_PASS);
 }
 
 void gemm(KEXUE_GEMM_ARGS(double)) {
+#if KEXUE_CPU_HAS_AVX512_PATH
+  if (cpu_isa() == Isa::kAvx512) return gemm_avx512(KEXUE_GEMM_PASS);
+#endif
 #if KEXUE_CPU_HAS_AVX2_PATH
-  if (cpu_has_avx2_fma()) return gemm_avx2(KEXUE_GEMM_PASS);
+  if (cpu_isa() == Isa::kAvx2) return gemm_avx2(KEXUE_GEMM_PASS);
 #endif
   gemm_body<kBaseBytes, double>(KEXUE_GEMM_PASS);
 }
 
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
-#if KEXUE_CPU_HAS_AVX2_PATH
-  if (cpu_has_avx2_fma()) return transpose_avx2(rows, cols, src, lds, dst, ldd);
+#if KEXUE_CPU_HAS_AVX2_PATH  // 8 x 8 blocks: AVX2 is as wide as they need
+  if (cpu_isa() >= Isa::kAvx2) return transpose_avx2(rows, cols, src, lds, dst, ldd);
 #endif
   transpose_body<float>(rows, cols, src, lds, dst, ldd);
 }

@@ -6,17 +6,17 @@
 // only ever land in C's padding columns).  These routines are not BLAS: no packing, no cache
 // blocking beyond the register tile, because the operands (<= 256 x 257) already sit in L1/L2.
 //
-// Each routine has an AVX2 + FMA version and a baseline version and picks one per call from
-// cpu_has_avx2_fma() (see cpu_isa.h).
+// Each routine has an AVX-512, an AVX2 + FMA and a baseline version and picks one per call from
+// cpu_isa() (see cpu_isa.h).
 #pragma once
 
 #include <cstdint>
 
 namespace kexue::cpu {
 
-// Columns of the widest register tile (2 AVX2 vectors of 8 floats; the other tiles, 2 x 4
-// doubles or 2 x 4 floats in the baseline path, divide it).
-constexpr int64_t kGemmColPad = 16;
+// Columns of the widest register tile (2 AVX-512 vectors of 16 floats; the other tiles, 2 x 8
+// floats or doubles, 2 x 4 in the baseline path, divide it).
+constexpr int64_t kGemmColPad = 32;
 
 // Leading dimension (in elements) of a scratch matrix with n columns.
 inline int64_t pad_cols(int64_t n) {

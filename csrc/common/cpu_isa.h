@@ -1,17 +1,25 @@
 // Portable ISA dispatch for the CPU kernels.
 //
 // Wheels must run on any x86-64 CPU, so nothing is built with -march=native.  Each kernel entry
-// point is instead compiled twice from one template, with the SIMD width as a template argument:
+// point is instead compiled once per path from one template, with the SIMD width as a template
+// argument:
+//   * an AVX-512 version (64-byte vectors; F, VL, DQ, BW) marked KEXUE_TARGET_AVX512,
 //   * an AVX2 + FMA version (32-byte vectors) marked KEXUE_TARGET_AVX2, and
 //   * a baseline version (16-byte vectors: SSE2 on x86-64, NEON on arm64),
-// and the entry picks one at run time with cpu_has_avx2_fma() (cpuid, read once).  Everything the
-// entry calls is always inlined into it (KEXUE_ALWAYS_INLINE), so it is compiled for the entry's
-// ISA.  The width is a template argument rather than GCC's target_clones because one source with
+// and the entry picks one at run time with cpu_isa() (cpuid, read once).  Everything the entry
+// calls is always inlined into it (KEXUE_ALWAYS_INLINE), so it is compiled for the entry's ISA.
+// The width is a template argument rather than GCC's target_clones because one source with
 // 32-byte vector types compiles to spill-heavy code for SSE2 (measured 25x slower); each ISA
-// needs its own register-tile width.
+// needs its own register-tile width.  AVX-512 pays on CPUs with full-width units (AMD Zen 4/5,
+// Intel server parts): linear attention on this project's AMD EPYC, 1 thread, N=4096, D=64:
+// forward 1.46-1.51x, forward+backward 1.33-1.39x the AVX2 path (bench/RESULTS.md).
 //
-// -DKEXUE_CPU_NO_AVX2 builds the baseline path only (to test the fallback on an AVX2 machine).
+// -DKEXUE_CPU_NO_AVX2 builds the baseline path only, -DKEXUE_CPU_NO_AVX512 no AVX-512 path;
+// at run time KEXUE_CPU_ISA=base|avx2 caps the path (read once; for tests and A/B timings).
 #pragma once
+
+#include <cstdlib>
+#include <cstring>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(KEXUE_CPU_NO_AVX2)
 #define KEXUE_CPU_HAS_AVX2_PATH 1
@@ -19,6 +27,14 @@
 #else
 #define KEXUE_CPU_HAS_AVX2_PATH 0
 #define KEXUE_TARGET_AVX2
+#endif
+
+#if KEXUE_CPU_HAS_AVX2_PATH && !defined(KEXUE_CPU_NO_AVX512)
+#define KEXUE_CPU_HAS_AVX512_PATH 1
+#define KEXUE_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#else
+#define KEXUE_CPU_HAS_AVX512_PATH 0
+#define KEXUE_TARGET_AVX512
 #endif
 
 // Forces inlining into the caller (and so compilation for the caller's ISA).  The lambda form goes
@@ -33,21 +49,32 @@
 
 namespace kexue::cpu {
 
-// SIMD widths (bytes) of the two code paths.
+// SIMD widths (bytes) of the code paths.
+constexpr int kAvx512Bytes = 64;
 constexpr int kAvx2Bytes = 32;
 constexpr int kBaseBytes = 16;
 
-// True when the AVX2 + FMA path was built and this CPU runs it.
-inline bool cpu_has_avx2_fma() {
+enum class Isa : int { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The widest path that was built and that this CPU (and OS) runs, capped by KEXUE_CPU_ISA.
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::kBase;
 #if KEXUE_CPU_HAS_AVX2_PATH
-  static const bool yes = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return yes;
-#else
-  return false;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+#if KEXUE_CPU_HAS_AVX512_PATH
+    if (best == Isa::kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      best = Isa::kAvx512;
 #endif
+#endif
+    const char* cap = std::getenv("KEXUE_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "base") == 0) best = Isa::kBase;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::kAvx512) best = Isa::kAvx2;
+    return best;
+  }();
+  return isa;
 }
 
 }  // namespace kexue::cpu

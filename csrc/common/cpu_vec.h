@@ -1,5 +1,6 @@
 // Always-inline SIMD helpers for the CPU kernels (GCC / clang vector extensions), templated on
-// the vector width W in bytes (cpu_isa.h: 32 in the AVX2 path, 16 in the baseline path).
+// the vector width W in bytes (cpu_isa.h: 64 in the AVX-512 path, 32 in the AVX2 path, 16 in the
+// baseline path).
 //
 // Nothing here is compiled for a particular ISA: the kernels' entry points (cpu_isa.h) inline
 // these helpers and so compile them for their own ISA.  Reductions keep one partial sum per lane

@@ -727,7 +727,16 @@ KEXUE_ALWAYS_INLINE void task_range_impl(const Task& task, int64_t begin, int64_
 #else
 #define KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)
 #endif
+#if KEXUE_CPU_HAS_AVX512_PATH
+#define KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)                                                          \
+  KEXUE_TARGET_AVX512 void task_range_avx512(const PASS<S, T>& task, int64_t begin, int64_t end) { \
+    task_range_impl<cpu::kAvx512Bytes>(task, begin, end);                                         \
+  }
+#else
+#define KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)
+#endif
 #define KEXUE_LA_TASK_RANGE(PASS, S, T)                                                    \
+  KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)                                                   \
   KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)                                                     \
   void task_range_base(const PASS<S, T>& task, int64_t begin, int64_t end) {               \
     task_range_impl<cpu::kBaseBytes>(task, begin, end);                                    \
@@ -742,16 +751,20 @@ KEXUE_LA_TASK_RANGE(Backward, at::Half, float)
 KEXUE_LA_TASK_RANGE(Backward, at::BFloat16, float)
 #undef KEXUE_LA_TASK_RANGE
 #undef KEXUE_LA_TASK_RANGE_AVX2
+#undef KEXUE_LA_TASK_RANGE_AVX512
 
 // One task per (sequence, kv head); grain 1: tasks are large (a whole sequence of a kv group).
 template <typename Task>
 void run_tasks(const Task& task, int64_t ntasks) {
-  const bool avx2 = cpu::cpu_has_avx2_fma();
+  const cpu::Isa isa = cpu::cpu_isa();
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
-#if KEXUE_CPU_HAS_AVX2_PATH
-    if (avx2) return task_range_avx2(task, begin, end);
+#if KEXUE_CPU_HAS_AVX512_PATH
+    if (isa == cpu::Isa::kAvx512) return task_range_avx512(task, begin, end);
 #endif
-    (void)avx2;
+#if KEXUE_CPU_HAS_AVX2_PATH
+    if (isa == cpu::Isa::kAvx2) return task_range_avx2(task, begin, end);
+#endif
+    (void)isa;
     task_range_base(task, begin, end);
   });
 }

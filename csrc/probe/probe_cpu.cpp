@@ -248,7 +248,16 @@ struct DistanceJob {
 #else
 #define KEXUE_PROBE_RANGE_AVX2(S, T)
 #endif
+#if KEXUE_CPU_HAS_AVX512_PATH
+#define KEXUE_PROBE_RANGE_AVX512(S, T)                                                                \
+  KEXUE_TARGET_AVX512 void range_avx512(const DistanceJob<S, T>& job, int64_t begin, int64_t end) { \
+    job.template run<cpu::kAvx512Bytes>(begin, end);                                                  \
+  }
+#else
+#define KEXUE_PROBE_RANGE_AVX512(S, T)
+#endif
 #define KEXUE_PROBE_RANGE(S, T)                                                         \
+  KEXUE_PROBE_RANGE_AVX512(S, T)                                                        \
   KEXUE_PROBE_RANGE_AVX2(S, T)                                                          \
   void range_base(const DistanceJob<S, T>& job, int64_t begin, int64_t end) {           \
     job.template run<cpu::kBaseBytes>(begin, end);                                      \
@@ -259,6 +268,7 @@ KEXUE_PROBE_RANGE(at::Half, float)
 KEXUE_PROBE_RANGE(at::BFloat16, float)
 #undef KEXUE_PROBE_RANGE
 #undef KEXUE_PROBE_RANGE_AVX2
+#undef KEXUE_PROBE_RANGE_AVX512
 
 bool parse_metric(const char* op, c10::string_view metric) {
   const std::string m(metric);
@@ -310,13 +320,16 @@ at::Tensor probe_segment_distance_cpu(const at::Tensor& h, const at::Tensor& row
     const DistanceJob<scalar_t, acc_t> job{h.const_data_ptr<scalar_t>(), h.stride(0), h.stride(1),
                                            ref.const_data_ptr<scalar_t>(), ref.stride(0), ref.stride(1), rp, qp, D,
                                            cos, dist.data()};
-    const bool avx2 = cpu::cpu_has_avx2_fma();
+    const cpu::Isa isa = cpu::cpu_isa();
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(D, 1));
     at::parallel_for(0, K, grain, [&](int64_t begin, int64_t end) {
-#if KEXUE_CPU_HAS_AVX2_PATH
-      if (avx2) return range_avx2(job, begin, end);
+#if KEXUE_CPU_HAS_AVX512_PATH
+      if (isa == cpu::Isa::kAvx512) return range_avx512(job, begin, end);
 #endif
-      (void)avx2;
+#if KEXUE_CPU_HAS_AVX2_PATH
+      if (isa == cpu::Isa::kAvx2) return range_avx2(job, begin, end);
+#endif
+      (void)isa;
       range_base(job, begin, end);
     });
     // segment means: serial sums in k order (deterministic), then the division
