@@ -111,42 +111,22 @@ KEXUE_ALWAYS_INLINE void transpose_body(int64_t rows, int64_t cols, const T* src
       bool accumulate, Tri tri
 #define KEXUE_GEMM_PASS M, N, K, A, lda, B, ldb, C, ldc, accumulate, tri
 
-#if KEXUE_CPU_HAS_AVX2_PATH
 namespace {
-KEXUE_TARGET_AVX2 void gemm_avx2(KEXUE_GEMM_ARGS(float)) { gemm_body<kAvx2Bytes, float>(KEXUE_GEMM_PASS); }
-KEXUE_TARGET_AVX2 void gemm_avx2(KEXUE_GEMM_ARGS(double)) { gemm_body<kAvx2Bytes, double>(KEXUE_GEMM_PASS); }
+#define KEXUE_GEMM_BODY(W) gemm_body<W>(KEXUE_GEMM_PASS);
+KEXUE_CPU_ENTRIES(gemm_isa, (KEXUE_GEMM_ARGS(float)), KEXUE_GEMM_BODY)
+KEXUE_CPU_ENTRIES(gemm_isa, (KEXUE_GEMM_ARGS(double)), KEXUE_GEMM_BODY)
+#undef KEXUE_GEMM_BODY
+#if KEXUE_CPU_HAS_AVX2_PATH
 KEXUE_TARGET_AVX2 void transpose_avx2(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst,
                                       int64_t ldd) {
   transpose_body<float>(rows, cols, src, lds, dst, ldd);
 }
+#endif
 }  // namespace
-#endif
-#if KEXUE_CPU_HAS_AVX512_PATH
-namespace {
-KEXUE_TARGET_AVX512 void gemm_avx512(KEXUE_GEMM_ARGS(float)) { gemm_body<kAvx512Bytes, float>(KEXUE_GEMM_PASS); }
-KEXUE_TARGET_AVX512 void gemm_avx512(KEXUE_GEMM_ARGS(double)) { gemm_body<kAvx512Bytes, double>(KEXUE_GEMM_PASS); }
-}  // namespace
-#endif
 
-void gemm(KEXUE_GEMM_ARGS(float)) {
-#if KEXUE_CPU_HAS_AVX512_PATH
-  if (cpu_isa() == Isa::kAvx512) return gemm_avx512(KEXUE_GEMM_PASS);
-#endif
-#if KEXUE_CPU_HAS_AVX2_PATH
-  if (cpu_isa() == Isa::kAvx2) return gemm_avx2(KEXUE_GEMM_PASS);
-#endif
-  gemm_body<kBaseBytes, float>(KEXUE_GEMM_PASS);
-}
+void gemm(KEXUE_GEMM_ARGS(float)) { KEXUE_CPU_DISPATCH(cpu_isa(), gemm_isa, (KEXUE_GEMM_PASS)); }
 
-void gemm(KEXUE_GEMM_ARGS(double)) {
-#if KEXUE_CPU_HAS_AVX512_PATH
-  if (cpu_isa() == Isa::kAvx512) return gemm_avx512(KEXUE_GEMM_PASS);
-#endif
-#if KEXUE_CPU_HAS_AVX2_PATH
-  if (cpu_isa() == Isa::kAvx2) return gemm_avx2(KEXUE_GEMM_PASS);
-#endif
-  gemm_body<kBaseBytes, double>(KEXUE_GEMM_PASS);
-}
+void gemm(KEXUE_GEMM_ARGS(double)) { KEXUE_CPU_DISPATCH(cpu_isa(), gemm_isa, (KEXUE_GEMM_PASS)); }
 
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
 #if KEXUE_CPU_HAS_AVX2_PATH  // 8 x 8 blocks: AVX2 is as wide as they need

@@ -78,3 +78,38 @@ inline Isa cpu_isa() {
 }
 
 }  // namespace kexue::cpu
+
+// Per-ISA entry points from one body.  KEXUE_CPU_ENTRIES(NAME, PARAMS, BODY) defines
+//   void NAME_avx512 PARAMS { BODY(kexue::cpu::kAvx512Bytes) }   (where that path is built)
+//   void NAME_avx2 PARAMS   { BODY(kexue::cpu::kAvx2Bytes) }     (likewise)
+//   void NAME_base PARAMS   { BODY(kexue::cpu::kBaseBytes) }
+// each with its target attribute; BODY(W) is a macro that inlines the work for vector width W.
+// KEXUE_CPU_DISPATCH(ISA, NAME, ARGS) returns the call of the entry ISA (a cpu::Isa) selects.
+#if KEXUE_CPU_HAS_AVX512_PATH
+#define KEXUE_CPU_ENTRY_AVX512(NAME, PARAMS, BODY) \
+  KEXUE_TARGET_AVX512 void NAME##_avx512 PARAMS { BODY(kexue::cpu::kAvx512Bytes) }
+#define KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS) \
+  if ((ISA) == ::kexue::cpu::Isa::kAvx512) return NAME##_avx512 ARGS;
+#else
+#define KEXUE_CPU_ENTRY_AVX512(NAME, PARAMS, BODY)
+#define KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS)
+#endif
+#if KEXUE_CPU_HAS_AVX2_PATH
+#define KEXUE_CPU_ENTRY_AVX2(NAME, PARAMS, BODY) \
+  KEXUE_TARGET_AVX2 void NAME##_avx2 PARAMS { BODY(kexue::cpu::kAvx2Bytes) }
+#define KEXUE_CPU_CALL_AVX2(ISA, NAME, ARGS) \
+  if ((ISA) == ::kexue::cpu::Isa::kAvx2) return NAME##_avx2 ARGS;
+#else
+#define KEXUE_CPU_ENTRY_AVX2(NAME, PARAMS, BODY)
+#define KEXUE_CPU_CALL_AVX2(ISA, NAME, ARGS)
+#endif
+#define KEXUE_CPU_ENTRIES(NAME, PARAMS, BODY)  \
+  KEXUE_CPU_ENTRY_AVX512(NAME, PARAMS, BODY)   \
+  KEXUE_CPU_ENTRY_AVX2(NAME, PARAMS, BODY)     \
+  void NAME##_base PARAMS { BODY(kexue::cpu::kBaseBytes) }
+#define KEXUE_CPU_DISPATCH(ISA, NAME, ARGS) \
+  do {                                      \
+    KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS)  \
+    KEXUE_CPU_CALL_AVX2(ISA, NAME, ARGS)    \
+    return NAME##_base ARGS;                \
+  } while (0)

@@ -719,28 +719,9 @@ template <int W, typename Task>
 KEXUE_ALWAYS_INLINE void task_range_impl(const Task& task, int64_t begin, int64_t end) {
   for (int64_t t = begin; t < end; ++t) task.template run_task<W>(t);
 }
-#if KEXUE_CPU_HAS_AVX2_PATH
-#define KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)                                                        \
-  KEXUE_TARGET_AVX2 void task_range_avx2(const PASS<S, T>& task, int64_t begin, int64_t end) { \
-    task_range_impl<cpu::kAvx2Bytes>(task, begin, end);                                       \
-  }
-#else
-#define KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)
-#endif
-#if KEXUE_CPU_HAS_AVX512_PATH
-#define KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)                                                          \
-  KEXUE_TARGET_AVX512 void task_range_avx512(const PASS<S, T>& task, int64_t begin, int64_t end) { \
-    task_range_impl<cpu::kAvx512Bytes>(task, begin, end);                                         \
-  }
-#else
-#define KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)
-#endif
-#define KEXUE_LA_TASK_RANGE(PASS, S, T)                                                    \
-  KEXUE_LA_TASK_RANGE_AVX512(PASS, S, T)                                                   \
-  KEXUE_LA_TASK_RANGE_AVX2(PASS, S, T)                                                     \
-  void task_range_base(const PASS<S, T>& task, int64_t begin, int64_t end) {               \
-    task_range_impl<cpu::kBaseBytes>(task, begin, end);                                    \
-  }
+#define KEXUE_LA_TASK_BODY(W) task_range_impl<W>(task, begin, end);
+#define KEXUE_LA_TASK_RANGE(PASS, S, T) \
+  KEXUE_CPU_ENTRIES(task_range, (const PASS<S, T>& task, int64_t begin, int64_t end), KEXUE_LA_TASK_BODY)
 KEXUE_LA_TASK_RANGE(Forward, float, float)
 KEXUE_LA_TASK_RANGE(Forward, double, double)
 KEXUE_LA_TASK_RANGE(Forward, at::Half, float)
@@ -750,22 +731,14 @@ KEXUE_LA_TASK_RANGE(Backward, double, double)
 KEXUE_LA_TASK_RANGE(Backward, at::Half, float)
 KEXUE_LA_TASK_RANGE(Backward, at::BFloat16, float)
 #undef KEXUE_LA_TASK_RANGE
-#undef KEXUE_LA_TASK_RANGE_AVX2
-#undef KEXUE_LA_TASK_RANGE_AVX512
+#undef KEXUE_LA_TASK_BODY
 
 // One task per (sequence, kv head); grain 1: tasks are large (a whole sequence of a kv group).
 template <typename Task>
 void run_tasks(const Task& task, int64_t ntasks) {
   const cpu::Isa isa = cpu::cpu_isa();
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
-#if KEXUE_CPU_HAS_AVX512_PATH
-    if (isa == cpu::Isa::kAvx512) return task_range_avx512(task, begin, end);
-#endif
-#if KEXUE_CPU_HAS_AVX2_PATH
-    if (isa == cpu::Isa::kAvx2) return task_range_avx2(task, begin, end);
-#endif
-    (void)isa;
-    task_range_base(task, begin, end);
+    KEXUE_CPU_DISPATCH(isa, task_range, (task, begin, end));
   });
 }
 

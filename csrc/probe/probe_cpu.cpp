@@ -240,35 +240,15 @@ struct DistanceJob {
 
 // The row loops, one function per input dtype and ISA path (cpu_isa.h): everything they call is
 // always inlined, so it compiles for the function's ISA.
-#if KEXUE_CPU_HAS_AVX2_PATH
-#define KEXUE_PROBE_RANGE_AVX2(S, T)                                                              \
-  KEXUE_TARGET_AVX2 void range_avx2(const DistanceJob<S, T>& job, int64_t begin, int64_t end) { \
-    job.template run<cpu::kAvx2Bytes>(begin, end);                                                \
-  }
-#else
-#define KEXUE_PROBE_RANGE_AVX2(S, T)
-#endif
-#if KEXUE_CPU_HAS_AVX512_PATH
-#define KEXUE_PROBE_RANGE_AVX512(S, T)                                                                \
-  KEXUE_TARGET_AVX512 void range_avx512(const DistanceJob<S, T>& job, int64_t begin, int64_t end) { \
-    job.template run<cpu::kAvx512Bytes>(begin, end);                                                  \
-  }
-#else
-#define KEXUE_PROBE_RANGE_AVX512(S, T)
-#endif
-#define KEXUE_PROBE_RANGE(S, T)                                                         \
-  KEXUE_PROBE_RANGE_AVX512(S, T)                                                        \
-  KEXUE_PROBE_RANGE_AVX2(S, T)                                                          \
-  void range_base(const DistanceJob<S, T>& job, int64_t begin, int64_t end) {           \
-    job.template run<cpu::kBaseBytes>(begin, end);                                      \
-  }
+#define KEXUE_PROBE_BODY(W) job.template run<W>(begin, end);
+#define KEXUE_PROBE_RANGE(S, T) \
+  KEXUE_CPU_ENTRIES(range, (const DistanceJob<S, T>& job, int64_t begin, int64_t end), KEXUE_PROBE_BODY)
 KEXUE_PROBE_RANGE(float, float)
 KEXUE_PROBE_RANGE(double, double)
 KEXUE_PROBE_RANGE(at::Half, float)
 KEXUE_PROBE_RANGE(at::BFloat16, float)
 #undef KEXUE_PROBE_RANGE
-#undef KEXUE_PROBE_RANGE_AVX2
-#undef KEXUE_PROBE_RANGE_AVX512
+#undef KEXUE_PROBE_BODY
 
 bool parse_metric(const char* op, c10::string_view metric) {
   const std::string m(metric);
@@ -323,14 +303,7 @@ at::Tensor probe_segment_distance_cpu(const at::Tensor& h, const at::Tensor& row
     const cpu::Isa isa = cpu::cpu_isa();
     const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(D, 1));
     at::parallel_for(0, K, grain, [&](int64_t begin, int64_t end) {
-#if KEXUE_CPU_HAS_AVX512_PATH
-      if (isa == cpu::Isa::kAvx512) return range_avx512(job, begin, end);
-#endif
-#if KEXUE_CPU_HAS_AVX2_PATH
-      if (isa == cpu::Isa::kAvx2) return range_avx2(job, begin, end);
-#endif
-      (void)isa;
-      range_base(job, begin, end);
+      KEXUE_CPU_DISPATCH(isa, range, (job, begin, end));
     });
     // segment means: serial sums in k order (deterministic), then the division
     std::vector<acc_t> sums(static_cast<size_t>(num_segments), acc_t(0));
