@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._ext import cpu_isa
+from .cpu_linear import onednn_available
+
 OPS = {
     "linear_attention": "kexue.linear_attention.bench",
     "cross_entropy": "kexue.cross_entropy.bench",
@@ -150,7 +153,9 @@ def format_table(rows: list[Row]) -> str:
 def environment(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = torch.get_num_threads()
-    return f"device: {name} ({device}), torch {torch.__version__}, {threads} CPU threads"
+    gemm = "oneDNN" if onednn_available() else "torch's BLAS"
+    return (f"device: {name} ({device}), torch {torch.__version__}, {threads} CPU threads, "
+            f"CPU kernels: {cpu_isa()} path, CPU float32 linear layers: {gemm}")
 
 
 def main(ops: list[str] | None = None, device: str | None = None, repeats: int = 7, quick: bool = False) -> str:
