@@ -137,6 +137,34 @@ __device__ __forceinline__ SeqSpan seq_span(const LinearAttentionParams& p, int 
   return s;
 }
 
+// The normaliser of a chunk's rows, one warp per row r < C:
+//   dens[r] = Σ_{c < C} P[r·ldp + c] (causal; P == nullptr: non-causal, no such term)
+//           + Σ_{f < XP} X[r·ldx + f] · z[f]
+// P and X in float32 or the 16-bit operand type of the tensor-core kernel.
+template <typename TP, typename TX>
+__device__ __forceinline__ void chunk_normaliser(float* dens, const TP* P, int ldp, const TX* X, int ldx,
+                                                 const float* z, int C, int XP) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  for (int r = warp; r < C; r += kWarps) {
+    float s = 0.f;
+    if (P != nullptr)
+      for (int c = lane; c < C; c += 32) s += to_float(P[r * ldp + c]);
+    for (int f = lane; f < XP; f += 32) s = fmaf(to_float(X[r * ldx + f]), z[f], s);
+    s = warp_sum(s);
+    if (lane == 0) dens[r] = s;
+  }
+}
+
+// z[f] += Σ_{j < nvalid} K[j·ld + f] for f < XP: the normaliser column's state (Σ of the keys).
+template <typename TK>
+__device__ __forceinline__ void add_key_sums(float* z, const TK* K, int ld, int XP, int nvalid) {
+  for (int f = threadIdx.x; f < XP; f += kThreads) {
+    float s = z[f];
+    for (int j = 0; j < nvalid; ++j) s += to_float(K[j * ld + f]);
+    z[f] = s;
+  }
+}
+
 // body(t0, nvalid) for each chunk of C tokens of the sequence, first to last (reverse: last to
 // first); nvalid < C only for the last chunk.
 template <int C, typename Body>

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
   float* zs = smem + L::kZ;
   float* dens = smem + L::kDen;
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x;
   const int rg = tid / 16, cg = tid % 16;
   const int XP = round_up4(args.xdim);
   const SeqSpan span = seq_span(args.p, blockIdx.x);
@@ -82,13 +82,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
         for (int i = 0; i < 4; ++i)
           *reinterpret_cast<float4*>(Ss + (m0 + i) * WLD + n0) = make_float4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
       }
-      if constexpr (R::kAug) {
-        for (int f = tid; f < XP; f += kThreads) {
-          float s = zs[f];
-          for (int j = 0; j < nvalid; ++j) s += Ks[j * XLD + f];
-          zs[f] = s;
-        }
-      }
+      if constexpr (R::kAug) add_key_sums(zs, Ks, XLD, XP, nvalid);
     };
 
     if (args.p.causal) {
@@ -111,15 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
             }
         }
         __syncthreads();
-        if constexpr (R::kAug) {  // den_t = Σ_j P_tj + X_t · z
-          for (int r = warp; r < C; r += kWarps) {
-            float s = 0.f;
-            for (int c = lane; c < C; c += 32) s += Ps[r * PLD + c];
-            for (int f = lane; f < XP; f += 32) s = fmaf(Xs[r * XLD + f], zs[f], s);
-            s = warp_sum(s);
-            if (lane == 0) dens[r] = s;
-          }
-        }
+        if constexpr (R::kAug) chunk_normaliser(dens, Ps, PLD, Xs, XLD, zs, C, XP);  // Σ_j P_tj + X_t · z
         float acc[TYM][TYN] = {};
         {  // Y = P W + X S: rows rg + 16i, cols cg·TYN + j
           const int kend = round_up4(nvalid);
@@ -149,14 +135,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_kernel(const CoreArgs ar
         __syncthreads();
         v.load_x(Xs, XLD, XP, C, t0, nvalid);
         __syncthreads();
-        if constexpr (R::kAug) {
-          for (int r = warp; r < C; r += kWarps) {
-            float s = 0.f;
-            for (int f = lane; f < XP; f += 32) s = fmaf(Xs[r * XLD + f], zs[f], s);
-            s = warp_sum(s);
-            if (lane == 0) dens[r] = s;
-          }
-        }
+        if constexpr (R::kAug) chunk_normaliser(dens, static_cast<const float*>(nullptr), 0, Xs, XLD, zs, C, XP);
         float acc[TYM][TYN] = {};
         mt_gemm<TYM, TYN, true, false>(acc, Xs, XLD, rg, 16, Ss, WLD, cg * TYN, 1, 0, XP);
 #pragma unroll

@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
   float* zs = reinterpret_cast<float*>(smem + L::kZ);
   float* dens = reinterpret_cast<float*>(smem + L::kDen);
 
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, warp = tid / 32;
   const int XP = round_up16(args.xdim);  // <= XPMAX (run_chunk's choice)
   const int XT = XP / 16;
   const SeqSpan span = seq_span(args.p, blockIdx.x);
@@ -118,24 +118,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
     }
   };
   auto sum_keys = [&](int nvalid) {  // z += Σ K̃ (the roles with a normaliser column)
-    if constexpr (R::kAug) {
-      for (int f = tid; f < XP; f += kThreads) {
-        float s = zs[f];
-        for (int j = 0; j < nvalid; ++j) s += to_float(Kh[j * XLD + f]);
-        zs[f] = s;
-      }
-    }
-  };
-  // dens[r] = (causal: Σ_c P̃_rc) + X̃_r · z, one warp per row
-  auto normaliser = [&](bool with_p) {
-    for (int r = warp; r < C; r += kWarps) {
-      float s = 0.f;
-      if (with_p)
-        for (int c = lane; c < C; c += 32) s += to_float(Ph[r * PLDH + c]);
-      for (int f = lane; f < XP; f += 32) s = fmaf(to_float(Xh[r * XLD + f]), zs[f], s);
-      s = warp_sum(s);
-      if (lane == 0) dens[r] = s;
-    }
+    if constexpr (R::kAug) add_key_sums(zs, Kh, XLD, XP, nvalid);
   };
 
   const int nheads = R::kPerKv ? args.p.H / args.p.Hkv : 1;
@@ -171,7 +154,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
           Ph[r * PLDH + c] = keep ? from_float<T>(Pf[r * PLD + c]) : from_float<T>(0.f);
         }
         __syncthreads();  // D
-        if constexpr (R::kAug) normaliser(true);
+        if constexpr (R::kAug) chunk_normaliser(dens, Ph, PLDH, Xh, XLD, zs, C, XP);  // rounded operands
         for (int t = warp; t < CT * WT; t += kWarps) {
           const int i = t / WT, n0 = (t % WT) * 16;
           AccFrag acc;
@@ -204,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
         __syncthreads();
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         __syncthreads();
-        if constexpr (R::kAug) normaliser(false);
+        if constexpr (R::kAug) chunk_normaliser(dens, static_cast<const T*>(nullptr), 0, Xh, XLD, zs, C, XP);
         for (int t = warp; t < CT * WT; t += kWarps) {
           const int i = t / WT, n0 = (t % WT) * 16;
           AccFrag acc;

@@ -143,6 +143,27 @@ Vec phi_vjp(const double* x, const double* g, int Dk, FeatureMap fm) {
   return dx;
 }
 
+// One (sequence, head) block of a state and its normaliser column, with Σ|terms| per entry:
+//   S[f][d] = S_init(f, d) + Σ_j x_j[f] w_j[d],   z[f] = z_init(f) + Σ_j x_j[f] c_j
+// (|c_j| taken as c_abs[j]: the scale of c_j's error where c_j itself cancels).  The forward's
+// final state is (x, w, c) = (φ(k), v, 1); the gradient of the initial state (φ(q), g, e).
+template <class Sinit, class Zinit>
+void state_sums(Sinit S_init, Zinit z_init, const std::vector<Vec>& x, const std::vector<Vec>& w, const Vec& c,
+                const Vec& c_abs, int F, int Dv, size_t sh, Vec& S, Vec& S_scale, Vec& z, Vec& z_scale) {
+  for (int f = 0; f < F; ++f) {
+    double zz = z_init(f), za = std::fabs(z_init(f));
+    for (size_t j = 0; j < x.size(); ++j) zz += x[j][f] * c[j], za += std::fabs(x[j][f]) * c_abs[j];
+    z[sh * F + f] = zz;
+    z_scale[sh * F + f] = za;
+    for (int d = 0; d < Dv; ++d) {
+      double ss = S_init(f, d), sa = std::fabs(S_init(f, d));
+      for (size_t j = 0; j < x.size(); ++j) ss += x[j][f] * w[j][d], sa += std::fabs(x[j][f] * w[j][d]);
+      S[(sh * F + f) * Dv + d] = ss;
+      S_scale[(sh * F + f) * Dv + d] = sa;
+    }
+  }
+}
+
 Result reference(const Prob& P, const Data& X, bool grads) {
   const int B = P.B, H = P.H, Hkv = P.Hkv, Dk = P.Dk, Dv = P.Dv, F = P.F, G = H / Hkv, ns = P.nseq();
   const int64_t N = P.N;
@@ -217,18 +238,8 @@ Result reference(const Prob& P, const Data& X, bool grads) {
         for (int d = 0; d < Dv; ++d) outv[i][d] = P.normalize ? num[d] / (dn + P.eps) : num[d];
         for (int d = 0; d < Dv; ++d) R.out[((size_t(b) * H + h) * N + lo + i) * Dv + d] = outv[i][d];
       }
-      for (int f = 0; f < F; ++f) {
-        double zz = z0(f), za = std::fabs(z0(f));
-        for (int64_t j = 0; j < L; ++j) zz += bk[j][f], za += std::fabs(bk[j][f]);
-        R.z[sh * F + f] = zz;
-        R.z_scale[sh * F + f] = za;
-        for (int d = 0; d < Dv; ++d) {
-          double ss = S0(f, d), sa = std::fabs(S0(f, d));
-          for (int64_t j = 0; j < L; ++j) ss += bk[j][f] * v[j][d], sa += std::fabs(bk[j][f] * v[j][d]);
-          R.S[(sh * F + f) * Dv + d] = ss;
-          R.S_scale[(sh * F + f) * Dv + d] = sa;
-        }
-      }
+      const Vec ones(L, 1.0);
+      state_sums(S0, z0, bk, v, ones, ones, F, Dv, sh, R.S, R.S_scale, R.z, R.z_scale);
       if (!grads) continue;
       for (int64_t i = 0; i < L; ++i) {
         const double r = P.normalize ? 1.0 / (den[i] + P.eps) : 1.0;
@@ -301,18 +312,7 @@ Result reference(const Prob& P, const Data& X, bool grads) {
         }
         for (int d = 0; d < Dv; ++d) R.dv[row * Dv + d] += dvj[d];
       }
-      for (int f = 0; f < F; ++f) {
-        double zz = dz(f), za = std::fabs(dz(f));
-        for (int64_t i = 0; i < L; ++i) zz += a[i][f] * e[i], za += std::fabs(a[i][f]) * e_abs[i];
-        R.dz0[sh * F + f] = zz;
-        R.dz0_scale[sh * F + f] = za;
-        for (int d = 0; d < Dv; ++d) {
-          double ss = dS(f, d), sa = std::fabs(dS(f, d));
-          for (int64_t i = 0; i < L; ++i) ss += a[i][f] * g[i][d], sa += std::fabs(a[i][f] * g[i][d]);
-          R.dS0[(sh * F + f) * Dv + d] = ss;
-          R.dS0_scale[(sh * F + f) * Dv + d] = sa;
-        }
-      }
+      state_sums(dS, dz, a, g, e, e_abs, F, Dv, sh, R.dS0, R.dS0_scale, R.dz0, R.dz0_scale);
     }
   }
   if (grads) {
