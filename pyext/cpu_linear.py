@@ -59,10 +59,15 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                                                   or (bias is not None and bias.requires_grad))))
 
 
+def routes(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """Whether :func:`linear` takes oneDNN for these arguments (else it is ``F.linear``)."""
+    return _use_onednn(x, weight, bias) and onednn_available()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` = x Wᵀ + b, through oneDNN for CPU float32 tensors without
     autograd (see the module docstring); otherwise exactly ``F.linear``."""
-    if _use_onednn(x, weight, bias) and onednn_available():
+    if routes(x, weight, bias):
         # a transposed weight view (x Wᵀ with W = Mᵀ, i.e. x M) is read in place, not copied
         w = weight if weight.is_contiguous() or (weight.dim() == 2 and weight.t().is_contiguous()) \
             else weight.contiguous()

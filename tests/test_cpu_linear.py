@@ -23,7 +23,7 @@ def test_linear_matches_float64(shape, with_bias):
     x = torch.randn(*shape, generator=g)
     w = torch.randn(29, shape[-1], generator=g)
     b = torch.randn(29, generator=g) if with_bias else None
-    assert cl._use_onednn(x, w, b)  # the oneDNN route is the one under test
+    assert cl.routes(x, w, b)  # the oneDNN route is the one under test
     out = cl.linear(x, w, b)
     ref = F.linear(x.double(), w.double(), None if b is None else b.double())
     assert out.dtype == torch.float32 and out.shape == ref.shape
@@ -45,7 +45,7 @@ def test_linear_non_contiguous_and_empty():
 def test_fallbacks_are_torch():
     """Where oneDNN would not be the plain float32 product, the result is F.linear's."""
     x, w = torch.randn(4, 8), torch.randn(3, 8)
-    assert not cl._use_onednn(x.double(), w.double(), None)
+    assert not cl.routes(x.double(), w.double(), None)
     assert cl.linear(x.double(), w.double()).dtype == torch.float64
     xg = x.clone().requires_grad_()
     out = cl.linear(xg, w)  # autograd wanted: torch's op, differentiable

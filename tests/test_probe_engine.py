@@ -267,8 +267,10 @@ def test_load_model_random_weights_from_config_and_tokenizer_only(tiny, tmp_path
     model, tok = tiny
     model.config.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
+    rng = torch.random.get_rng_state()
     a, tok_a = kp.load_model(tmp_path, random_weights=True)
     b, _ = kp.load_model(tmp_path, random_weights=True)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the caller's random state is untouched
     assert not a.training and type(a) is type(model) and tok_a.vocab_size == tok.vocab_size
     for (name, pa), pb, pm in zip(a.named_parameters(), b.parameters(), model.parameters(), strict=True):
         assert pa.shape == pm.shape and torch.equal(pa, pb), name

@@ -44,12 +44,13 @@ def _logits(h, weight, bias):
 
 
 def _grad_rows(g, weight, out):
-    """out = g W (dh of a chunk): x Mᵀ with M = Wᵀ, a view oneDNN reads in place."""
-    if g.device.type == "cpu" and g.dtype == torch.float32 and cpu_linear.onednn_available():
-        with torch.no_grad():
+    """out = g W (dh of a chunk): x Mᵀ with M = Wᵀ, a view oneDNN reads in place; elsewhere
+    torch.mm straight into ``out``."""
+    with torch.no_grad():
+        if cpu_linear.routes(g, weight.t()):
             out.copy_(cpu_linear.linear(g, weight.t()))
-    else:
-        torch.mm(g, weight, out=out)
+        else:
+            torch.mm(g, weight, out=out)
 
 
 def linear_ce_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,

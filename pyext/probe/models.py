@@ -39,8 +39,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
                                 "hub name already in the cache)")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if random_weights:
-        torch.manual_seed(0)
-        model = AutoModel.from_config(AutoConfig.from_pretrained(path))
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+            torch.manual_seed(0)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(path))
     else:
         model = AutoModel.from_pretrained(path)
     if device is not None:
