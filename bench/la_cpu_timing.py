@@ -21,6 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import kexue
+from kexue.benchmarking import time_in_turns
 
 try:
     from fast_transformers.causal_product import causal_dot_product as _ft_causal_dot_product
@@ -70,17 +71,9 @@ def step(fn, q, k, v, grad, backward: bool):
 
 
 def time_all(fns: dict, case, backward: bool, repeats: int) -> dict[str, list[float]]:
-    """Wall times of each provider; the providers take turns within every repeat, so a change of
-    load on a shared machine hits them alike."""
-    for fn in fns.values():
-        step(fn, *case, backward)  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = CLOCK()
-            step(fn, *case, backward)
-            times[name].append(CLOCK() - t0)
-    return times
+    """Times (CLOCK) of each provider, taking turns within every repeat (time_in_turns)."""
+    steps = {name: (lambda fn=fn: step(fn, *case, backward)) for name, fn in fns.items()}
+    return time_in_turns(steps, repeats, clock=CLOCK)
 
 
 def peak_bytes(fn, case, backward: bool) -> int:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 import kexue
+from kexue.benchmarking import time_in_turns
 
 
 def main() -> None:
@@ -46,13 +46,8 @@ def main() -> None:
         return (loss, *torch.autograd.grad(loss, (h, W)))
 
     providers = {"kexue": kexue_run("onednn"), "kexue_torchgemm": kexue_run("torch"), "torch_composite": composite}
-    times = {k: [] for k in providers}
     results = {k: [t.detach() for t in f()] for k, f in providers.items()}  # warm-up; values compared below
-    for _ in range(a.repeats):
-        for k, f in providers.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
+    times = time_in_turns(providers, a.repeats, warmup=0)
     ref = results["torch_composite"]
     print(f"N={a.n} H={a.hidden} C={a.classes} float32, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'provider':<16} {'median s':>9} {'spread':>7} {'x composite':>12} {'max rel diff':>13}")

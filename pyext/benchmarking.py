@@ -65,6 +65,23 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup
     return med, (max(times) - min(times)) / med if med > 0 else 0.0
 
 
+def time_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """CPU times (by ``clock``) of each of ``fns`` over ``repeats`` rounds, after ``warmup`` calls
+    of each; within every round the functions take turns, so a change of load on a shared
+    machine hits them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    return times
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes allocated while ``fn`` runs, above what was allocated before it.
 
