@@ -12,7 +12,7 @@
 #   sanitize[-la|-ce|-probe]       compute-sanitizer memcheck + racecheck of small runs of every
 #                                  CUDA kernel (of one op) where the runtime supports it
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
-#   la-check-fp32                  la-check with bfloat16 on the float32 CUDA-core kernels
+#   la-check-fp32                  la-check with float16/bfloat16 on the float32 CUDA-core kernels
 #   kexue-bench                    `python -m kexue bench --quick` (what `make bench` runs) on the GPU
 # Logs: $OUT/<stage>.log (the device tool brings $OUT back), a summary at the end of the output.
 # DEADLINE (seconds, default 540) bounds the whole call: a stage starts while 30 s remain, its
@@ -119,7 +119,7 @@ for st in "${LIST[@]}"; do
     stage probe-bench 90 $PY bench/probe_timing.py --device cuda --model "$SHAPE" --random-init --sentences 100 ;;
   la-check)
     stage la-check 120 env KEXUE_TRITON_AUTOTUNE=off $PY bench/gpu_check_linear_attention.py --quick --no-bench ;;
-  la-check-fp32)  # bfloat16 on the float32 CUDA-core kernels instead of tensor cores
+  la-check-fp32)  # float16/bfloat16 on the float32 CUDA-core kernels instead of tensor cores
     stage la-check-fp32 90 env KEXUE_LA_CUDA_MATH=fp32 $PY bench/gpu_check_linear_attention.py --quick --no-bench ;;
   ce-check)
     stage ce-check 120 $PY bench/gpu_check_cross_entropy.py --no-bench ;;

@@ -1,5 +1,5 @@
 // What the two chunked linear-attention kernels (chunk_fp32.cuh: float32 CUDA cores,
-// chunk_tc.cuh: bfloat16 tensor cores) share: the roles, the backward's workspace, and the
+// chunk_tc.cuh: 16-bit tensor cores) share: the roles, the backward's workspace, and the
 // per-(sequence, head) view that loads a chunk's operands, the initial state, and writes a
 // chunk's output rows and the final state.
 //
@@ -56,6 +56,8 @@ struct RoleTraits {
   static constexpr bool kReverse = ROLE == kDk || ROLE == kDv;  // anti-causal (j >= t)
   static constexpr bool kPerKv = ROLE == kDk || ROLE == kDv;    // grid over kv heads
   static constexpr bool kAug = ROLE == kFwd || ROLE == kPrep;   // normaliser column z
+  // the operand built from dout (g' or g, scaled by 1/(den + eps)): X, K or W, or none
+  static constexpr int kGOperand = ROLE == kDq ? 'X' : ROLE == kDk ? 'K' : ROLE == kDv ? 'W' : 0;
 };
 
 // Rows t0 .. t0 + C - 1 of φ(x)[col0, col0 + ncols) into dst (C × padcols, zero padded, in the
@@ -79,15 +81,41 @@ __device__ __forceinline__ void load_phi_rows(D* dst, int ld, int padcols, int C
   }
 }
 
-// Rows of a linear operand, columns [col0, col0 + ncols) of
-//   [x_t · s_t (Dsrc values), e_t, 0 ...]
-// with s_t = rden[t] (or 1) and e_t = -rden[t] · Σ_s part[s][t] (or extra_const when rden is null).
+// Row t of a linear operand:  [x_t · s_t (Dsrc values), e_t, 0 ...]  with s_t = rden[t] (or 1)
+// and e_t = -rden[t] · Σ_s part[s][t] (or extra_const when rden is null).
 // v' = [v, 1]: rden null, extra_const 1.   g' = [do·r, -r·(do·out)]: rden, part given.
+template <typename T>
+struct LinRow {
+  const T* row;
+  int64_t sd;
+  int Dsrc;
+  float scale, extra;
+  __device__ __forceinline__ float operator()(int col) const {
+    return col < Dsrc ? to_float(row[col * sd]) * scale : (col == Dsrc ? extra : 0.f);
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ LinRow<T> lin_row(const T* base, int64_t sn, int64_t sd, int64_t t, int Dsrc,
+                                             const float* rden, const float* part, int64_t part_stride, int nparts,
+                                             float extra_const) {
+  float scale = 1.f, extra = extra_const;
+  if (rden != nullptr) {
+    scale = rden[t];
+    float dot = 0.f;
+    for (int s = 0; s < nparts; ++s) dot += part[s * part_stride + t];
+    extra = -scale * dot;
+  }
+  return LinRow<T>{base + t * sn, sd, Dsrc, scale, extra};
+}
+
+// Rows t0 .. t0 + C - 1, columns [col0, col0 + ncols) of a linear operand (LinRow), times mult,
+// into dst (C × padcols, zero padded, element type D): one warp per row; rows >= nvalid are zero.
 template <typename T, typename D>
 __device__ __forceinline__ void load_lin_rows(D* dst, int ld, int padcols, int C, const T* base, int64_t sn,
                                               int64_t sd, int64_t t0, int nvalid, int Dsrc, int col0, int ncols,
                                               const float* rden, const float* part, int64_t part_stride, int nparts,
-                                              float extra_const) {
+                                              float extra_const, float mult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     D* drow = dst + r * ld;
@@ -95,22 +123,24 @@ __device__ __forceinline__ void load_lin_rows(D* dst, int ld, int padcols, int C
       for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(0.f);
       continue;
     }
-    const int64_t t = t0 + r;
-    float scale = 1.f, extra = extra_const;
-    if (rden != nullptr) {
-      scale = rden[t];
-      float dot = 0.f;
-      for (int s = 0; s < nparts; ++s) dot += part[s * part_stride + t];
-      extra = -scale * dot;
-    }
-    const T* row = base + t * sn;
-    for (int c = lane; c < padcols; c += 32) {
-      const int col = col0 + c;
-      float x = 0.f;
-      if (c < ncols) x = col < Dsrc ? to_float(row[col * sd]) * scale : (col == Dsrc ? extra : 0.f);
-      drow[c] = from_float<D>(x);
-    }
+    const LinRow<T> x = lin_row(base, sn, sd, t0 + r, Dsrc, rden, part, part_stride, nparts, extra_const);
+    for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(c < ncols ? x(col0 + c) * mult : 0.f);
   }
+}
+
+// max |entry| of the rows load_lin_rows would load (before mult), over this warp's rows: every
+// lane of the warp gets it.
+template <typename T>
+__device__ __forceinline__ float lin_rows_absmax(const T* base, int64_t sn, int64_t sd, int64_t t0, int nvalid,
+                                                 int Dsrc, int col0, int ncols, const float* rden, const float* part,
+                                                 int64_t part_stride, int nparts, float extra_const) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float m = 0.f;
+  for (int r = warp; r < nvalid; r += kWarps) {
+    const LinRow<T> x = lin_row(base, sn, sd, t0 + r, Dsrc, rden, part, part_stride, nparts, extra_const);
+    for (int c = lane; c < ncols; c += 32) m = fmaxf(m, fabsf(x(col0 + c)));
+  }
+  return warp_max(m);
 }
 
 // The tokens of one sequence: batch row b and [start, end) along N.
@@ -138,17 +168,20 @@ __device__ __forceinline__ SeqSpan seq_span(const LinearAttentionParams& p, int 
 }
 
 // The normaliser of a chunk's rows, one warp per row r < C:
-//   dens[r] = Σ_{c < C} P[r·ldp + c] (causal; P == nullptr: non-causal, no such term)
+//   dens[r] = pmult · Σ_{c < C} P[r·ldp + c] (causal; P == nullptr: non-causal, no such term)
 //           + Σ_{f < XP} X[r·ldx + f] · z[f]
-// P and X in float32 or the 16-bit operand type of the tensor-core kernel.
+// P and X in float32 or the 16-bit operand type of the tensor-core kernel; pmult undoes a
+// power-of-two scale of P (float16 tensor cores).
 template <typename TP, typename TX>
 __device__ __forceinline__ void chunk_normaliser(float* dens, const TP* P, int ldp, const TX* X, int ldx,
-                                                 const float* z, int C, int XP) {
+                                                 const float* z, int C, int XP, float pmult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     float s = 0.f;
-    if (P != nullptr)
+    if (P != nullptr) {
       for (int c = lane; c < C; c += 32) s += to_float(P[r * ldp + c]);
+      s *= pmult;  // exact (a power of two)
+    }
     for (int f = lane; f < XP; f += 32) s = fmaf(to_float(X[r * ldx + f]), z[f], s);
     s = warp_sum(s);
     if (lane == 0) dens[r] = s;
@@ -188,6 +221,9 @@ struct HeadView {
   const T *qrow0, *krow0, *vrow0, *dorow0;
   const uint8_t* maskb;
   const float *rden_h, *part_h;
+  // multiplier of the rows built from dout (g', g) as they are loaded: the float16 tensor-core
+  // kernel's power-of-two range scale (chunk_tc.cuh); 1 elsewhere
+  float g_mult = 1.f;
 
   // hh: index of the query head inside a kv group (kDk / kDv), else 0; WB: the slice width
   __device__ HeadView(const CoreArgs& args, const SeqSpan& s, int seq, int hy, int hh_, int slice_, int WB)
@@ -219,7 +255,7 @@ struct HeadView {
                     nullptr, 0);
     } else if constexpr (ROLE == kDq) {
       load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, xdim, rden_h,
-                    part_h, rows_h, a.ws.nparts, 0.f);
+                    part_h, rows_h, a.ws.nparts, 0.f, g_mult);
     } else if constexpr (ROLE == kDk) {
       load_lin_rows(dst, ld, pad, C, vrow0, p.v_stride.n, p.v_stride.d, t0, nvalid, p.Dv, 0, xdim, nullptr, nullptr,
                     0, 0, 1.f);
@@ -239,7 +275,7 @@ struct HeadView {
                     0, 0, 1.f);
     } else if constexpr (ROLE == kDk) {
       load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, xdim, rden_h,
-                    part_h, rows_h, a.ws.nparts, 0.f);
+                    part_h, rows_h, a.ws.nparts, 0.f, g_mult);
     } else {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
                     nullptr, 0);
@@ -258,8 +294,19 @@ struct HeadView {
                     nullptr, 0);
     } else {  // g = do · r (no extra column: wcols <= Dv - col0)
       load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, col0, wcols,
-                    rden_h, nullptr, 0, 0, 0.f);
+                    rden_h, nullptr, 0, 0, 0.f, g_mult);
     }
+  }
+
+  // max |entry| of the rows built from dout (R::kGOperand) in chunk t0, over the warp's rows
+  __device__ float g_rows_absmax(int64_t t0, int nvalid) const {
+    static_assert(R::kGOperand != 0, "a role with an operand built from dout");
+    if constexpr (ROLE == kDv)
+      return lin_rows_absmax(dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, col0, wcols, rden_h, nullptr,
+                             0, 0, 0.f);
+    else
+      return lin_rows_absmax(dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, a.xdim, rden_h, part_h,
+                             rows_h, a.ws.nparts, 0.f);
   }
 
   // Ss (XP × WB, float32, leading dim ld) = this slice of S_init, zero outside xdim × wcols;

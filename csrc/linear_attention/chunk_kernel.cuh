@@ -1,6 +1,6 @@
 // The chunked linear-attention pass of one (dtype, role): the tile configuration, the choice
-// between the float32 CUDA-core kernel (chunk_fp32.cuh) and the bfloat16 tensor-core kernel
-// (chunk_tc.cuh), and the checked launch.  The roles and what they compute: chunk_common.cuh.
+// between the float32 CUDA-core kernel (chunk_fp32.cuh) and the 16-bit tensor-core kernel
+// (chunk_tc.cuh: bfloat16, float16 with power-of-two tile scales), and the checked launch.  The roles and what they compute: chunk_common.cuh.
 #pragma once
 
 #include <type_traits>
@@ -21,7 +21,7 @@ namespace detail {
 enum ChunkConfig : int { kF32x68, kF32x132, kF32x260, kTc64, kTc144, kTc272, kNoConfig };
 
 inline bool use_tensor_cores(const LinearAttentionParams& p) {
-  return p.dtype == DType::kBFloat16 && p.math != Math::kFloat32;
+  return p.dtype != DType::kFloat32 && p.math != Math::kFloat32;
 }
 
 inline ChunkConfig chunk_config(const LinearAttentionParams& p, int xdim) {
@@ -66,7 +66,7 @@ cudaError_t launch_tc(const CoreArgs& a, cudaStream_t stream) {
 template <typename T, int ROLE>
 cudaError_t run_chunk(const CoreArgs& a, cudaStream_t stream) {
   const ChunkConfig c = chunk_config(a.p, a.xdim);
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+  if constexpr (sizeof(T) == 2) {  // bfloat16, float16
     if (c == kTc64) return launch_tc<T, ROLE, 64, 64, 64>(a, stream);
     if (c == kTc144) return launch_tc<T, ROLE, 64, 144, 64>(a, stream);
     if (c == kTc272) return launch_tc<T, ROLE, 32, 272, 32>(a, stream);

@@ -1,19 +1,28 @@
-// The chunked linear-attention kernel on tensor cores (WMMA 16×16×16, bfloat16 operands, float32
-// accumulators), for every role (chunk_common.cuh).  The same algorithm as chunk_fp32.cuh:
+// The chunked linear-attention kernel on tensor cores (WMMA 16×16×16, 16-bit operands: bfloat16
+// or float16, float32 accumulators), for every role (chunk_common.cuh).  The same algorithm as
+// chunk_fp32.cuh:
 //   P  = mask(X Kᵀ)          C×C,      K-dim xdim   (tiles above / below the diagonal skipped)
 //   Y  = P W + X S           C×WB,     K-dims C (causal part only), xdim
 //   S += Kᵀ W                xdim×WB,  K-dim C      (float32 state in shared memory)
-// with the operands rounded to bfloat16 as they enter the products: φ(q), φ(k), the linear rows
-// (g', v'), the masked P, and a bfloat16 copy of the state refreshed after each chunk (the
-// state itself stays float32).  The normaliser uses the operands as rounded (den = Σ_j P̃_tj +
-// X̃_t·z with z summed from the rounded K rows), so the output stays a weighted mean of the
-// values under the rounding, as in the Triton kernels.  Error: ≈ 2⁻⁹ relative per rounded
-// operand, i.e. bfloat16's own precision; float16 and float32 run on chunk_fp32.cuh.
+// with the operands rounded to 16 bits as they enter the products: φ(q), φ(k), the linear rows
+// (g', v'), the masked P, and a 16-bit copy of the state refreshed after each chunk (the state
+// itself stays float32).  The normaliser uses the operands as rounded (den = Σ_j P̃_tj + X̃_t·z
+// with z summed from the rounded K rows), so the output stays a weighted mean of the values under
+// the rounding, as in the Triton kernels.  Error: ≈ 2⁻⁹ (bfloat16) or 2⁻¹² (float16) relative
+// per rounded operand; float32 runs on chunk_fp32.cuh.
+// float16's range (6e-8 .. 65504) is too small for the tiles derived from sums and from 1/den:
+// P grows with the feature dimension, the state with the sequence, and g' = do·r shrinks with it
+// (r = 1/den ~ 1/N).  So in float16 each such tile carries a power-of-two scale 2^e chosen from
+// its largest entry (to [2^13, 2^14), full precision, no overflow) before the cast: P per chunk,
+// the state copy per chunk, the rows built from dout per chunk; the products are rescaled in the
+// float32 accumulators (exact) before they are combined.  The maxima come from the accumulator
+// fragments (P, the new state) and a read of the dout rows; bfloat16 (float32's range) skips it.
 // FLOPs per token and slice: 2·(C·xdim/2 + C·WB/2 + 2·xdim·WB) on tensor cores (the causal
 // halves of P and P·W skipped at 16×16 granularity); shared traffic per chunk: the three
 // operand tiles once in 16 bits, P and Y once in float32.
 // Phases per causal chunk (each ends in __syncthreads):
-//   A load X, K, W (φ fused, rounded)     B P tiles → Pf;  Sf += Kᵀ W (Sh keeps the old state)
+//   A load X, K, W (φ fused, rounded; float16: the dout rows' max first, one more barrier)
+//   B P tiles → Pf;  Sf += Kᵀ W (Sh keeps the old state)
 //   C Ph = round(mask(Pf))                 D den (Ph, X̃·z);  Y = Ph W + X Sh → Ys (aliases Pf)
 //   E z += Σ K̃;  Sh = round(Sf);  Y rows → global
 #pragma once
@@ -53,7 +62,8 @@ struct ChunkSmemTc {
   static constexpr size_t kS = kPf + 4 * C * PLD;
   static constexpr size_t kZ = kS + 4 * XPMAX * WLD;
   static constexpr size_t kDen = kZ + 4 * XPMAX;
-  static constexpr size_t kBytes = kDen + 4 * C;
+  static constexpr size_t kRed = kDen + 4 * C;  // per-warp maxima of P, the state, the dout rows
+  static constexpr size_t kBytes = kRed + 4 * 3 * kWarps;
   static_assert(C % 16 == 0 && XPMAX % 16 == 0 && WB % 16 == 0, "WMMA tiles");
 };
 
@@ -76,6 +86,41 @@ __device__ __forceinline__ void tile_mma(AccFrag& acc, const T* A, int lda, int 
   }
 }
 
+// ---- float16 range scaling (see the top) -----------------------------------------------------
+// The exponent e putting absmax · 2^e in [2^13, 2^14), within ±kMaxPow2 (a tile below 2^-50 keeps
+// a smaller top); 0 for an all-zero or non-finite tile.
+constexpr int kMaxPow2 = 64;
+__device__ __forceinline__ int pow2_exponent(float absmax) {
+  if (!(absmax > 0.f && absmax <= 3.4e38f)) return 0;
+  int k;
+  frexpf(absmax, &k);  // absmax in [2^(k-1), 2^k)
+  return max(-kMaxPow2, min(kMaxPow2, 14 - k));
+}
+
+// f *= 2^e, element-wise (the same for every element, as WMMA allows)
+__device__ __forceinline__ void scale_fragment(AccFrag& f, int e) {
+  if (e == 0) return;
+  for (int i = 0; i < f.num_elements; ++i) f.x[i] = ldexpf(f.x[i], e);
+}
+
+__device__ __forceinline__ float fragment_absmax(const AccFrag& f, float m) {
+  for (int i = 0; i < f.num_elements; ++i) m = fmaxf(m, fabsf(f.x[i]));
+  return m;
+}
+
+// red[warp] = the warp's max of m (lane 0 writes)
+__device__ __forceinline__ void put_warp_max(float* red, float m) {
+  m = warp_max(m);
+  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = m;
+}
+
+// the CTA's max from red (written by every warp before a barrier)
+__device__ __forceinline__ float cta_max(const float* red) {
+  float m = red[0];
+  for (int w = 1; w < kWarps; ++w) m = fmaxf(m, red[w]);
+  return m;
+}
+
 template <typename T, int ROLE, int C, int XPMAX, int WB>
 __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs args) {
   using R = RoleTraits<ROLE>;
@@ -83,6 +128,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
   using row = wm::row_major;
   using col = wm::col_major;
   static_assert(sizeof(T) == 2, "tensor-core operands are 16-bit");
+  constexpr bool kScaled = std::is_same<T, __half>::value;  // float16: power-of-two tile scales
   constexpr int XLD = L::XLD, WLDH = L::WLDH, PLDH = L::PLDH, PLD = L::PLD, WLD = L::WLD;
   constexpr int CT = C / 16, WT = WB / 16;  // 16×16 tiles along C and WB
 
@@ -98,24 +144,66 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
   float* Sf = reinterpret_cast<float*>(smem + L::kS);
   float* zs = reinterpret_cast<float*>(smem + L::kZ);
   float* dens = reinterpret_cast<float*>(smem + L::kDen);
+  float* redP = reinterpret_cast<float*>(smem + L::kRed);  // per-warp maxima (float16 only)
+  float* redS = redP + kWarps;
+  float* redG = redS + kWarps;
 
   const int tid = threadIdx.x, warp = tid / 32;
   const int XP = round_up16(args.xdim);  // <= XPMAX (run_chunk's choice)
   const int XT = XP / 16;
   const SeqSpan span = seq_span(args.p, blockIdx.x);
 
-  auto refresh_sh = [&] {  // Sh = round(Sf)
-    for (int e = tid; e < XP * WB; e += kThreads) Sh[(e / WB) * WLDH + e % WB] = from_float<T>(Sf[(e / WB) * WLD + e % WB]);
+  // The float16 scales, as exponents (tile = value · 2^e): es of the state copy Sh; per chunk eg
+  // of the rows built from dout (whichever of X, K, W they are), ep of Ph.
+  int es = 0;
+  auto refresh_sh = [&] {  // Sh = round(Sf · 2^es), es from redS (the state's max)
+    if constexpr (kScaled) es = pow2_exponent(cta_max(redS));
+    const float m = ldexpf(1.f, es);
+    for (int e = tid; e < XP * WB; e += kThreads)
+      Sh[(e / WB) * WLDH + e % WB] = from_float<T>(Sf[(e / WB) * WLD + e % WB] * m);
   };
-  auto update_state = [&](int nvalid) {  // Sf += K̃ᵀ W̃
+  auto state_max_to_red = [&] {  // redS = per-warp max |Sf| (then a barrier before refresh_sh)
+    if constexpr (kScaled) {
+      float m = 0.f;
+      for (int e = tid; e < XP * WB; e += kThreads) m = fmaxf(m, fabsf(Sf[(e / WB) * WLD + e % WB]));
+      put_warp_max(redS, m);
+    }
+  };
+  auto update_state = [&](int nvalid, int ekw) {  // Sf += K̃ᵀ W̃ · 2^-ekw; float16: redS = its max
     const int kend = round_up16(nvalid);
+    float smax = 0.f;
     for (int t = warp; t < XT * WT; t += kWarps) {
       const int m0 = (t / WT) * 16, n0 = (t % WT) * 16;
       AccFrag acc;
-      wm::load_matrix_sync(acc, Sf + m0 * WLD + n0, WLD, wm::mem_row_major);
-      tile_mma<T, col, row>(acc, Kh, XLD, m0, Wh, WLDH, n0, 0, kend);
+      if constexpr (kScaled) {
+        AccFrag old;
+        wm::fill_fragment(acc, 0.f);
+        tile_mma<T, col, row>(acc, Kh, XLD, m0, Wh, WLDH, n0, 0, kend);
+        scale_fragment(acc, -ekw);
+        wm::load_matrix_sync(old, Sf + m0 * WLD + n0, WLD, wm::mem_row_major);
+        for (int i = 0; i < acc.num_elements; ++i) acc.x[i] += old.x[i];
+        smax = fragment_absmax(acc, smax);
+      } else {
+        wm::load_matrix_sync(acc, Sf + m0 * WLD + n0, WLD, wm::mem_row_major);
+        tile_mma<T, col, row>(acc, Kh, XLD, m0, Wh, WLDH, n0, 0, kend);
+      }
       wm::store_matrix_sync(Sf + m0 * WLD + n0, acc, WLD, wm::mem_row_major);
     }
+    if constexpr (kScaled) put_warp_max(redS, smax);
+  };
+  // eg of the chunk's rows built from dout, when this pass loads them (float16, normalised
+  // backward roles: g' = do·r): their max over the CTA, one barrier.  Sets v.g_mult.
+  auto g_exponent = [&](auto& view, bool loads_g, int64_t t0, int nvalid) {
+    int eg = 0;
+    if constexpr (kScaled && R::kGOperand != 0) {
+      if (loads_g && view.rden_h != nullptr) {
+        put_warp_max(redG, view.g_rows_absmax(t0, nvalid));
+        __syncthreads();
+        eg = pow2_exponent(cta_max(redG));
+      }
+    }
+    view.g_mult = ldexpf(1.f, eg);
+    return eg;
   };
   auto sum_keys = [&](int nvalid) {  // z += Σ K̃ (the roles with a normaliser column)
     if constexpr (R::kAug) add_key_sums(zs, Kh, XLD, XP, nvalid);
@@ -123,46 +211,61 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
 
   const int nheads = R::kPerKv ? args.p.H / args.p.Hkv : 1;
   for (int hh = 0; hh < nheads; ++hh) {
-    const HeadView<T, ROLE> v(args, span, blockIdx.x, blockIdx.y, hh, blockIdx.z, WB);
+    HeadView<T, ROLE> v(args, span, blockIdx.x, blockIdx.y, hh, blockIdx.z, WB);
 
     __syncthreads();  // the previous head is done with Sf / Ys
     v.load_state(Sf, WLD, XP, WB, zs);
+    __syncthreads();
+    if constexpr (kScaled) {  // redS: the initial state's max, for the first refresh_sh
+      state_max_to_red();
+      __syncthreads();
+    }
 
     if (args.p.causal) {
-      __syncthreads();
       refresh_sh();
       for_each_chunk<C>(span, R::kReverse, [&](int64_t t0, int nvalid) {
         const int kend = round_up16(nvalid);
         __syncthreads();  // A: the previous chunk's readers are done
+        const int eg = g_exponent(v, true, t0, nvalid);
+        const int ex = R::kGOperand == 'X' ? eg : 0, ek = R::kGOperand == 'K' ? eg : 0;
+        const int ew = R::kGOperand == 'W' ? eg : 0;
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         v.load_k(Kh, XLD, XP, C, t0, nvalid);
         v.load_w(Wh, WLDH, WB, C, t0, nvalid);
         __syncthreads();  // B
+        float pmax = 0.f;
         for (int t = warp; t < CT * CT; t += kWarps) {
           const int i = t / CT, j = t % CT;
           if (R::kReverse ? j < i : j > i) continue;  // wholly masked: the mask pass writes 0
           AccFrag acc;
           wm::fill_fragment(acc, 0.f);
           tile_mma<T, row, col>(acc, Xh, XLD, i * 16, Kh, XLD, j * 16, 0, XP);
+          if constexpr (kScaled) pmax = fragment_absmax(acc, pmax);  // the diagonal tiles' masked half too
           wm::store_matrix_sync(Pf + i * 16 * PLD + j * 16, acc, PLD, wm::mem_row_major);
         }
-        update_state(nvalid);  // Y below reads the old state's copy Sh
+        if constexpr (kScaled) put_warp_max(redP, pmax);
+        update_state(nvalid, ek + ew);  // Y below reads the old state's copy Sh
         __syncthreads();  // C
+        const int ep = kScaled ? pow2_exponent(cta_max(redP)) : 0;  // Ph = P · 2^(ex + ek + ep)
+        const float pm = ldexpf(1.f, ep);
         for (int e = tid; e < C * C; e += kThreads) {
           const int r = e / C, c = e % C;
           const bool keep = R::kReverse ? c >= r : c <= r;
-          Ph[r * PLDH + c] = keep ? from_float<T>(Pf[r * PLD + c]) : from_float<T>(0.f);
+          Ph[r * PLDH + c] = keep ? from_float<T>(Pf[r * PLD + c] * pm) : from_float<T>(0.f);
         }
         __syncthreads();  // D
-        if constexpr (R::kAug) chunk_normaliser(dens, Ph, PLDH, Xh, XLD, zs, C, XP);  // rounded operands
+        if constexpr (R::kAug)  // rounded operands (no dout rows in these roles: ex = ek = 0)
+          chunk_normaliser(dens, Ph, PLDH, Xh, XLD, zs, C, XP, ldexpf(1.f, -ep));
         for (int t = warp; t < CT * WT; t += kWarps) {
           const int i = t / WT, n0 = (t % WT) * 16;
           AccFrag acc;
           wm::fill_fragment(acc, 0.f);
           const int k0 = R::kReverse ? i * 16 : 0;
           const int k1 = R::kReverse ? kend : min(kend, (i + 1) * 16);
-          tile_mma<T, row, row>(acc, Ph, PLDH, i * 16, Wh, WLDH, n0, k0, k1);
+          tile_mma<T, row, row>(acc, Ph, PLDH, i * 16, Wh, WLDH, n0, k0, k1);  // · 2^(ex + ek + ep + ew)
+          scale_fragment(acc, es - ek - ep - ew);                              // → · 2^(ex + es)
           tile_mma<T, row, row>(acc, Xh, XLD, i * 16, Sh, WLDH, n0, 0, XP);
+          scale_fragment(acc, -(ex + es));
           wm::store_matrix_sync(Ys + i * 16 * PLD + n0, acc, PLD, wm::mem_row_major);
         }
         __syncthreads();  // E
@@ -174,10 +277,11 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
       // pass 1: S = S_init + Σ_j K_j W_jᵀ over the whole sequence
       for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
+        const int eg = g_exponent(v, R::kGOperand != 'X', t0, nvalid);
         v.load_k(Kh, XLD, XP, C, t0, nvalid);
         v.load_w(Wh, WLDH, WB, C, t0, nvalid);
         __syncthreads();
-        update_state(nvalid);
+        update_state(nvalid, R::kGOperand == 'X' ? 0 : eg);
         sum_keys(nvalid);
       });
       __syncthreads();
@@ -185,6 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
       // pass 2: Y = X S
       for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
+        const int ex = g_exponent(v, R::kGOperand == 'X', t0, nvalid);
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         __syncthreads();
         if constexpr (R::kAug) chunk_normaliser(dens, static_cast<const T*>(nullptr), 0, Xh, XLD, zs, C, XP);
@@ -193,6 +298,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
           AccFrag acc;
           wm::fill_fragment(acc, 0.f);
           tile_mma<T, row, row>(acc, Xh, XLD, i * 16, Sh, WLDH, n0, 0, XP);
+          scale_fragment(acc, -(ex + es));
           wm::store_matrix_sync(Ys + i * 16 * PLD + n0, acc, PLD, wm::mem_row_major);
         }
         __syncthreads();

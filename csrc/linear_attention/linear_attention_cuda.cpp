@@ -58,7 +58,7 @@ DType parse_dtype(const Tensor& q) {
   }
 }
 
-// KEXUE_LA_CUDA_MATH: "auto" (default: bfloat16 on tensor cores, the other dtypes on float32
+// KEXUE_LA_CUDA_MATH: "auto" (default: bfloat16 and float16 on tensor cores, float32 on float32
 // CUDA cores), "fp32" (every dtype on float32 CUDA cores: exact to float32 rounding) or "tc".
 // Read at every call, for A/B timings and checks of the two chunked kernels.
 Math math_from_env() {

@@ -13,10 +13,10 @@ namespace la {
 
 enum class FeatureMap : int { kNone = 0, kElu = 1, kRelu = 2, kSoftmax = 3, kTaylor = 4 };
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
-// Arithmetic of the chunked kernels: kAuto = tensor cores (bfloat16 operands, float32
-// accumulation) for bfloat16 inputs, float32 CUDA cores otherwise; kFloat32 = float32 CUDA
-// cores for every dtype (exact to float32 rounding); kTensorCores = tensor cores where the dtype
-// has them (bfloat16; float16 and float32 stay on CUDA cores).
+// Arithmetic of the chunked kernels: kAuto = tensor cores (16-bit operands, float32
+// accumulation) for bfloat16 and float16 inputs, float32 CUDA cores for float32; kFloat32 =
+// float32 CUDA cores for every dtype (exact to float32 rounding); kTensorCores = tensor cores
+// where the dtype has them (bfloat16, float16; float32 stays on CUDA cores).
 enum class Math : int { kAuto = 0, kFloat32 = 1, kTensorCores = 2 };
 
 // Strides of a (B, H, N, D) tensor, in elements.

@@ -33,9 +33,9 @@ def _triton_forward(*args):
 
 
 #: From this many tokens per sequence on, ``auto`` prefers the Triton kernels on CUDA.  Why, before
-#: any GPU timing: the CUDA kernels multiply float32 and float16 in float32 on the CUDA cores (about
+#: any GPU timing: the CUDA kernels multiply float32 in float32 on the CUDA cores (about
 #: 67 TFLOP/s peak on an H100/H200) and the Triton kernels on the tensor cores (about 990 for
-#: bf16); the CUDA kernels' bfloat16 path (WMMA tensor cores) is plain next to the autotuned
+#: bf16); the CUDA kernels' 16-bit path (WMMA tensor cores) is plain next to the autotuned
 #: Triton kernels (no asynchronous copies, state in shared memory), so Triton stays first until
 #: the GPU benchmark (providers cuda, cuda_fp32, triton) says otherwise.  The chunk
 #: algorithm does 4·D² + 4·C·D FLOPs per token and head (C = 64) against 4·D·2 bytes: at D = 128
