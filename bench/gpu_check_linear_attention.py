@@ -7,11 +7,13 @@
 1. Correctness: the "cuda" backend against the float64 N×N definition
    (linear_attention_quadratic) on awkward shapes, every option and dtype, forward (out, S, z)
    and backward (dq, dk, dv, dS0, dz0).  Rule (flash-attention's): the kernel's error is at most
-   2× the error of the plain-PyTorch reference run in the same dtype, plus a float32 floor.
+   2× the error of the plain-PyTorch composite run in the same dtype (16-bit: φ, scores, state
+   and numerator rounded to 16 bits, gradients too: linear_attention_quadratic(compute_dtype=)),
+   plus a float32 floor.
    Uninitialised memory is poisoned (NaN), so an unwritten output element fails.
 2. Timings (CUDA events, median of repeats) of the torch / cuda / triton backends (cuda:
-   bfloat16 on tensor cores; cuda_fp32: the same backend with KEXUE_LA_CUDA_MATH=fp32, float32
-   CUDA cores) and flash-linear-attention when installed at bf16, B=8, H=16, N in {1024, 4096, 16384},
+   16-bit dtypes on tensor cores; cuda_fp32: the same backend with KEXUE_LA_CUDA_MATH=fp32,
+   float32 CUDA cores) and flash-linear-attention when installed at bf16, B=8, H=16, N in {1024, 4096, 16384},
    D in {64, 128}: forward and forward+backward, causal and not.
 
 Exit status 1 when any correctness case fails.
@@ -66,12 +68,15 @@ def inputs(B, H, Hkv, N, Dk, Dv, dtype, noncontig, fmap):
 
 
 def run(backend, q, k, v, S0, z0, kw, go, gS, gz, grad):
-    """out, S, z (+ dq, dk, dv, dS0, dz0) of one backend; the oracle when backend == 'oracle'."""
+    """out, S, z (+ dq, dk, dv, dS0, dz0) of one backend, or of the float64 'oracle' / the 'plain' baseline."""
     leaves = [q, k, v] + ([S0, z0] if S0 is not None else [])
     leaves = [t.detach().clone().requires_grad_(grad) for t in leaves]
     state = tuple(leaves[3:]) if S0 is not None else None
     if backend == "oracle":
         o, (S, z) = linear_attention_quadratic(*leaves[:3], initial_state=state, **kw)
+    elif backend == "plain":  # the composite in q's dtype: 16-bit products rounded to 16 bits
+        cdt = q.dtype if q.dtype in (torch.float16, torch.bfloat16) else None
+        o, (S, z) = linear_attention_quadratic(*leaves[:3], initial_state=state, compute_dtype=cdt, **kw)
     else:
         o, (S, z) = kexue.linear_attention(*leaves[:3], initial_state=state, return_state=True, backend=backend, **kw)
     res = {"out": o.detach(), "S": S.detach(), "z": z.detach()}
@@ -109,7 +114,7 @@ def check_case(shape, dtype, causal, fmap, normalize, masked, with_state, noncon
     gz = torch.randn(nseq, H, F, generator=g).to(DEV)
 
     got = run(backend, q, k, v, S0, z0, kw, go, gS, gz, grad)
-    low = run("torch", q, k, v, S0, z0, kw, go, gS, gz, grad)
+    low = run("plain", q, k, v, S0, z0, kw, go, gS, gz, grad)
     def to64(t):
         return None if t is None else t.double()
 
@@ -219,7 +224,7 @@ def time_ms(fn, repeats=20, warmup=3):
 # timed region, as its layers do) and normalise unless the name ends in "/nonorm".
 
 def kexue_fn(backend, q, k, v, go, mode, causal, normalize=True):
-    if backend == "cuda_fp32":  # the CUDA backend with bfloat16 on float32 CUDA cores, not tensor cores
+    if backend == "cuda_fp32":  # the CUDA backend with 16-bit dtypes on float32 CUDA cores, not tensor cores
         inner = kexue_fn("cuda", q, k, v, go, mode, causal, normalize)
 
         def fp32():

@@ -47,6 +47,41 @@ def _mapped(q, k, v, feature_map, key_padding_mask):
     return fq, fk, vv
 
 
+def _round16(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x rounded to the precision of a 16-bit dtype, in x's dtype and range: float16 with the
+    tensor first scaled by a power of two that puts max |x| in [2^13, 2^14) (exact), so nothing
+    overflows or underflows float16's range, as in a range-safe float16 kernel."""
+    if dtype == torch.float16 and x.numel():
+        m = x.detach().abs().amax()
+        if bool(torch.isfinite(m)) and bool(m > 0):
+            s = torch.exp2(14.0 - torch.frexp(m).exponent.to(x.dtype))
+            return (x * s).to(dtype).to(x.dtype) / s
+    return x.to(dtype).to(x.dtype)
+
+
+class _Round16(torch.autograd.Function):
+    """_round16 forward, and the same rounding of the gradient backward (16-bit matmuls round
+    their outputs in both passes)."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        ctx.dtype = dtype
+        return _round16(x, dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _round16(grad, ctx.dtype), None
+
+
+def _rounding(compute_dtype: torch.dtype | None):
+    """The rounding applied after each step of the quadratic form: none, or to a 16-bit dtype."""
+    if compute_dtype in (torch.float16, torch.bfloat16):
+        return lambda x: _Round16.apply(x, compute_dtype)
+    if compute_dtype not in (None, torch.float32, torch.float64):
+        raise TypeError(f"compute_dtype must be None, float16, bfloat16, float32 or float64, got {compute_dtype}")
+    return lambda x: x
+
+
 def _initial(fq, v_aug, initial_state):
     """S' = [S0, z0] of shape (B, H, F, Dv + 1) for V' = [V, 1]; zeros when no initial state."""
     B, H, _, F = fq.shape
@@ -126,17 +161,28 @@ def linear_attention_quadratic(
     key_padding_mask: torch.Tensor | None = None,
     initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """The N×N form of the definition (test oracle; O(N²) memory)."""
-    kw = dict(causal=causal, feature_map=feature_map, normalize=normalize, eps=eps)
+    """The N×N form of the definition (test oracle; O(N²) memory).
+
+    ``compute_dtype``: None (float32 for 16-bit inputs, float64 for float64: each product exact
+    to that precision) or a 16-bit dtype: φ(q), φ(k), the initial state, the scores, the two
+    products of the numerator (normaliser column included) and the final state are each rounded
+    to that dtype's precision (float16 range-safe, see ``_round16``), and so are the gradients
+    flowing back through them: the plain composite in 16 bits, the baseline of
+    flash-attention's error rule for kernels whose tensor-core operands are 16-bit."""
+    kw = dict(causal=causal, feature_map=feature_map, normalize=normalize, eps=eps, compute_dtype=compute_dtype)
     if cu_seqlens is not None:
         return _per_sequence(linear_attention_quadratic, q, k, v, key_padding_mask, initial_state, cu_seqlens, **kw)
+    rnd = _rounding(compute_dtype)
     fq, fk, vv = _mapped(q, k, v, feature_map, key_padding_mask)
+    fq, fk = rnd(fq), rnd(fk)
     vv = torch.cat([vv, torch.ones_like(vv[..., :1])], dim=-1)
-    S0 = _initial(fq, vv, initial_state)
+    S0 = rnd(_initial(fq, vv, initial_state))
     scores = fq @ fk.transpose(-1, -2)
     if causal:
         scores = torch.tril(scores)
-    num = scores @ vv + fq @ S0
-    S = S0 + fk.transpose(-1, -2) @ vv
+    scores = rnd(scores)
+    num = rnd(scores @ vv) + rnd(fq @ S0)
+    S = rnd(S0 + fk.transpose(-1, -2) @ vv)
     return _finish(num, S, normalize, eps, q.dtype)
