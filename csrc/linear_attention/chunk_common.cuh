@@ -95,27 +95,36 @@ struct LinRow {
   }
 };
 
+// A linear operand's source (rows base + t·sn, elements sd apart) and the columns
+// [col0, col0 + ncols) a pass reads of it.
 template <typename T>
-__device__ __forceinline__ LinRow<T> lin_row(const T* base, int64_t sn, int64_t sd, int64_t t, int Dsrc,
-                                             const float* rden, const float* part, int64_t part_stride, int nparts,
-                                             float extra_const) {
-  float scale = 1.f, extra = extra_const;
-  if (rden != nullptr) {
-    scale = rden[t];
-    float dot = 0.f;
-    for (int s = 0; s < nparts; ++s) dot += part[s * part_stride + t];
-    extra = -scale * dot;
-  }
-  return LinRow<T>{base + t * sn, sd, Dsrc, scale, extra};
-}
+struct LinSource {
+  const T* base;
+  int64_t sn, sd;
+  int Dsrc, col0, ncols;
+  const float* rden;
+  const float* part;
+  int64_t part_stride;
+  int nparts;
+  float extra_const;
 
-// Rows t0 .. t0 + C - 1, columns [col0, col0 + ncols) of a linear operand (LinRow), times mult,
-// into dst (C × padcols, zero padded, element type D): one warp per row; rows >= nvalid are zero.
+  __device__ __forceinline__ LinRow<T> row(int64_t t) const {
+    float scale = 1.f, extra = extra_const;
+    if (rden != nullptr) {
+      scale = rden[t];
+      float dot = 0.f;
+      for (int s = 0; s < nparts; ++s) dot += part[s * part_stride + t];
+      extra = -scale * dot;
+    }
+    return LinRow<T>{base + t * sn, sd, Dsrc, scale, extra};
+  }
+};
+
+// Rows t0 .. t0 + C - 1 of a linear operand, times mult, into dst (C × padcols, zero padded,
+// element type D): one warp per row; rows >= nvalid are zero.
 template <typename T, typename D>
-__device__ __forceinline__ void load_lin_rows(D* dst, int ld, int padcols, int C, const T* base, int64_t sn,
-                                              int64_t sd, int64_t t0, int nvalid, int Dsrc, int col0, int ncols,
-                                              const float* rden, const float* part, int64_t part_stride, int nparts,
-                                              float extra_const, float mult = 1.f) {
+__device__ __forceinline__ void load_lin_rows(D* dst, int ld, int padcols, int C, int64_t t0, int nvalid,
+                                              const LinSource<T>& src, float mult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     D* drow = dst + r * ld;
@@ -123,22 +132,20 @@ __device__ __forceinline__ void load_lin_rows(D* dst, int ld, int padcols, int C
       for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(0.f);
       continue;
     }
-    const LinRow<T> x = lin_row(base, sn, sd, t0 + r, Dsrc, rden, part, part_stride, nparts, extra_const);
-    for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(c < ncols ? x(col0 + c) * mult : 0.f);
+    const LinRow<T> x = src.row(t0 + r);
+    for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(c < src.ncols ? x(src.col0 + c) * mult : 0.f);
   }
 }
 
 // max |entry| of the rows load_lin_rows would load (before mult), over this warp's rows: every
 // lane of the warp gets it.
 template <typename T>
-__device__ __forceinline__ float lin_rows_absmax(const T* base, int64_t sn, int64_t sd, int64_t t0, int nvalid,
-                                                 int Dsrc, int col0, int ncols, const float* rden, const float* part,
-                                                 int64_t part_stride, int nparts, float extra_const) {
+__device__ __forceinline__ float lin_rows_absmax(int64_t t0, int nvalid, const LinSource<T>& src) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float m = 0.f;
   for (int r = warp; r < nvalid; r += kWarps) {
-    const LinRow<T> x = lin_row(base, sn, sd, t0 + r, Dsrc, rden, part, part_stride, nparts, extra_const);
-    for (int c = lane; c < ncols; c += 32) m = fmaxf(m, fabsf(x(col0 + c)));
+    const LinRow<T> x = src.row(t0 + r);
+    for (int c = lane; c < src.ncols; c += 32) m = fmaxf(m, fabsf(x(src.col0 + c)));
   }
   return warp_max(m);
 }
@@ -254,11 +261,9 @@ struct HeadView {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
                     nullptr, 0);
     } else if constexpr (ROLE == kDq) {
-      load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, xdim, rden_h,
-                    part_h, rows_h, a.ws.nparts, 0.f, g_mult);
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     } else if constexpr (ROLE == kDk) {
-      load_lin_rows(dst, ld, pad, C, vrow0, p.v_stride.n, p.v_stride.d, t0, nvalid, p.Dv, 0, xdim, nullptr, nullptr,
-                    0, 0, 1.f);
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
                     maskb, p.mask_stride_n);
@@ -271,11 +276,9 @@ struct HeadView {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
                     maskb, p.mask_stride_n);
     } else if constexpr (ROLE == kDq) {
-      load_lin_rows(dst, ld, pad, C, vrow0, p.v_stride.n, p.v_stride.d, t0, nvalid, p.Dv, 0, xdim, nullptr, nullptr,
-                    0, 0, 1.f);
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else if constexpr (ROLE == kDk) {
-      load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, xdim, rden_h,
-                    part_h, rows_h, a.ws.nparts, 0.f, g_mult);
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     } else {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
                     nullptr, 0);
@@ -284,29 +287,39 @@ struct HeadView {
   template <typename D>
   __device__ void load_w(D* dst, int ld, int pad, int C, int64_t t0, int nvalid) const {
     if constexpr (ROLE == kFwd || ROLE == kPrep) {
-      load_lin_rows(dst, ld, pad, C, vrow0, p.v_stride.n, p.v_stride.d, t0, nvalid, p.Dv, col0, wcols, nullptr,
-                    nullptr, 0, 0, 0.f);
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else if constexpr (ROLE == kDq) {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
                     maskb, p.mask_stride_n);
     } else if constexpr (ROLE == kDk) {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
                     nullptr, 0);
-    } else {  // g = do · r (no extra column: wcols <= Dv - col0)
-      load_lin_rows(dst, ld, pad, C, dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, col0, wcols,
-                    rden_h, nullptr, 0, 0, 0.f, g_mult);
+    } else {
+      load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     }
   }
 
-  // max |entry| of the rows built from dout (R::kGOperand) in chunk t0, over the warp's rows
+  // The rows built from v: v (the forward's W: this slice, no extra column) or v' = [v, 1] (X of
+  // kDk, K of kDq: xdim columns).
+  __device__ LinSource<T> v_rows() const {
+    if constexpr (ROLE == kFwd || ROLE == kPrep)
+      return {vrow0, p.v_stride.n, p.v_stride.d, p.Dv, col0, wcols, nullptr, nullptr, 0, 0, 0.f};
+    else
+      return {vrow0, p.v_stride.n, p.v_stride.d, p.Dv, 0, a.xdim, nullptr, nullptr, 0, 0, 1.f};
+  }
+  // The rows built from dout (R::kGOperand): g = do·r (W of kDv: this slice, no extra column:
+  // wcols <= Dv - col0) or g' = [do·r, -r·(do·out)] (X of kDq, K of kDk: xdim columns).
+  __device__ LinSource<T> g_rows() const {
+    if constexpr (ROLE == kDv)
+      return {dorow0, p.dout_stride.n, p.dout_stride.d, p.Dv, col0, wcols, rden_h, nullptr, 0, 0, 0.f};
+    else
+      return {dorow0, p.dout_stride.n, p.dout_stride.d, p.Dv, 0, a.xdim, rden_h, part_h, rows_h, a.ws.nparts, 0.f};
+  }
+
+  // max |entry| of the rows built from dout in chunk t0, over the warp's rows
   __device__ float g_rows_absmax(int64_t t0, int nvalid) const {
     static_assert(R::kGOperand != 0, "a role with an operand built from dout");
-    if constexpr (ROLE == kDv)
-      return lin_rows_absmax(dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, col0, wcols, rden_h, nullptr,
-                             0, 0, 0.f);
-    else
-      return lin_rows_absmax(dorow0, p.dout_stride.n, p.dout_stride.d, t0, nvalid, p.Dv, 0, a.xdim, rden_h, part_h,
-                             rows_h, a.ws.nparts, 0.f);
+    return lin_rows_absmax(t0, nvalid, g_rows());
   }
 
   // Ss (XP × WB, float32, leading dim ld) = this slice of S_init, zero outside xdim × wcols;

@@ -1,6 +1,7 @@
 // The chunked linear-attention pass of one (dtype, role): the tile configuration, the choice
 // between the float32 CUDA-core kernel (chunk_fp32.cuh) and the 16-bit tensor-core kernel
-// (chunk_tc.cuh: bfloat16, float16 with power-of-two tile scales), and the checked launch.  The roles and what they compute: chunk_common.cuh.
+// (chunk_tc.cuh: bfloat16, float16 with power-of-two tile scales), and the checked launch.
+// The roles and what they compute: chunk_common.cuh.
 #pragma once
 
 #include <type_traits>
