@@ -8,6 +8,7 @@ where its interpreter needs it.  Nothing here changes a compiled kernel.
 * patch_interpreter_scalar_mask (triton 3.2): a store with a False scalar mask was unmasked.
 * patch_interpreter_int1_type (triton 3.2): ``~`` of a boolean.
 * patch_interpreter_bool_masks (triton 3.9): int1 masks with int32 data.
+* patch_interpreter_bf16 (triton 3.2-3.9): ``tl.dot`` of bfloat16 operands, casts to bfloat16.
 * autotune (triton 3.2, 3.3; compiled too): decorating needs no GPU driver.
 * HAS_FP64_DOT: triton 3.2-3.4 have no float64 ``tl.dot``.
 
@@ -238,6 +239,61 @@ def patch_interpreter_bool_masks() -> None:
         setattr(builder, name, _with_mask_replaced(original, params, as_bool))  # params count self
 
 
+def patch_interpreter_bf16() -> None:
+    """The interpreter stores bfloat16 as its bit pattern in numpy uint16 (numpy has no
+    bfloat16), and two of its operations get that wrong, which made every bfloat16 Triton kernel
+    untestable on the CPU:
+
+    * ``tl.dot`` hands the bit patterns to ``np.matmul`` as integers (it widens only 8-bit
+      floats): results near 1e10.  bfloat16 operands are now widened to float32 first (the bits
+      shifted into the high half: exact), so the dot is what a tensor core computes: exact
+      products accumulated in float32.
+    * casts to bfloat16 (``x.to(tl.bfloat16)``, and a float32 value stored to a bfloat16
+      pointer) truncate the mantissa instead of rounding to nearest even as the GPU does, and
+      casts between bfloat16 and anything but float32 convert the bit patterns as integers.
+      Casts from or to bfloat16 now go through torch's conversion (round to nearest even, NaN,
+      infinities and overflow as on the GPU); widening is exact.
+
+    Nothing changes for other dtypes, nor where an interpreter's bfloat16 data is not uint16."""
+    try:
+        import numpy as np
+        import torch
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:  # pragma: no cover
+        return
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    dot, cast = getattr(builder, "create_dot", None), getattr(builder, "cast_impl", None)
+    if dot is None or cast is None or getattr(dot, "_kexue_patched", False):
+        return
+
+    def is_bf16_bits(h) -> bool:
+        return h.dtype.scalar == tl.bfloat16 and h.data.dtype == np.uint16
+
+    def widened(h):
+        """A bfloat16 handle as float32 (exact); any other handle unchanged."""
+        if is_bf16_bits(h):
+            return interpreter.TensorHandle((h.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+        return h
+
+    def create_dot(self, a, b, d, *args, **kwargs):
+        return dot(self, widened(a), widened(b), d, *args, **kwargs)
+
+    def cast_impl(self, src, dst_type):
+        if is_bf16_bits(src):
+            src = widened(src)
+            if dst_type.scalar == tl.float32:
+                return src
+        if dst_type.scalar == tl.bfloat16 and src.dtype.scalar != tl.bfloat16:
+            data = torch.from_numpy(np.ascontiguousarray(src.data)).to(torch.bfloat16)
+            return interpreter.TensorHandle(data.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
+        return cast(self, src, dst_type)
+
+    create_dot._kexue_patched = True
+    builder.create_dot = create_dot
+    builder.cast_impl = cast_impl
+
+
 def apply_interpreter_shims() -> None:
     """Every shim above; each one checks that its interpreter needs it.  Called by the kernel
     modules when TRITON_INTERPRET=1."""
@@ -247,6 +303,7 @@ def apply_interpreter_shims() -> None:
     patch_interpreter_scalar_mask()
     patch_interpreter_int1_type()
     patch_interpreter_bool_masks()
+    patch_interpreter_bf16()
 
 
 def autotune(configs, key):

@@ -23,14 +23,15 @@ FEATURE_MAPS = ("none", "elu", "relu", "softmax", "taylor")
 NORMALIZE_EPS = 1e-12  # F.normalize's clamp of ‖x‖ in the "taylor" map
 
 
-def feature_dim(name: str, dk: int) -> int:
+def feature_dim(name: str | None, dk: int) -> int:
     """Dimension F of φ(x) for an input of last dim ``dk``."""
     return dk + 1 if name == "taylor" else dk
 
 
-def apply_feature_map(x: torch.Tensor, name: str) -> torch.Tensor:
-    """φ(x) for a named map, in x's dtype (compute in float32/float64 for accuracy)."""
-    if name == "none":
+def apply_feature_map(x: torch.Tensor, name: str | None) -> torch.Tensor:
+    """φ(x) for a named map, in x's dtype (compute in float32/float64 for accuracy); None is
+    "none", as in the public functions."""
+    if name is None or name == "none":
         return x
     if name == "elu":
         return F.elu(x) + 1
