@@ -45,6 +45,7 @@ def _inputs(B, H, Hkv, N, Dk, Dv, *, dtype=torch.float32, device="cpu", taylor=F
     acc = torch.float64 if dtype == torch.float64 else torch.float32
     S0 = torch.randn(B, H, F, Dv, dtype=acc, device=device)
     z0 = torch.rand(B, H, F, dtype=acc, device=device) + 0.5
+    z0[..., 0] += F  # φ(q)·z0 > 0 for "taylor" too: see make_state in test_linear_attention.py
     return q, k, v, S0, z0
 
 
