@@ -14,6 +14,7 @@
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
 #   la-check-fp32                  la-check with float16/bfloat16 on the float32 CUDA-core kernels
 #   kexue-bench                    `python -m kexue bench --quick` (what `make bench` runs) on the GPU
+#   fuzz                           bench/fuzz_ops.py on CUDA (cuda and triton backends), 40 s an op
 # Logs: $OUT/<stage>.log (the device tool brings $OUT back), a summary at the end of the output.
 # DEADLINE (seconds, default 540) bounds the whole call: a stage starts while 30 s remain, its
 # limit cut to what remains.  A 15-minute lease holds one such call; the summary says what is left.
@@ -27,7 +28,7 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
 case $STAGES in  # presets
-  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench ;;
+  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench,fuzz ;;
   la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check,la-check-fp32 ;;
   ce) STAGES=ce-test,ce-bench,sanitize-ce,ce-check ;;
   probe) STAGES=probe-test,probe-bench,sanitize-probe ;;
@@ -132,6 +133,10 @@ for st in "${LIST[@]}"; do
     done ;;
   kexue-bench)
     stage kexue-bench 120 $PY -m kexue bench --quick ;;
+  fuzz)
+    stage fuzz-la 50 env KEXUE_TRITON_AUTOTUNE=off $PY bench/fuzz_ops.py --op la --seconds 40 --device cuda \
+      --backends cuda,triton
+    stage fuzz-ce 50 $PY bench/fuzz_ops.py --op ce --seconds 40 --device cuda --backends cuda,triton ;;
   *) note "unknown stage $st" ;;
   esac
 done
