@@ -10,8 +10,9 @@
    2× the error of the plain-PyTorch composite run in the same dtype (16-bit: φ, scores, state
    and numerator rounded to 16 bits, gradients too: linear_attention_quadratic(compute_dtype=)),
    plus a floor: float32 rounding, and for 16-bit dtypes flash-attention's atol (2 × the
-   rounding of ref + 0.3 - 0.3 in that dtype), at least one ulp of the largest value.  A torch model of the tensor-core kernels'
-   rounding (forward and autograd backward) stays at or below 0.46 of this bound.
+   rounding of ref + 0.3 - 0.3 in that dtype), at least one ulp of the largest value.  A torch
+   model of the tensor-core kernels' rounding (forward and autograd backward) stays at or below
+   0.46 of this bound.
    Uninitialised memory is poisoned (NaN), so an unwritten output element fails.
 2. Timings (CUDA events, median of repeats) of the torch / cuda / triton backends (cuda:
    16-bit dtypes on tensor cores; cuda_fp32: the same backend with KEXUE_LA_CUDA_MATH=fp32,

@@ -285,7 +285,7 @@ def patch_interpreter_bf16() -> None:
             if dst_type.scalar == tl.float32:
                 return src
         if dst_type.scalar == tl.bfloat16 and src.dtype.scalar != tl.bfloat16:
-            data = torch.from_numpy(np.ascontiguousarray(src.data)).to(torch.bfloat16)
+            data = torch.from_numpy(np.array(src.data, order="C")).to(torch.bfloat16)  # 0-d stays 0-d
             return interpreter.TensorHandle(data.view(torch.int16).numpy().view(np.uint16), tl.bfloat16)
         return cast(self, src, dst_type)
 
