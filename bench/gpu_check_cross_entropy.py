@@ -161,15 +161,25 @@ def correctness(backends, quick):
         r, gr = loss_and_grad(cross_entropy_reference, x.double(), t, torch.tensor(1.0, device=DEV))
         ok = bool(torch.isfinite(a)) and bool((ga[m] == 0).all()) and err(a, r) < 1e-5 and err(ga, gr) < 1e-5
         record(ok, backend, "16x50", "float32", "-inf logits", f"loss {err(a, r):.2g} grad {err(ga, gr):.2g}")
-        # out-of-range target: NaN row, other rows unchanged, no synchronisation
+        # out-of-range target: on the GPU a NaN row, other rows unchanged, no synchronisation; on
+        # CPU tensors (--cpu) a clear error at the call
         x = torch.randn(8, 5, device=DEV)
         t = torch.randint(0, 5, (8,), device=DEV)
         good = kexue.cross_entropy(x, t, backend=backend, reduction="none")
         t[3] = 5
-        bad = kexue.cross_entropy(x, t, backend=backend, reduction="none")
-        others = torch.arange(8, device=DEV) != 3
-        ok = bool(torch.isnan(bad[3])) and torch.equal(bad[others], good[others])
-        record(ok, backend, "8x5", "float32", "target out of range", "NaN row" if ok else f"{bad.tolist()}")
+        if DEV.type == "cpu":
+            try:
+                kexue.cross_entropy(x, t, backend=backend, reduction="none")
+                ok, msg = False, "no error raised"
+            except (RuntimeError, ValueError) as exc:
+                msg = str(exc).splitlines()[0]
+                ok = "out of range" in msg
+            record(ok, backend, "8x5", "float32", "target out of range", msg[:80])
+        else:
+            bad = kexue.cross_entropy(x, t, backend=backend, reduction="none")
+            others = torch.arange(8, device=DEV) != 3
+            ok = bool(torch.isnan(bad[3])) and torch.equal(bad[others], good[others])
+            record(ok, backend, "8x5", "float32", "target out of range", "NaN row" if ok else f"{bad.tolist()}")
 
     if "cuda" in backends:
         os.environ["KEXUE_SYNC_CHECKS"] = "1"
@@ -339,7 +349,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-bench", action="store_true")
     ap.add_argument("--no-check", action="store_true", help="timings only")
+    ap.add_argument("--cpu", action="store_true",
+                    help="the correctness table on CPU tensors for the cpu and triton backends, no timings (for "
+                         "Triton set TRITON_INTERPRET=1): the GPU run's checks previewed without a GPU")
     args = ap.parse_args()
+    global DEV
+    if args.cpu:
+        DEV = torch.device("cpu")
+        backends = [b for b in ("cpu", "triton") if BACKENDS.availability(b, DEV)[0]]
+        print(f"backends checked on cpu: {', '.join(backends)}")
+        return 0 if correctness(backends, args.quick) else 1
     if not torch.cuda.is_available():
         print("no CUDA device: this script only runs on a GPU machine", file=sys.stderr)
         return 2

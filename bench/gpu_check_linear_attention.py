@@ -424,17 +424,26 @@ def main() -> int:
     ap.add_argument("--providers", default=",".join(DEFAULT_PROVIDERS))
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--json", default=None, help="write every timing record here")
+    ap.add_argument("--cpu", action="store_true",
+                    help="the correctness table on CPU tensors, no timings (--backends cpu,triton; for Triton "
+                         "set TRITON_INTERPRET=1): the GPU run's checks previewed without a GPU")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    global DEV
+    if args.cpu:
+        DEV = torch.device("cpu")
+        args.no_bench = True
+    elif not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
-    ok, why = BACKENDS.availability("cuda", DEV)
-    if not ok:
-        print(f"the cuda backend is not available: {why}", file=sys.stderr)
-        return 2
+    else:
+        ok, why = BACKENDS.availability("cuda", DEV)
+        if not ok:
+            print(f"the cuda backend is not available: {why}", file=sys.stderr)
+            return 2
     passed = True
     if not args.no_check:
         backends = [b for b in args.backends.split(",") if BACKENDS.availability(b, DEV)[0]]
+        print(f"backends checked on {DEV.type}: {', '.join(backends) or 'none available'}")
         passed = all([correctness(args.quick, b) for b in backends])
     # sanity: the chunked torch reference agrees with itself at another chunk size (harness check)
     q = torch.randn(1, 2, 70, 8, device=DEV)
