@@ -1,4 +1,4 @@
-"""Shared test helpers: devices, backends that must run here, tolerance rule."""
+"""Shared test helpers: devices, backends that must run here, tolerance rule, random states."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def assert_close_rule(out, ref64, ref_same_dtype, *, floor: float, name: str = "
     base = error(ref_same_dtype, ref64)
     assert err == err, f"{name}: NaN in output (unwritten or invalid)"
     assert err <= 2 * base + floor, f"{name}: error {err:.3g} > 2 x reference error {base:.3g} + {floor:g}"
+
+
+def make_state(B, H, F, Dv, device="cpu", dtype=torch.float32):
+    """A random carried state (S, z).  z's first entry is at least F, more than the norm of the
+    rest, so that φ(q)·z > 0 for every map, "taylor" included (φ = [1, q̂]): a state the keys of
+    earlier tokens could have left.  (With z ~ U(0.5, 1.5) alone, the taylor normaliser
+    z[0] + q̂·z[1:] can cross zero, and outputs near a zero normaliser are ill-conditioned in any
+    precision: whether a test passes would depend on the random stream, which differs on CUDA.)"""
+    z = torch.rand(B, H, F, device=device, dtype=dtype) + 0.5
+    z[..., 0] += F
+    return torch.randn(B, H, F, Dv, device=device, dtype=dtype), z
 
 
 def backend_available(op_backends, backend: str, device: str) -> tuple[bool, str]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kexue
-from helpers import assert_close_rule, backend_pairs, error, expected_backends
+from helpers import assert_close_rule, backend_pairs, error, expected_backends, make_state
 from kexue.linear_attention import FEATURE_MAPS, feature_dim, linear_attention_quadratic
 from kexue.linear_attention.api import BACKENDS
 
@@ -43,17 +43,6 @@ def make_inputs(B, H, Hkv, N, Dk, Dv, dtype=torch.float32, device="cpu", noncont
     return q, k, v
 
 
-def make_state(B, H, F, Dv, device="cpu", dtype=torch.float32):
-    """A random carried state (S, z).  z's first entry is at least F, more than the norm of the
-    rest, so that φ(q)·z > 0 for every map, "taylor" included (φ = [1, q̂]): a state the keys of
-    earlier tokens could have left.  (With z ~ U(0.5, 1.5) alone, the taylor normaliser
-    z[0] + q̂·z[1:] can cross zero, and outputs near a zero normaliser are ill-conditioned in any
-    precision: whether a test passes would depend on the random stream, which differs on CUDA.)"""
-    z = torch.rand(B, H, F, device=device, dtype=dtype) + 0.5
-    z[..., 0] += F
-    return torch.randn(B, H, F, Dv, device=device, dtype=dtype), z
-
-
 # (B, H, Hkv, N, Dk, Dv): length 1, sizes that are no multiple of any block, odd head dims,
 # Dk != Dv, GQA, more than one chunk, an exact chunk.
 SHAPES = [
@@ -69,6 +58,21 @@ def oracle(q, k, v, **kw):
     """linear_attention_quadratic with the public function's keywords: returns out, (S, z)."""
     kw = {key: val for key, val in kw.items() if key != "return_state"}
     return linear_attention_quadratic(q, k, v, **kw)
+
+
+def state_grads(fn, ins, cotangents, **kw):
+    """fn(q, k, v, initial_state=(S0, z0), **kw) -> (out, (S, z)) on fresh leaves of
+    ins = (q, k, v, S0, z0): returns (out, S, z) and the gradients of Σ cot·(out, S, z) with
+    respect to the five inputs, each cotangent cast to its output's dtype."""
+    leaves = [t.detach().clone().requires_grad_() for t in ins]
+    o, (S, z) = fn(*leaves[:3], initial_state=tuple(leaves[3:]), **kw)
+    outs = (o, S, z)
+    return outs, torch.autograd.grad(outs, leaves, [c.to(x.dtype) for c, x in zip(cotangents, outs, strict=True)])
+
+
+def backend_fn(backend):
+    """kexue.linear_attention with a fixed backend, called like the oracle."""
+    return lambda *a, **kw: kexue.linear_attention(*a, backend=backend, **kw)
 
 
 def run_both(backend, q, k, v, **kw):
@@ -129,14 +133,11 @@ def test_gradients(backend, device, causal, feature_map):
     F = feature_dim(feature_map, Dk)
     S0, z0 = make_state(B, H, F, Dv, device=device)
     mask = torch.rand(B, N, device=device) < 0.2
-    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, S0, z0)]
     kw = dict(causal=causal, feature_map=feature_map, key_padding_mask=mask, return_state=True)
-    o, (S, z) = kexue.linear_attention(*leaves[:3], initial_state=tuple(leaves[3:]), backend=backend, **kw)
-    go, gS, gz = torch.randn_like(o), torch.randn_like(S), torch.randn_like(z)
-    grads = torch.autograd.grad([o, S, z], leaves, [go, gS, gz])
-    l64 = [t.detach().double().requires_grad_() for t in (q, k, v, S0, z0)]
-    o64, (S64, z64) = oracle(*l64[:3], initial_state=tuple(l64[3:]), **kw)
-    ref = torch.autograd.grad([o64, S64, z64], l64, [go.double(), gS.double(), gz.double()])
+    ins = (q, k, v, S0, z0)
+    cot = [torch.randn(s, dtype=torch.float64, device=device) for s in ((B, H, N, Dv), S0.shape, z0.shape)]
+    _, grads = state_grads(backend_fn(backend), ins, cot, **kw)
+    _, ref = state_grads(oracle, [t.double() for t in ins], cot, **kw)
     for name, g, r in zip(["q", "k", "v", "S0", "z0"], grads, ref, strict=True):
         assert g.shape == r.shape
         assert error(g, r) <= 1e-4 * max(1.0, float(r.abs().max())), f"d{name}: {error(g, r):.3g}"
@@ -195,17 +196,11 @@ def test_half_precision_gradients(backend, device, dtype, causal):
     S0, z0 = make_state(B, H, Dk, Dv, device=device)
     mask = torch.rand(B, N, device=device) < 0.2
     kw = dict(causal=causal, key_padding_mask=mask, return_state=True)
-    go, gS, gz = (torch.randn(s, dtype=torch.float64, device=device) for s in ((B, H, N, Dv), S0.shape, z0.shape))
-
-    def grads(fn, ins):
-        leaves = [t.detach().clone().requires_grad_() for t in ins]
-        o, (S, z) = fn(*leaves[:3], initial_state=tuple(leaves[3:]), **kw)
-        return torch.autograd.grad([o, S, z], leaves, [go.to(o.dtype), gS.to(S.dtype), gz.to(z.dtype)])
-
     ins = (q, k, v, S0, z0)
-    got = grads(lambda *a, **o: kexue.linear_attention(*a, backend=backend, **o), ins)
-    ref64 = grads(oracle, [t.double() for t in ins])
-    low = grads(lambda *a, **o: oracle(*a, compute_dtype=dtype, **o), ins)
+    cot = [torch.randn(s, dtype=torch.float64, device=device) for s in ((B, H, N, Dv), S0.shape, z0.shape)]
+    _, got = state_grads(backend_fn(backend), ins, cot, **kw)
+    _, ref64 = state_grads(oracle, [t.double() for t in ins], cot, **kw)
+    _, low = state_grads(oracle, ins, cot, compute_dtype=dtype, **kw)
     for name, x, g, r, lo in zip(["q", "k", "v", "S0", "z0"], ins, got, ref64, low, strict=True):
         assert g.dtype == x.dtype
         assert_close_rule(g, r, lo, floor=1e-4, name=f"d{name}")
@@ -274,8 +269,7 @@ def test_cu_seqlens_equals_separate_calls(backend, device):
 @pytest.mark.parametrize("feature_map", ["elu", "softmax"])
 def test_cu_seqlens_gradients(backend, device, causal, feature_map):
     """Packed sequences (one of them empty, several longer than a chunk) with GQA, a mask and an
-    initial state per sequence: all gradients against the float64 oracle.  (Positive feature maps:
-    with "taylor" a random initial z makes den cancel to ~0 and the outputs ill-conditioned.)"""
+    initial state per sequence: all gradients against the float64 oracle."""
     _available(backend, device)
     lens = [5, 0, 70, 33]
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int64, device=device)
@@ -284,13 +278,10 @@ def test_cu_seqlens_gradients(backend, device, causal, feature_map):
     S0, z0 = make_state(len(lens), H, feature_dim(feature_map, Dk), Dv, device=device)
     mask = torch.rand(1, sum(lens), device=device) < 0.2
     kw = dict(causal=causal, feature_map=feature_map, key_padding_mask=mask, cu_seqlens=cu, return_state=True)
-    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, S0, z0)]
-    o, (S, z) = kexue.linear_attention(*leaves[:3], initial_state=tuple(leaves[3:]), backend=backend, **kw)
-    go, gS, gz = torch.randn_like(o), torch.randn_like(S), torch.randn_like(z)
-    grads = torch.autograd.grad([o, S, z], leaves, [go, gS, gz])
-    l64 = [t.detach().double().requires_grad_() for t in (q, k, v, S0, z0)]
-    o64, (S64, z64) = oracle(*l64[:3], initial_state=tuple(l64[3:]), **kw)
-    ref = torch.autograd.grad([o64, S64, z64], l64, [go.double(), gS.double(), gz.double()])
+    ins = (q, k, v, S0, z0)
+    cot = [torch.randn(s, dtype=torch.float64, device=device) for s in ((1, H, sum(lens), Dv), S0.shape, z0.shape)]
+    (o, S, z), grads = state_grads(backend_fn(backend), ins, cot, **kw)
+    (o64, S64, z64), ref = state_grads(oracle, [t.double() for t in ins], cot, **kw)
     o32, (S32, z32) = oracle(q, k, v, initial_state=(S0, z0), **kw)
     assert_close_rule(o, o64, o32, floor=F32_FLOOR, name="out")
     assert_close_rule(S, S64, S32, floor=1e-4, name="S")

@@ -13,7 +13,7 @@ import importlib.util
 import pytest
 import torch
 
-from helpers import TRITON_DEVICES, error
+from helpers import TRITON_DEVICES, error, make_state
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
@@ -42,10 +42,7 @@ def _inputs(B, H, Hkv, N, Dk, Dv, *, dtype=torch.float32, device="cpu", taylor=F
     q = torch.randn(B, H, N, Dk, dtype=dtype, device=device)
     k = torch.randn(B, Hkv, N, Dk, dtype=dtype, device=device)
     v = torch.randn(B, Hkv, N, Dv, dtype=dtype, device=device)
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
-    S0 = torch.randn(B, H, F, Dv, dtype=acc, device=device)
-    z0 = torch.rand(B, H, F, dtype=acc, device=device) + 0.5
-    z0[..., 0] += F  # φ(q)·z0 > 0 for "taylor" too: see make_state in test_linear_attention.py
+    S0, z0 = make_state(B, H, F, Dv, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     return q, k, v, S0, z0
 
 
