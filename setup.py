@@ -74,7 +74,7 @@ def build_ext_cls():
 setup(
     packages=[
         "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations", "kexue.probe",
-        "kexue.probe.data", "kexue.datasets",
+        "kexue.probe.data", "kexue.datasets", "kexue.vae",
         "kexue.triton_kernels",
     ],
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},
