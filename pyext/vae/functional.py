@@ -36,6 +36,14 @@ def _check_tensor(t: object, name: str) -> torch.Tensor:
     return t
 
 
+def _tracing(*tensors: torch.Tensor) -> bool:
+    """True under torch.compile / torch.func transforms: the value checks (finite, in range), which
+    read tensor data, are skipped there so the graph has no break; shapes and dtypes are still checked."""
+    if torch.compiler.is_compiling():
+        return True
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
 def check_mu_logvar(mu: torch.Tensor, logvar: torch.Tensor) -> None:
     """Raise a clear error unless ``mu`` and ``logvar`` are finite floating tensors of one shape ``(*batch, d)``."""
     _check_tensor(mu, "mu")
@@ -47,6 +55,8 @@ def check_mu_logvar(mu: torch.Tensor, logvar: torch.Tensor) -> None:
         raise ValueError("mu and logvar must have at least one axis (the latent axis, last)")
     if mu.dtype != logvar.dtype:
         raise TypeError(f"mu and logvar must have the same dtype, got {mu.dtype} and {logvar.dtype}")
+    if _tracing(mu, logvar):
+        return
     if not bool(torch.isfinite(logvar).all()):
         raise ValueError("logvar has non-finite values (inf or nan): a variance of 0 or inf is not a Gaussian; "
                          "for sigma = 0 use kexue.vae.AE")
@@ -135,11 +145,11 @@ def reconstruction_log_likelihood(recon: torch.Tensor, x: torch.Tensor, *, likel
                          f"{tuple(x.shape)}")
     if x.dim() < batch_dims:
         raise ValueError(f"x has {x.dim()} axes, fewer than its {batch_dims} batch axes")
-    if not bool(torch.isfinite(x).all()):
+    if not _tracing(x) and not bool(torch.isfinite(x).all()):
         raise ValueError("x has non-finite values (inf or nan)")
     event = tuple(range(batch_dims, x.dim()))
     if likelihood == "bernoulli":
-        if bool((x < 0).any()) or bool((x > 1).any()):
+        if not _tracing(x) and (bool((x < 0).any()) or bool((x > 1).any())):
             raise ValueError("x must lie in [0, 1] for the bernoulli likelihood (scale the pixels, e.g. x / 255)")
         ll = -F.binary_cross_entropy_with_logits(recon, x, reduction="none")
     else:
