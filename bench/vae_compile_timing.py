@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for name, fn, inputs in cases(args.quick):
-        compiled = torch.compile(fn, fullgraph=True)
+        compiled = torch.compile(fn, fullgraph=True, dynamic=False)
 
         def run(f, inputs=inputs):
             return lambda: f(*inputs).backward()

@@ -119,7 +119,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *,
         torch.Size([3, 2])
     """
     check_mu_logvar(mu, logvar)
-    eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+    if generator is None:
+        eps = torch.randn_like(mu, memory_format=torch.contiguous_format)  # traceable with symbolic shapes
+    else:
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
