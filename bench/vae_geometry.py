@@ -362,14 +362,14 @@ def _sheet(tiles: torch.Tensor) -> torch.Tensor:
 
 
 def _save(fig, path: str) -> None:
-    """Save as a 64-colour palette PNG (a few tens of KB instead of hundreds)."""
+    """Save as a 32-colour palette PNG (a few tens of KB instead of hundreds)."""
     import io
 
     from PIL import Image
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     buf.seek(0)
-    Image.open(buf).convert("RGB").quantize(colors=64).save(path, optimize=True)
+    Image.open(buf).convert("RGB").quantize(colors=32).save(path, optimize=True)
 
 
 def draw_figures(name: str, data: dict, figures_dir: str) -> None:
