@@ -397,3 +397,13 @@ def test_public_functions_all_have_bad_input_rows():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.slow
+def test_elbo_compiles_fullgraph():
+    """torch.compile(fullgraph=True) traces the ELBO with no graph break (the value checks are skipped
+    while tracing) and gives the eager value.  About 10 s of CPU for the inductor build."""
+    mu, lv = torch.randn(5, 3), torch.randn(5, 3)
+    x, recon = torch.rand(5, 7).round(), torch.randn(5, 7)
+    compiled = torch.compile(lambda r, xx, m, v: vae.elbo(r, xx, m, v, beta=0.5), fullgraph=True)
+    torch.testing.assert_close(compiled(recon, x, mu, lv), vae.elbo(recon, x, mu, lv, beta=0.5))
