@@ -151,7 +151,7 @@ def _brute_force_best(table, prompt_last, L):
     logp = table.double().log_softmax(-1)
     best = (-math.inf, None)
     frontier = [((), prompt_last, 0.0)]
-    for t in range(L):
+    for _ in range(L):
         nxt = []
         for toks, last, s in frontier:
             for v in range(V):
@@ -321,8 +321,9 @@ def test_consistent_generate_samples_through_kexue():
 
     model = _tiny_llama()
     ids = torch.tensor([[1, 5, 6, 7]] * 3)
-    a = consistent_generate(model, ids, top_k=5, top_p=0.9, max_new_tokens=8, generator=torch.Generator().manual_seed(0))
-    b = consistent_generate(model, ids, top_k=5, top_p=0.9, max_new_tokens=8, generator=torch.Generator().manual_seed(0))
+    kw = dict(top_k=5, top_p=0.9, max_new_tokens=8)
+    a = consistent_generate(model, ids, generator=torch.Generator().manual_seed(0), **kw)
+    b = consistent_generate(model, ids, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(a, b) and a.shape[1] > 4
 
 

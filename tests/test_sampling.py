@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
-from helpers import backend_pairs, error, expected_backends
 
 import kexue
+from helpers import backend_pairs, error, expected_backends
 from kexue.decoding import api, sample_reference, sampling_probs, sampling_probs_reference
 from kexue.decoding.reference import row_params
 
@@ -57,10 +57,18 @@ def _check_probs(got, x, opts, name):
     assert err <= 2 * base + 4 * torch.finfo(torch.float32).eps, f"{name}: error {err:.3g} (base {base:.3g})"
 
 
-@pytest.mark.parametrize("backend,device", PAIRS)
-@pytest.mark.parametrize("B,V", SHAPES)
-@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "none")
-def test_probs_match_reference(backend, device, B, V, opts):
+# The Triton interpreter runs each bisection step as numpy calls per tile: the full grid runs on the
+# compiled backends, and a cross-section of it on Triton (every option once, every shape once).
+TRITON_GRID = [(SHAPES[i % len(SHAPES)], OPTIONS[i]) for i in range(len(OPTIONS))]
+GRID = [(b, d, shape, opts) for b, d in PAIRS for shape in SHAPES for opts in OPTIONS
+        if b != "triton" or (shape, opts) in TRITON_GRID]
+
+
+@pytest.mark.parametrize("backend,device,shape,opts", GRID,
+                         ids=[f"{b}-{d}-B{s[0]}V{s[1]}-" + (",".join(f"{k}={v}" for k, v in o.items()) or "none")
+                              for b, d, s, o in GRID])
+def test_probs_match_reference(backend, device, shape, opts):
+    B, V = shape
     x = _logits(B, V).to(device)
     opts = _fit(opts, V)
     got = sampling_probs(x, backend=backend, **opts)
@@ -132,11 +140,12 @@ def test_matches_hf_warpers():
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_same_uniform_same_token(backend, device):
     """The draw is the inverse CDF in token order: every backend returns the reference's token."""
-    x = _logits(64, 300)
+    B = 12 if backend == "triton" and device == "cpu" else 64  # (the interpreter is slow)
+    x = _logits(B, 300)
     opts = _fit(dict(top_k=40, top_p=0.8, keep=[0]), 300)
-    T, k, p, E = row_params(64, None, 40, 0.8, [0], "cpu")
+    T, k, p, E = row_params(B, None, 40, 0.8, [0], "cpu")
     g = torch.Generator().manual_seed(1)
-    u = torch.rand(64, dtype=torch.float64, generator=g)
+    u = torch.rand(B, dtype=torch.float64, generator=g)
     want = sample_reference(x, T, k, p, E, u)
     g = torch.Generator(device=device).manual_seed(1)
     got = kexue.sample(x.to(device), generator=g, backend=backend, **opts)
@@ -265,7 +274,7 @@ def test_opcheck():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or "triton" not in api.BACKENDS.available_backends(
-    torch.device("cuda")), reason="triton_op kernels are not traceable on CPU tensors under the interpreter (CUDA only)")
+    torch.device("cuda")), reason="triton_op kernels are not traceable on CPU tensors under the interpreter")
 def test_opcheck_triton():
     from kexue.triton_kernels import sampling as tk  # noqa: F401  (registers the ops)
 

@@ -145,7 +145,10 @@ def check_sampling_args(logits, temperature, top_k, top_p, keep) -> None:
 
 def _prepare(logits, temperature, top_k, top_p, keep, backend):
     check_sampling_args(logits, temperature, top_k, top_p, keep)
-    name = _resolve(backend, str(logits.device))
+    if backend == "auto" and logits.dtype == torch.float64 and logits.device.type != "cpu":
+        name = "torch"  # (the GPU kernels take 16- and 32-bit logits; float64 is the reference's)
+    else:
+        name = _resolve(backend, str(logits.device))
     return name, row_params(logits.shape[0], temperature, top_k, top_p, keep, logits.device)
 
 

@@ -135,7 +135,7 @@ def generate(
         else:
             res = _step_by_step(step_fn, batch, strategy, max_len, eos_id, pad, reorder_state, generator, sample_kw)
         where = torch.tensor(idx)
-        for dst, src in zip((seqs, lengths, terminated, scores), res):
+        for dst, src in zip((seqs, lengths, terminated, scores), res, strict=True):
             dst[where] = src.to(dst.device)
     return GenerateOutput(seqs, lengths, terminated, scores)
 
@@ -195,7 +195,7 @@ def _beam(step_fn, prompts, beam_size, max_len, eos_id, pad, reorder_state):
             n = min(2 * beam_size, flat.numel())
             top_s, top_i = flat.topk(n)
             kept = 0
-            for s, i in zip(top_s.tolist(), top_i.tolist()):
+            for s, i in zip(top_s.tolist(), top_i.tolist(), strict=True):
                 r, v = rows[i // V].item(), i % V
                 if s == -float("inf"):
                     break

@@ -85,7 +85,8 @@ def kept_weights(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.T
 
 
 def sampling_probs_reference(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
-                             top_p: torch.Tensor, keep: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+                             top_p: torch.Tensor, keep: torch.Tensor,
+                             dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """q (B, V) in ``dtype`` (float64: the definition): the distribution every backend samples from."""
     w = kept_weights(logits, temperature, top_k, top_p, keep, dtype)
     return w / w.sum(dim=1, keepdim=True)
