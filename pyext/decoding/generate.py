@@ -99,8 +99,8 @@ def generate(
 
         >>> import torch
         >>> from kexue.decoding import generate
-        >>> def step_fn(ids, state):                     # eos (id 0) has 1% probability
-        ...     logits = torch.zeros(ids.shape[0], 10); logits[:, 0] = -6.0
+        >>> def step_fn(ids, state):                     # eos (id 0): 1.5% of the mass
+        ...     logits = torch.zeros(ids.shape[0], 10); logits[:, 0] = -2.0
         ...     return logits, state
         >>> g = torch.Generator().manual_seed(0)
         >>> out = generate(step_fn, torch.ones(8, 3, dtype=torch.long), strategy="sample", top_k=2,
