@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .op import native_probs, native_sample
+from .op import native_probs, native_sample, schemas_loaded
 from .reference import row_params, sample_reference, sampling_probs_reference
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -44,7 +44,7 @@ def _triton_probs(*args):
 BACKENDS = OpBackends(
     name="sample",
     impls={"torch": _torch_sample, "cpu": native_sample, "cuda": native_sample, "triton": _triton_sample},
-    native_op="sample",
+    native_op="sample" if schemas_loaded() else None,  # (None: a kexue._C built before this op)
     triton_ready=triton_kernel_ready("sampling", "sample_triton_checked"),
     auto=native_first,
 )

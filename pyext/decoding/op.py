@@ -17,14 +17,27 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-@torch.library.register_fake("kexue::sampling_probs")
 def _fake_probs(logits, temperature, top_k, top_p, keep):
     return logits.new_empty(logits.shape, dtype=accumulation_dtype(logits.dtype))
 
 
-@torch.library.register_fake("kexue::sample")
 def _fake_sample(logits, temperature, top_k, top_p, keep, uniform):
     return logits.new_empty((logits.shape[0],), dtype=torch.int64)
+
+
+def schemas_loaded() -> bool:
+    """False with a kexue._C built before these ops existed: then only the reference backend runs
+    (``import kexue`` must not fail on a stale build; rebuild to get the kernels)."""
+    try:
+        torch._C._dispatch_has_kernel_for_dispatch_key("kexue::sample", "CPU")
+        return True
+    except RuntimeError:
+        return False
+
+
+if schemas_loaded():
+    torch.library.register_fake("kexue::sampling_probs")(_fake_probs)
+    torch.library.register_fake("kexue::sample")(_fake_sample)
 
 
 def native_sample(logits, temperature, top_k, top_p, keep, uniform):
