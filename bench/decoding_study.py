@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--max-len", type=int, default=500)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)  # (a small LSTM: more threads only spin on a shared machine)
     ap.add_argument("--quick", action="store_true", help="4 prompts, L = 30, one seed (a smoke test)")
     args = ap.parse_args(argv)
     if args.quick:
