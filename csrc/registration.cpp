@@ -95,6 +95,16 @@ TORCH_LIBRARY(kexue, m) {
   // exactly one child.  Returns heads (B, n+1) int64: heads[b, 0] = -1, heads[b, d] the head of
   // word d for d <= lengths[b], -1 beyond.  Not differentiable.
   m.def("eisner(Tensor scores, Tensor lengths, bool single_root) -> Tensor");
+  // Consistent top-k / nucleus sampling (kexue.sample).  See pyext/decoding/reference.py for the
+  // exact semantics.  logits (B, V) any strides; per row: temperature (B,) float64 > 0, top_k (B,)
+  // int64 (0 = no top-k), top_p (B,) float64 in (0, 1] (1 = no top-p), keep (B, K) int64 token ids
+  // kept whatever the filters say (-1 = none).  sampling_probs returns the filtered, renormalised
+  // distribution (B, V) in the accumulation dtype (float32, float64 for float64 logits); sample
+  // returns (B,) int64 tokens drawn by the inverse CDF in token order at uniform (B,) float64 in
+  // [0, 1).  A NaN or +inf logit, or a row that is all -inf, is an error.  Not differentiable.
+  m.def("sampling_probs(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor keep) -> Tensor");
+  m.def("sample(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor keep, Tensor uniform) "
+        "-> Tensor");
   // The instruction-set path the CPU kernels take in this process (csrc/common/cpu_isa.h):
   // "avx512", "avx2" or "base".
   m.def("cpu_isa() -> str", []() -> std::string {

@@ -6,6 +6,7 @@ fast backends chosen with ``backend="auto"``.
 
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
 from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
+from .decoding import sample
 from .linear_attention import linear_attention, linear_attention_step
 
 __version__ = "0.1.0"
@@ -14,10 +15,12 @@ __all__ = [
     "adjust_logits",
     "class_prior",
     "cross_entropy",
+    "decoding",
     "linear_attention",
     "linear_attention_step",
     "linear_cross_entropy",
     "nn",
+    "sample",
 ]
 
 

@@ -25,6 +25,7 @@ OPS = {
     "cross_entropy": "kexue.cross_entropy.bench",
     "probe": "kexue.probe.bench",
     "vae": "kexue.vae.bench",
+    "sample": "kexue.decoding.bench",
 }
 
 

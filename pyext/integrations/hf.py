@@ -94,3 +94,7 @@ def register(name: str = NAME, feature_map: FeatureMap = "elu", eps: float = 1e-
 
 
 register()
+
+
+# Decoding (issue 13): consistent sampling through kexue.sample, the self-terminating head.
+from .hf_decoding import consistent_generate, self_terminating  # noqa: E402, F401

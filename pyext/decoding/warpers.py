@@ -1,0 +1,84 @@
+"""Consistent top-k / nucleus warpers: Hugging Face ``LogitsProcessor``s that always keep eos.
+
+``ConsistentTopKLogitsWarper(top_k, eos_token_id)`` and ``ConsistentTopPLogitsWarper(top_p,
+eos_token_id)`` filter as HF's ``TopKLogitsWarper`` / ``TopPLogitsWarper`` do (top-k ties kept;
+top-p keeps the smallest prefix by descending probability whose mass reaches p, crossing token
+included, at least ``min_tokens_to_keep``), then put the eos ids back with their own scores
+(``indices_to_remove[:, eos] = False``, uralik/consistency-lm). On exact ties at the top-p
+crossing, every tied token is kept (HF's choice there depends on its sort order), the rule of
+:mod:`kexue.decoding.reference`. Usage::
+
+    from transformers import LogitsProcessorList
+    from kexue.decoding import ConsistentTopKLogitsWarper, ConsistentTopPLogitsWarper
+    out = model.generate(ids, do_sample=True, top_k=0, top_p=1.0, logits_processor=LogitsProcessorList([
+        ConsistentTopKLogitsWarper(50, eos_token_id=tok.eos_token_id),
+        ConsistentTopPLogitsWarper(0.9, eos_token_id=tok.eos_token_id)]))
+
+(``top_k=0, top_p=1.0`` turn HF's own warpers off, which would otherwise drop eos again.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor
+
+
+def _eos_list(eos_token_id) -> list[int]:
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id) if isinstance(
+        eos_token_id, (Sequence, torch.Tensor)) else None
+    if not ids or not all(isinstance(int(i), int) and not isinstance(i, bool) and int(i) >= 0 for i in ids):
+        raise ValueError(f"eos_token_id must be a token id or a non-empty list of ids, got {eos_token_id!r}")
+    return [int(i) for i in ids]
+
+
+def _keep_eos(scores: torch.Tensor, processed: torch.Tensor, eos: list[int]) -> torch.Tensor:
+    for e in eos:
+        if not 0 <= e < scores.shape[-1]:
+            raise ValueError(f"eos_token_id {e} is out of range for scores with {scores.shape[-1]} tokens")
+    idx = torch.tensor(eos, device=scores.device)
+    return processed.index_copy(-1, idx, scores.index_select(-1, idx))
+
+
+class ConsistentTopKLogitsWarper(LogitsProcessor):
+    """HF's top-k (ties with the k-th score kept) with the eos ids always kept."""
+
+    def __init__(self, top_k: int, eos_token_id: int | Sequence[int], filter_value: float = -float("inf"),
+                 min_tokens_to_keep: int = 1):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
+        self.top_k = max(top_k, min_tokens_to_keep)
+        self.eos = _eos_list(eos_token_id)
+        self.filter_value = filter_value
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.top_k, scores.size(-1))
+        remove = scores < torch.topk(scores, k)[0][..., -1, None]
+        return _keep_eos(scores, scores.masked_fill(remove, self.filter_value), self.eos)
+
+
+class ConsistentTopPLogitsWarper(LogitsProcessor):
+    """HF's nucleus filter (crossing token kept, ties at the crossing kept) with the eos ids always kept."""
+
+    def __init__(self, top_p: float, eos_token_id: int | Sequence[int], filter_value: float = -float("inf"),
+                 min_tokens_to_keep: int = 1):
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
+        if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+            raise ValueError(f"min_tokens_to_keep must be an int >= 1, got {min_tokens_to_keep!r}")
+        self.top_p = float(top_p)
+        self.eos = _eos_list(eos_token_id)
+        self.filter_value = filter_value
+        self.min_tokens_to_keep = min_tokens_to_keep
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.top_p >= 1.0:
+            return scores
+        probs = scores.float().softmax(dim=-1)
+        desc = probs.sort(dim=-1, descending=True).values
+        cross = (desc.cumsum(dim=-1) >= self.top_p).int().argmax(dim=-1, keepdim=True)
+        cross = cross.clamp(min=min(self.min_tokens_to_keep, scores.shape[-1]) - 1)
+        tau = desc.gather(-1, cross)
+        remove = probs < tau
+        return _keep_eos(scores, scores.masked_fill(remove, self.filter_value), self.eos)
