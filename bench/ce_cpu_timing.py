@@ -1,10 +1,10 @@
 """cross_entropy on the CPU, float32, forward + backward with the gradient allocated as usual
-(not inplace_backward): kexue's "cpu" backend with its fresh gradient advised into transparent
-huge pages (the default), the same with the advice off (KEXUE_HUGE_PAGES=0), and
-F.cross_entropy; then the issue's logit-adjusted, flooded loss against its torch composite,
-F.cross_entropy(x + τ·log π) with batch flooding |ℓ − b| + b.  Providers take turns in every
-repeat; medians, spread = (max - min) / median, and the minor page faults per call (getrusage)
-that show where the time of a fresh 500 MiB gradient goes.
+(not inplace_backward): kexue's "cpu" backend (its default), the same with its fresh gradient
+advised into transparent huge pages (KEXUE_HUGE_PAGES=1), and F.cross_entropy; then the issue's
+logit-adjusted, flooded loss against its torch composite, F.cross_entropy(x + log π) with batch
+flooding |ℓ − b| + b.  Providers take turns in every repeat; medians, spread = (max - min) /
+median, and the minor page faults per call (getrusage) that show where the time of a fresh
+500 MiB gradient goes.
 
     python bench/ce_cpu_timing.py [--n 4096 --classes 32000 --threads 2 --repeats 7] [--quick]
 """
@@ -79,10 +79,10 @@ def providers(x: torch.Tensor, t: torch.Tensor, prior: torch.Tensor, flood: floa
     return {
         "F.cross_entropy": lambda: grad(F.cross_entropy(x, t)),
         "kexue cpu": kexue_plain,
-        "kexue cpu, no THP": with_env("KEXUE_HUGE_PAGES", "0", kexue_plain),
+        "kexue cpu, THP": with_env("KEXUE_HUGE_PAGES", "1", kexue_plain),
         "torch LA+flood": torch_adjusted,
         "kexue LA+flood": kexue_adjusted,
-        "kexue LA+flood, no THP": with_env("KEXUE_HUGE_PAGES", "0", kexue_adjusted),
+        "kexue LA+flood, THP": with_env("KEXUE_HUGE_PAGES", "1", kexue_adjusted),
     }
 
 
