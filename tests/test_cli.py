@@ -1,6 +1,8 @@
 """`python -m kexue bench` runs end to end (small shapes) and prints its table."""
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -13,3 +15,38 @@ def test_bench_quick_prints_table():
     assert "median ms" in res.stdout and "linear_attention/causal" in res.stdout
     assert "torch" in res.stdout and "cross_entropy" in res.stdout
     assert " triton " not in res.stdout  # no interpreter timings
+    # the profiler's chatter (memory figures) is filtered out; a line per case shows progress
+    assert "USDT" not in res.stdout + res.stderr
+    assert "[1/" in res.stderr and "timed runs each" in res.stderr
+
+
+def test_help_lists_every_subcommand_on_one_line():
+    from kexue.__main__ import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert set(helps) == set(sub.choices) and all(helps.values())  # every subcommand has a help line
+    env = {**os.environ, "COLUMNS": "40"}  # a narrow terminal: still one line each
+    res = subprocess.run([sys.executable, "-m", "kexue", "--help"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    for name, text in helps.items():
+        assert re.search(rf"^\s+{re.escape(name)}\s+{re.escape(text)}$", res.stdout, re.MULTILINE), (name, res.stdout)
+
+
+def test_native_stderr_filter_drops_only_the_profiler_lines(capfd):
+    import torch
+
+    from kexue.benchmarking import peak_memory
+
+    peak = peak_memory(lambda: torch.ones(256, 1024), torch.device("cpu"))
+    assert peak == 256 * 1024 * 4  # the figure is kept
+    assert "USDT" not in capfd.readouterr().err
+
+    from kexue.benchmarking import PROFILER_NOISE, _native_stderr_without
+
+    with _native_stderr_without(PROFILER_NOISE):
+        os.write(2, b"USDT: profiler_start\nreal warning\n")
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "real warning" in err

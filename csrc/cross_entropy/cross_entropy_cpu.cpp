@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "common/cpu_huge_pages.h"
 #include "cross_entropy/row_math.h"
 
 namespace kexue::ce {
@@ -268,6 +269,8 @@ at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad_loss, const at::Tensor& 
                                  const at::Tensor& lse, double label_smoothing, double z_loss, int64_t ignore_index) {
   TORCH_CHECK(logits.dim() == 2, "cross_entropy_bwd: logits must have shape (N, C), got ", logits.sizes());
   auto out = at::empty({logits.size(0), logits.size(1)}, logits.options());
+  // fresh and written whole below: with KEXUE_HUGE_PAGES=1, faulted in 2 MiB pages (cpu_huge_pages.h)
+  kexue::cpu::advise_huge_pages(out.data_ptr(), out.nbytes());
   run_backward("cross_entropy_bwd", grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss,
                ignore_index, out);
   return out;
