@@ -455,3 +455,27 @@ def test_gradcheck_still_holds_for_kernel_first_order():
     """gradcheck (first order, no create_graph) exercises the kernels' backward."""
     ins, kw, state = _la_group("gqa-mask")
     assert gradcheck(_la_fn(kw, state, "cpu"), tuple(ins), atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference's definition of ignored rows (bench/fuzz_ops.py's corner): 0 loss, 0 gradient
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_ce_ignored_rows_all_neg_inf(backend):
+    """An ignored row whose logits are all -inf contributes no loss and a zero gradient, on
+    every backend and in the reference (whose logsumexp backward would give 0·NaN there)."""
+    x = torch.randn(4, 6)
+    x[1] = float("-inf")
+    x[3, :2] = float("-inf")
+    target = torch.tensor([2, -100, 0, 5])
+    for kw in (dict(), dict(z_loss=0.01, weight=torch.rand(6) + 0.5),
+               dict(reduction="none", flood=0.3, flood_mode="sample")):
+        got_x, ref_x = x.clone().requires_grad_(), x.double().requires_grad_()
+        got = kexue.cross_entropy(got_x, target, backend=backend, **kw)
+        ref = cross_entropy_reference(ref_x, target, **{k: v.double() if torch.is_tensor(v) else v for k, v in kw.items()})
+        assert error(got, ref) <= 1e-5 * max(1.0, float(ref.detach().abs().max()))
+        got.sum().backward()
+        ref.sum().backward()
+        assert torch.equal(got_x.grad[1], torch.zeros(6)) and torch.equal(ref_x.grad[1], torch.zeros(6, dtype=F64))
+        assert error(got_x.grad, ref_x.grad) <= 1e-5
