@@ -15,8 +15,12 @@ Rule (flash-attention's): error against float64 <= 2 x the error of the plain co
 input's dtype (for 16-bit linear attention the composite computed in 16 bits,
 ``compute_dtype``) + a float32 floor; for 16-bit inputs also 2 units of the dtype at the
 values' size.  Each failure prints its configuration.  Known ill-conditioned corners are left
-out of the draw and named where they are (``_la_config``).  On the CPU, Triton runs under the
-interpreter (TRITON_INTERPRET=1 is set when no GPU is present).
+out of the draw and named where they are (``_la_config``).  The "taylor" map's scores
+1 + cos(q, k) cancel (a query opposite a key, most often in small Dk and in short packed
+sequences, 1 token each): there the composite's own error is luck, so the baseline is also the
+float32 evaluation of the definition in the kernels' state form (``_state_form``: numerator
+and denominator rounded apart, as in the kernels), and the larger of the two counts.  On the
+CPU, Triton runs under the interpreter (TRITON_INTERPRET=1 is set when no GPU is present).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ if not torch.cuda.is_available():
 import kexue  # noqa: E402
 from kexue.cross_entropy import cross_entropy_reference  # noqa: E402
 from kexue.linear_attention import feature_dim, linear_attention_quadratic  # noqa: E402
+from kexue.linear_attention.reference import _finish, _initial, _mapped, _per_sequence, _rounding  # noqa: E402
 
 UNIT = {torch.float32: 0.0, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
@@ -52,10 +57,13 @@ def scale_of(t: torch.Tensor) -> float:
     return max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
 
 
-def check(name: str, got, ref64, low, floor: float, msgs: list[str]) -> None:
+def check(name: str, got, ref64, low, floor: float, msgs: list[str], extra=()) -> None:
     """The rule on the entries where the same-dtype composite is finite (an output dtype's
-    overflow is the composite's too: those entries must match it, inf for inf)."""
+    overflow is the composite's too: those entries must match it, inf for inf).  ``extra``:
+    more evaluations of the definition at the input dtype's precision; the baseline is the
+    largest error among ``low`` and them."""
     got, ref64, low = (t.detach().reshape(-1) for t in (got, ref64, low))
+    extra = [t.detach().reshape(-1) for t in extra]
     fg, fl = torch.isfinite(got.double()), torch.isfinite(low.double())
     if not torch.equal(fg, fl):
         msgs.append(f"{name}: finite where the composite is not, or the reverse ({int((fg != fl).sum())} entries)")
@@ -64,7 +72,8 @@ def check(name: str, got, ref64, low, floor: float, msgs: list[str]) -> None:
         msgs.append(f"{name}: non-finite entries differ from the composite's")
         return
     keep = fg & torch.isfinite(ref64)
-    e, base = max_err(got[keep], ref64[keep]), max_err(low[keep], ref64[keep])
+    e = max_err(got[keep], ref64[keep])
+    base = max([max_err(low[keep], ref64[keep])] + [max_err(t[keep], ref64[keep]) for t in extra])
     if not e <= 2 * base + floor:
         msgs.append(f"{name}: error {e:.3g} > 2 x {base:.3g} + {floor:.3g}")
 
@@ -90,6 +99,27 @@ def _la_config(rng: random.Random) -> dict:
         state=rng.random() < 0.4, grads=rng.random() < 0.6,
         cuts=rng.randint(0, 4), grad_state=rng.random() < 0.5,
     )
+
+
+def _state_form(q, k, v, *, causal, feature_map, normalize, eps, key_padding_mask, initial_state, cu_seqlens=None,
+                compute_dtype=None):
+    """The definition evaluated as the kernels evaluate it, in the input's precision: through the
+    state, num_i = φ(q_i)·S_i and den_i = φ(q_i)·z_i with S_i = S0 + Σ_{j∈A(i)} φ(k_j) v_jᵀ
+    (N×F×Dv memory: fuzz sizes only); for 16-bit inputs φ and the state are rounded to that
+    dtype as tensor-core operands are.  Unlike the quadratic form, numerator and denominator
+    round independently, so a cancelling normaliser (taylor's 1 + cos) shows its true error."""
+    if cu_seqlens is not None:
+        return _per_sequence(_state_form, q, k, v, key_padding_mask, initial_state, cu_seqlens, causal=causal,
+                             feature_map=feature_map, normalize=normalize, eps=eps, compute_dtype=compute_dtype)
+    rnd = _rounding(compute_dtype)
+    fq, fk, vv = _mapped(q, k, v, feature_map, key_padding_mask)
+    fq, fk = rnd(fq), rnd(fk)
+    vv = torch.cat([vv, torch.ones_like(vv[..., :1])], dim=-1)
+    S0 = _initial(fq, vv, initial_state)
+    kv = fk[..., :, None] * vv[..., None, :]  # (B, H, N, F, Dv + 1)
+    S = (kv.cumsum(2) if causal else kv.sum(2, keepdim=True)) + S0[:, :, None]
+    num = (fq[..., None] * rnd(S)).sum(-2)
+    return _finish(num, S0 + kv.sum(2), normalize, eps, q.dtype)
 
 
 def fuzz_la(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
@@ -138,12 +168,17 @@ def fuzz_la(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
     cdt = dtype if dtype != torch.float32 else None
     ol, (Sl, zl) = linear_attention_quadratic(*low_l[:3], initial_state=st(low_l), compute_dtype=cdt, **kw)
     f32 = 3e-5 * (1 if c["normalize"] else 10)
+    pert = []  # taylor: the state form's own float32 (16-bit) evaluation, see the module doc
+    if c["fmap"] == "taylor":
+        sf_l = leaves(ins)
+        o_sf, (S_sf, z_sf) = _state_form(*sf_l[:3], initial_state=st(sf_l), compute_dtype=cdt, eps=1e-6, **kw)
+        pert = [(sf_l, [o_sf, S_sf, z_sf])]
     msgs: list[str] = []
     if out.shape != o64.shape or out.dtype != dtype:
         msgs.append(f"out: shape {tuple(out.shape)} dtype {out.dtype}")
         return msgs, c
-    for name, a, r, lo in (("out", out, o64, ol), ("S", S, S64, Sl), ("z", z_, z64, zl)):
-        check(name, a, r, lo, (f32 + 2 * UNIT[dtype]) * scale_of(r), msgs)
+    for i, (name, a, r, lo) in enumerate((("out", out, o64, ol), ("S", S, S64, Sl), ("z", z_, z64, zl))):
+        check(name, a, r, lo, (f32 + 2 * UNIT[dtype]) * scale_of(r), msgs, [p[1][i] for p in pert])
     if grads and out.numel():
         go = torch.randn(o64.shape, dtype=torch.float64, device=device)
         gS = torch.randn(S64.shape, dtype=torch.float64, device=device) if c["grad_state"] else None
@@ -152,14 +187,15 @@ def fuzz_la(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
             loss = (o.double() * go).sum() + ((S_.double() * gS).sum() if gS is not None else 0)
             return torch.autograd.grad(loss, ls, allow_unused=True)
 
-        for name, a, r, lo in zip(["dq", "dk", "dv", "dS0", "dz0"], backward(out, S, got_l),
-                                  backward(o64, S64, ref_l), backward(ol, Sl, low_l), strict=False):
+        pert_grads = [backward(p_out[0], p_out[1], p_ls) for p_ls, p_out in pert]
+        for i, (name, a, r, lo) in enumerate(zip(["dq", "dk", "dv", "dS0", "dz0"], backward(out, S, got_l),
+                                                 backward(o64, S64, ref_l), backward(ol, Sl, low_l), strict=False)):
             if r is None:
                 continue
             if a is None:
                 msgs.append(f"{name}: missing")
                 continue
-            check(name, a, r, lo, (f32 + 2 * UNIT[dtype]) * scale_of(r), msgs)
+            check(name, a, r, lo, (f32 + 2 * UNIT[dtype]) * scale_of(r), msgs, [g[i] for g in pert_grads])
     return msgs, c
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import _ext
+from ._autograd import functorch_active
 
 BACKENDS = ("torch", "cpu", "cuda", "triton")
 
@@ -57,8 +58,10 @@ def triton_kernel_ready(module: str, kernel: str) -> Callable[[], tuple[bool, st
 
 
 def eager_cpu(t: torch.Tensor) -> bool:
-    """Value checks that read data run eagerly on CPU tensors only (never a device sync, never traced)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+    """Value checks that read data run eagerly on CPU tensors only (never a device sync, never
+    traced, never on a tensor batched by torch.func.vmap, whose values cannot steer Python)."""
+    return (t.device.type == "cpu" and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_batchedtensor(t))
 
 
 @dataclass
@@ -98,7 +101,16 @@ class OpBackends:
         return False, f"unknown backend {backend!r}"
 
     def resolve(self, backend: str, device: torch.device, info: dict | None = None) -> tuple[str, str]:
-        """Returns (backend name, why it was picked); raises ValueError if it cannot run."""
+        """Returns (backend name, why it was picked); raises ValueError if it cannot run.
+
+        Inside a torch.func transform every backend runs as the reference (see kexue._autograd:
+        the kernels' registered autograd cannot enter functorch), whose results the kernels match."""
+        name, why = self._resolve(backend, device, info)
+        if name != "torch" and functorch_active():
+            return "torch", f"{why}; inside a torch.func transform it runs as the reference (torch operators)"
+        return name, why
+
+    def _resolve(self, backend: str, device: torch.device, info: dict | None) -> tuple[str, str]:
         if backend == "auto":
             picked = self.auto(device, info or {}) if self.auto else ["cuda", "cpu", "triton", "torch"]
             order, reason = picked if isinstance(picked, tuple) else (picked, "")

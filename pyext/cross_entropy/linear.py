@@ -8,7 +8,9 @@ N×C), writes the chunk's gradient over that buffer in place and takes
 ``dh = G W``, ``dW += G^T h`` (float32 accumulator), ``db += Σ_rows G``.  On the CPU in float32
 the logits and ``dh`` products run on oneDNN (:mod:`kexue.cpu_linear`), ``dW`` on torch's addmm.  Peak extra memory:
 one chunk of logits + the float32 weight gradient.  Flooding and the reduction act on the
-per-row losses (reference.reduce_rows), so no host synchronisation either.
+per-row losses (reference.reduce_rows), so no host synchronisation either.  A backward that must
+itself be differentiable (``create_graph=True``) recomputes through the reference (the whole
+N×C logits under autograd, :mod:`kexue._autograd`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .. import (
     _ext,  # noqa: F401  (loads the schemas)
     cpu_linear,
 )
-from .reference import accumulation_dtype
+from .._autograd import needs_differentiable_backward, reference_vjp
+from .reference import accumulation_dtype, row_losses
 
 
 def _chunk_ops(kernel: str):
@@ -115,8 +118,22 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
 
 
+def _differentiable_backward(ctx, grad_loss, hidden, weight, target, bias, logit_bias, class_weight):
+    eps, z, ii = ctx.options[:3]
+
+    def fn(h, w, b):
+        return row_losses(torch.nn.functional.linear(h, w, b), target, logit_bias, class_weight, eps, z, ii)[:1]
+
+    n = ctx.needs_input_grad
+    return reference_vjp(fn, (hidden, weight, bias), (n[0], n[1], n[3]), (grad_loss,))
+
+
 def _backward(ctx, grad_loss, grad_lse):
     hidden, weight, target, bias, logit_bias, class_weight, lse = ctx.saved_tensors
+    if needs_differentiable_backward():
+        gh, gw, gb = _differentiable_backward(ctx, grad_loss, hidden, weight, target, bias, logit_bias,
+                                              class_weight)
+        return gh, gw, None, gb, None, None, None, None, None, None, None
     if grad_loss is None:
         grad_loss = lse.new_zeros(lse.shape)
     gh, gw, gb = torch.ops.kexue.linear_cross_entropy_bwd(grad_loss, hidden, weight, target, bias, logit_bias,

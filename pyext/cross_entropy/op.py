@@ -8,6 +8,11 @@ of the overwritten logits fails loudly in backward).  Both take the per-row grad
 flooding and the reduction (O(N) tensor ops in reference.reduce_rows) need no N×C buffer and
 no host synchronisation.  The "triton" backend registers ops with the same signatures in
 kexue/triton_kernels/cross_entropy.py and calls :func:`register_autograd` below.
+
+A backward that must itself be differentiable (``create_graph=True``) recomputes the rows
+through the reference instead (:mod:`kexue._autograd`), on every backend; it never writes in
+place, so ``inplace_backward=True`` applies to first-order backward only and double backward
+through it is exact too.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
-from .reference import accumulation_dtype
+from .._autograd import needs_differentiable_backward, reference_vjp
+from .reference import accumulation_dtype, row_losses
 
 
 def fake_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
@@ -32,6 +38,15 @@ def fake_backward_inplace(grad_loss, logits, target, bias, weight, lse, label_sm
     return None
 
 
+def differentiable_backward(grad_loss, logits, target, bias, weight, options):
+    """d(Σ grad_loss·ℓ)/d logits with a graph (double backward), through the reference rows."""
+
+    def fn(x):
+        return row_losses(x, target, bias, weight, *options)[:1]
+
+    return reference_vjp(fn, (logits,), (True,), (grad_loss,))[0]
+
+
 def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
     """Registers the shared backward for a forward op with the cross_entropy_fwd signature."""
 
@@ -45,6 +60,9 @@ def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
 
     def backward(ctx, grad_loss, *unused_grads):
         logits, target, bias, weight, lse = ctx.saved_tensors
+        if needs_differentiable_backward():
+            return (differentiable_backward(grad_loss, logits, target, bias, weight, ctx.options),
+                    None, None, None, None, None, None, None)
         if grad_loss is None:
             grad_loss = lse.new_zeros(lse.shape)
         if ctx.inplace:

@@ -50,14 +50,18 @@ def row_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(ℓ (N,), lse (N,)) in the accumulation dtype; ``bias`` (C,) is added to the logits.
 
-    Ignored rows give ℓ = 0 (their lse is still that of the row)."""
+    Ignored rows give ℓ = 0 and a zero gradient whatever their logits (all −inf included: their
+    lse is −inf, still that of the row, and no NaN of the row's softmax reaches the gradient,
+    as in every kernel)."""
     acc = accumulation_dtype(logits.dtype)
     a = logits.to(acc)
     if bias is not None:
         a = a + bias.to(acc)
     C = a.shape[-1]
-    lse = torch.logsumexp(a, dim=-1)
     valid = target != ignore_index
+    if a.requires_grad:  # ignored rows: no path back to the logits (where's backward drops them)
+        a = torch.where(valid[:, None], a, a.detach())
+    lse = torch.logsumexp(a, dim=-1)
     t = torch.where(valid, target, torch.zeros_like(target))
     a_y = a.gather(1, t[:, None])[:, 0]
     nll = lse - a_y

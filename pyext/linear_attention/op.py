@@ -5,7 +5,9 @@ The schemas are in csrc/registration.cpp.  The "cpu" and "cuda" backends are the
 the "triton" backend registers its own pair of ops with the same signature in
 kexue/triton_kernels/linear_attention.py and calls :func:`register_autograd` below, so every
 backend shares one autograd formula: the backward op recomputes chunk states from q, k, v and
-the initial state, nothing of size N×F×Dv is saved.
+the initial state, nothing of size N×F×Dv is saved.  A backward that must itself be
+differentiable (``create_graph=True``) recomputes through the reference instead
+(:mod:`kexue._autograd`): double backward is exact on every backend.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
+from .._autograd import needs_differentiable_backward, reference_vjp
 from .feature_maps import feature_dim
-from .reference import accumulation_dtype
+from .reference import accumulation_dtype, linear_attention_chunked
 
 
 def fake_forward(q, k, v, key_padding_mask, initial_S, initial_z, cu_seqlens, feature_map, causal, normalize, eps):
@@ -36,6 +39,24 @@ def fake_backward(grad_out, grad_S, grad_z, q, k, v, key_padding_mask, initial_S
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dS0, dz0
 
 
+def reference_outputs(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, eps):
+    """(out, S, z) of the reference: the differentiable formulation of every backend's forward."""
+    out, (S, z) = linear_attention_chunked(
+        q, k, v, causal=causal, feature_map=feature_map, normalize=normalize, eps=eps, key_padding_mask=mask,
+        initial_state=None if S0 is None else (S0, z0), cu_seqlens=cu,
+    )
+    return out, S, z
+
+
+def differentiable_backward(grads, q, k, v, mask, S0, z0, cu, options, needs):
+    """(dq, dk, dv, dS0, dz0) with a graph (double backward), through the reference."""
+
+    def fn(q_, k_, v_, S0_, z0_):
+        return reference_outputs(q_, k_, v_, mask, S0_, z0_, cu, *options)
+
+    return reference_vjp(fn, (q, k, v, S0, z0), needs, grads)
+
+
 def register_autograd(fwd_name: str, bwd_op) -> None:
     """Registers the shared backward for a forward op with the linear_attention_fwd signature."""
 
@@ -46,6 +67,11 @@ def register_autograd(fwd_name: str, bwd_op) -> None:
 
     def backward(ctx, grad_out, grad_S, grad_z):
         q, k, v, mask, S0, z0, cu = ctx.saved_tensors
+        if needs_differentiable_backward():
+            n = ctx.needs_input_grad
+            dq, dk, dv, dS0, dz0 = differentiable_backward(
+                (grad_out, grad_S, grad_z), q, k, v, mask, S0, z0, cu, ctx.options, (n[0], n[1], n[2], n[4], n[5]))
+            return dq, dk, dv, None, dS0, dz0, None, None, None, None, None
         if grad_out is None:
             grad_out = q.new_zeros((*q.shape[:-1], v.shape[-1]))
         dq, dk, dv, dS0, dz0 = bwd_op(grad_out, grad_S, grad_z, q, k, v, mask, S0, z0, cu, *ctx.options)
