@@ -22,7 +22,11 @@ __all__ = [
 
 
 def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name in ("nn", "integrations", "datasets", "theseus", "text_classifier"):  # import_module: `from . import nn` would recurse here
+    if name in ("theseus", "text_classifier"):  # (kexue.theseus and the study classifier)
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in ("nn", "integrations", "datasets"):  # import_module: `from . import nn` would recurse here
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
