@@ -408,3 +408,26 @@ def test_cache_in_a_mixed_step_is_refused():
     wrapped.draw_step = next(t for t in range(50) if wrapped.choices(t).tolist() == [True, False])
     with pytest.raises(ValueError, match="KV cache"):
         wrapped(input_ids=batch("gpt2")["input_ids"], cache=transformers.DynamicCache())
+
+
+def test_finds_roberta_and_bare_base_models():
+    cfg = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=N_LAYERS, num_attention_heads=2,
+               intermediate_size=24)
+    assert theseus.find_layers(transformers.RobertaForSequenceClassification(
+        transformers.RobertaConfig(**cfg)))[0] == "roberta.encoder.layer"
+    assert theseus.find_layers(transformers.BertModel(transformers.BertConfig(**cfg)))[0] == "encoder.layer"
+    assert theseus.find_layers(transformers.GPT2Model(
+        transformers.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2)))[0] == "h"
+    assert theseus.find_layers(transformers.LlamaModel(
+        transformers.LlamaConfig(**cfg, num_key_value_heads=1)))[0] == "layers"
+
+
+def test_docstring_example_runs():
+    import textwrap
+
+    doc = theseus.wrap.__doc__
+    code = textwrap.dedent(doc[doc.index("Example::") + len("Example::"):])
+    scope = {}
+    exec(compile(code, "wrap-docstring", "exec"), scope)  # noqa: S102
+    small = scope["small"]
+    assert isinstance(small, transformers.BertForSequenceClassification) and small.config.num_hidden_layers == 2
