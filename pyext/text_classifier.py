@@ -120,7 +120,7 @@ def finetune(model: torch.nn.Module, tokenizer, split: TextSplit, *, epochs: flo
 
     AdamW (``lr``, ``weight_decay``) over the parameters that have ``requires_grad``, the learning
     rate rising linearly over the first ``warmup`` fraction of the steps and falling linearly to 0.
-    The run takes ``ceil(epochs * len(split) / batch_size)`` steps (or ``max_steps``); batches are
+    The run takes ``ceil(epochs * ceil(len(split) / batch_size))`` steps (or ``max_steps``); batches are
     drawn from a permutation per epoch, from a generator seeded with ``seed``, and dropout draws
     from ``torch.manual_seed(seed)`` inside a forked random state.
 
