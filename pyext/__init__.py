@@ -25,7 +25,7 @@ __all__ = [
 
 
 def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name in ("nn", "integrations", "datasets", "vae"):  # import_module: `from . import nn` would recurse here
+    if name in ("nn", "integrations", "datasets", "vae", "theseus", "text_classifier"):  # import_module: `from . import nn` would recurse here
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

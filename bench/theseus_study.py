@@ -1,0 +1,218 @@
+"""BERT-of-Theseus study: compress the fine-tuned MiniLM sentiment classifier from 6 to 3 layers.
+
+Claim tested (issue 14): Theseus keeps >= 97% of the predecessor's test accuracy at ~2x its CPU
+speed, and beats the truncated-and-fine-tuned baseline by more than the seed spread.
+
+Data: kexue.datasets.movie_snippets() (Rotten Tomatoes snippets from the vaderSentiment 3.3.2
+sdist; fixed split).  Predecessor: kexue.text_classifier.sentiment_classifier() (all-MiniLM-L6-v2
++ head, fine-tuned and cached).  Every successor has 3 layers and trains the same parameters (its
+3 layers; embeddings and head frozen, as the paper) for the same number of steps, batch size,
+learning rate and data order, per seed (``--train-head``: the head and pooler too):
+
+* theseus-const:  p = 0.5 for the first half of the steps, then the successor alone;
+* theseus-linear: p = min(1, 0.3 + slope·t), reaching 1 at half the steps, then alone;
+* truncation:     predecessor layers 0-2 fine-tuned;
+* kd:             the same 3 layers, loss 0.5·CE + 0.5·T²·KL(teacher/T ‖ student/T), T = 2,
+                  the teacher's logits computed on each batch.
+
+Speed: sentences/s of the predecessor and of a 3-layer successor (all successors share that
+shape) over the test sentences, one thread, medians of rounds taken in turns.
+
+    python bench/theseus_study.py                 # the study (see --help for its size)
+    python bench/theseus_study.py --quick         # a tiny random model on 64 sentences: seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+METHODS = ("theseus-const", "theseus-linear", "truncation", "kd")
+KD_TEMPERATURE = 2.0
+KD_ALPHA = 0.5
+
+
+def truncated(predecessor: nn.Module, k: int, train_head: bool = False) -> nn.Module:
+    """The predecessor with its first k layers only; those layers train (and the head, pooler
+    included, with ``train_head``), the embeddings stay frozen: the trainable set of Theseus."""
+    from kexue import theseus
+    from kexue.theseus.wrap import _embedding_params
+
+    model = copy.deepcopy(predecessor)
+    path, layers = theseus.find_layers(model)
+    parent_path, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent_path), attr, nn.ModuleList(list(layers)[:k]))
+    model.config.num_hidden_layers = k
+    emb = _embedding_params(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(path + ".") or (train_head and id(p) not in emb))
+    return model
+
+
+def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args, seed: int) -> nn.Module:
+    from kexue import theseus
+    from kexue.text_classifier import encode, finetune
+
+    common = dict(epochs=1, max_steps=args.steps, lr=args.lr, batch_size=args.batch_size, seed=seed,
+                  max_length=args.max_length, progress=not args.no_progress, desc=f"{method} seed {seed}")
+    half = max(1, args.steps // 2)
+    if method.startswith("theseus"):
+        sched = (theseus.ConstantReplacing(0.5, replacing_steps=half) if method == "theseus-const"
+                 else theseus.LinearReplacing(base=0.3, slope=0.7 / half))
+        wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, scheduler=sched, seed=seed,
+                               train_head=args.train_head)
+        finetune(wrapped, tokenizer, train, on_step=lambda _: sched.step(), **common)
+        return wrapped.successor()
+    student = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2, args.train_head)
+    if method == "truncation":
+        finetune(student, tokenizer, train, **common)
+        return student.eval()
+    teacher = predecessor.eval()
+
+    def kd_loss(logits, labels, idx):
+        with torch.no_grad():
+            batch = encode(tokenizer, [train.texts[i] for i in idx.tolist()], args.max_length)
+            t = teacher(**batch).logits.float() / KD_TEMPERATURE
+        s = logits.float() / KD_TEMPERATURE
+        kl = torch.nn.functional.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="batchmean")
+        ce = torch.nn.functional.cross_entropy(logits.float(), labels)
+        return KD_ALPHA * ce + (1 - KD_ALPHA) * KD_TEMPERATURE ** 2 * kl
+
+    finetune(student, tokenizer, train, loss_fn=kd_loss, **common)
+    return student.eval()
+
+
+def sentences_per_second(models: dict[str, nn.Module], tokenizer, texts: list[str], args) -> dict[str, float]:
+    """Medians over rounds in turns (kexue.benchmarking.time_in_turns), one thread, no grad."""
+    from kexue.benchmarking import time_in_turns
+    from kexue.text_classifier import predict_logits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fns = {name: (lambda m=m: predict_logits(m, tokenizer, texts, batch_size=64, max_length=args.max_length))
+               for name, m in models.items()}
+        times = time_in_turns(fns, repeats=args.speed_repeats, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: len(texts) / statistics.median(t) for name, t in times.items()}
+
+
+def _quick_setup():
+    """A tiny random 4-layer BERT on the MiniLM tokenizer, 64 train / 64 test snippets."""
+    import transformers
+
+    from kexue.datasets import TextSplit, movie_snippets
+    from kexue.text_classifier import finetune, minilm_path
+
+    transformers.logging.set_verbosity_error()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_path())
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
+                                  num_attention_heads=2, intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg)
+    data = movie_snippets()
+    cut = {name: TextSplit(s.texts[:64], s.labels[:64], s.scores[:64]) for name, s in data.items()}
+    finetune(model, tokenizer, cut["train"], max_steps=4, batch_size=16, lr=1e-3, progress=False)
+    return model.eval(), tokenizer, cut
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=120, help="training steps of every successor")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test sentences")
+    ap.add_argument("--speed-texts", type=int, default=256)
+    ap.add_argument("--speed-repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-head", action="store_true", help="every method also trains the head and pooler")
+    ap.add_argument("--quick", action="store_true", help="tiny random model, 64 sentences, 3 steps: seconds")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from kexue.text_classifier import accuracy
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    if args.quick:
+        args.seeds, args.steps, args.batch_size, args.speed_texts, args.speed_repeats = [0, 1], 4, 16, 32, 2
+        predecessor, tokenizer, data = _quick_setup()
+    else:
+        from kexue.datasets import movie_snippets
+        from kexue.text_classifier import sentiment_classifier
+
+        predecessor, tokenizer = sentiment_classifier(progress=not args.no_progress)
+        data = movie_snippets()
+    for p in predecessor.parameters():
+        p.requires_grad_(False)
+    test = data["test"]
+    if args.test_limit:
+        from kexue.datasets import TextSplit
+
+        test = TextSplit(test.texts[:args.test_limit], test.labels[:args.test_limit], test.scores[:args.test_limit])
+    # speed first (every successor has the shape of the first half of the layers)
+    from kexue import theseus
+
+    last = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2).eval()
+    speed = sentences_per_second({"predecessor": predecessor, "successor": last},
+                                 tokenizer, test.texts[:args.speed_texts], args)
+    print(f"sentences/s (1 thread): {speed}", flush=True)
+    base_acc = accuracy(predecessor, tokenizer, test, max_length=args.max_length)
+    runs = []
+    for method in args.methods:
+        for seed in args.seeds:
+            w0, c0 = time.perf_counter(), time.process_time()
+            model = train_successor(method, predecessor, tokenizer, data["train"], args, seed)
+            acc = accuracy(model, tokenizer, test, max_length=args.max_length)
+            runs.append({"method": method, "seed": seed, "accuracy": acc, "kept": acc / base_acc,
+                         "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0})
+            print(f"{method:15s} seed {seed}: test accuracy {acc:.4f} ({acc / base_acc:.1%} of the predecessor)",
+                  flush=True)
+            if args.out:  # partial results survive an interrupted run
+                args.out.write_text(json.dumps({"predecessor_accuracy": base_acc, "runs": runs, "speed": speed},
+                                               indent=1) + "\n")
+    n_layers = predecessor.config.num_hidden_layers
+    summary = {}
+    for method in args.methods:
+        accs = [r["accuracy"] for r in runs if r["method"] == method]
+        summary[method] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                           "kept": statistics.mean(accs) / base_acc, "n": len(accs)}
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "predecessor_accuracy": base_acc, "test_size": len(test), "runs": runs, "summary": summary,
+              "sentences_per_s": speed, "speedup": speed["successor"] / speed["predecessor"],
+              "layers": {"predecessor": n_layers, "successor": last.config.num_hidden_layers},
+              "wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
+    print(table(result))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def table(result: dict) -> str:
+    speed, layers = result["sentences_per_s"], result["layers"]
+    lines = [f"predecessor: test accuracy {result['predecessor_accuracy']:.4f} on {result['test_size']} sentences",
+             "", "| model | layers | test accuracy (mean ± std) | kept | seeds | sentences/s | speed-up |",
+             "|---|---|---|---|---|---|---|",
+             f"| predecessor | {layers['predecessor']} | {result['predecessor_accuracy']:.4f} | 100% | - | "
+             f"{speed['predecessor']:.0f} | 1.00x |"]
+    for method, s in result["summary"].items():
+        lines.append(f"| {method} | {layers['successor']} | {s['mean']:.4f} ± {s['std']:.4f} | {s['kept']:.1%} | "
+                     f"{s['n']} | {speed['successor']:.0f} | {result['speedup']:.2f}x |")
+    lines.append(f"\ncost: {result['wall_s'] / 60:.1f} wall-minutes, {result['cpu_s'] / 60:.1f} CPU-minutes")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
