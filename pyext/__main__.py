@@ -8,11 +8,11 @@
 
 from __future__ import annotations
 
-import argparse
+from ._cli import OneLineParser, fail, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kexue")
+    parser = OneLineParser(prog="kexue")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench", help="every op side by side with its reference on the current device")
     bench.add_argument("--op", action="append", help="only this op (repeatable)")
@@ -25,9 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(probe)
     args = parser.parse_args(argv)
     if args.command == "bench":
+        from .benchmarking import OPS
         from .benchmarking import main as bench_main
 
-        bench_main(args.op, args.device, args.repeats, args.quick)
+        unknown = [op for op in args.op or () if op not in OPS]
+        if unknown:
+            return fail("kexue bench", f"--op: unknown op {unknown[0]!r}; known: {', '.join(OPS)}")
+        if args.repeats < 1:
+            return fail("kexue bench", f"--repeats must be >= 1, got {args.repeats}")
+        try:
+            device = str(resolve_device(args.device))
+        except ValueError as exc:
+            return fail("kexue bench", exc)
+        bench_main(args.op, device, args.repeats, args.quick)
         return 0
     from .probe.cli import run
 
