@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._validate import as_int
 from . import encoder as enc
 from .kernels import masked_batch, segment_distance
 from .tokenize import EncodedSentence, encode_words, mask_token_id, max_length, pack, pad_token_id
@@ -59,8 +60,8 @@ def _check_options(metric: str, subword: str, batch_size: int | None) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if subword not in SUBWORD_MODES:
         raise ValueError(f"subword must be one of {SUBWORD_MODES}, got {subword!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None:
+        as_int("batch_size", batch_size, minimum=1)
 
 
 def _model_device(model) -> torch.device:

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._validate import as_float, as_int
 from .conllu import Sentence, read_conllu
 from .engine import impact_matrices, pair_impacts
 from .metrics import punct_mask, segmentation_prf, uas, uuas
@@ -36,7 +37,14 @@ from .segment import adjacent_scores, default_threshold, merge_units
 
 
 def _sentences(source: str | os.PathLike | Sequence[Sentence], max_sentences: int | None) -> list[Sentence]:
-    sents = read_conllu(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    if max_sentences is not None:  # checked before reading: -1 would otherwise slice off the last sentence
+        max_sentences = as_int("max_sentences", max_sentences, minimum=1)
+    if isinstance(source, (str, os.PathLike)):
+        sents = read_conllu(source)
+    elif isinstance(source, Sequence) and all(isinstance(s, Sentence) for s in source):
+        sents = list(source)
+    else:
+        raise TypeError(f"conllu must be a path or a list of kexue.probe.Sentence, got {type(source).__name__}")
     if max_sentences is not None:
         sents = sents[:max_sentences]
     if not sents:
@@ -177,6 +185,10 @@ def evaluate_segmentation(conllu: str | os.PathLike | Sequence[Sentence], model,
     scores.  A list ``layer`` gives ``{"layers": {l: {"default", "thresholds", "best"}},
     "baselines", "sentences"}`` from one engine pass.
     """
+    if thresholds is not None:
+        thresholds = [as_float(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
+        if not thresholds:
+            raise ValueError("thresholds must hold at least one value (or be None for the deciles)")
     sents = _sentences(conllu, max_sentences)
     texts = ["".join(s.words) for s in sents]
     gold = [list(s.words) for s in sents]

@@ -198,6 +198,7 @@ def eisner_reference(scores: torch.Tensor, lengths: torch.Tensor | None = None, 
                 heads[b] = a
                 r = int(bIR[a, b])
                 stack += [(a, r, 1), (r + 1, b, 0)]
+    _check_finite_tree(s3, out, "eisner_reference")
     out = out.to(scores.device)
     return out if batched else out[0]
 
@@ -250,7 +251,23 @@ def eisner(scores: torch.Tensor, lengths: torch.Tensor | None = None, *, single_
         out = eisner_reference(s3, lens, single_root=single_root)
     else:
         out = torch.ops.kexue.eisner(s3.detach().cpu(), lens, bool(single_root)).to(scores.device)
+        _check_finite_tree(s3, out, "eisner")
     return out if batched else out[0]
+
+
+def _check_finite_tree(s3: torch.Tensor, heads: torch.Tensor, name: str) -> None:
+    """Raises when a decoded tree uses a forbidden (-inf) arc: no tree exists under the constraints."""
+    h = heads.detach().cpu()
+    s = s3.detach().cpu()
+    used = h[:, 1:] >= 0
+    d = torch.arange(1, s.shape[-1]).expand_as(h[:, 1:])
+    arc = s[torch.arange(s.shape[0])[:, None], h[:, 1:].clamp(min=0), d]  # scores[b, heads[b, d], d]
+    bad = used & torch.isneginf(arc)
+    if bool(bad.any()):
+        b, w = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"kexue.probe.{name}: no projective tree with a finite score exists"
+                         f"{f' in sentence {b}' if s.shape[0] > 1 else ''}: word {w + 1} can only be reached "
+                         "through forbidden (-inf) arcs under these constraints")
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +432,9 @@ def _as_matrix(matrix, name: str) -> np.ndarray:
     return arr
 
 
+_LOG_FLOAT64_MAX = float(np.log(np.finfo(np.float64).max))
+
+
 def _softmax_rows(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -489,7 +509,11 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
         single_root = decoder == "cle"
     if transform == "paper" and decoder == "eisner":
         lse = np.log(np.exp(A - A.max(axis=1, keepdims=True)).sum(axis=1)) + A.max(axis=1)  # per row h
-        S = np.exp(A.T - lse[:, None])
+        logS = A.T - lse[:, None]  # log S: A[d, h] can exceed every A[h, k], so S itself can overflow
+        top = logS.max()
+        if top > _LOG_FLOAT64_MAX - np.log(logS.size):  # rescale (argmax of Σ S is scale-free)
+            logS = logS - top
+        S = np.exp(logS)
     elif transform == "paper":
         if (A < 0).any():
             raise ValueError("kexue.probe.parse_dependency: transform='paper' with decoder='cle' takes log of the "
