@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schema and the CPU kernel of kexue::eisner)
+from .._validate import as_int
 
 Tree = int | tuple  # a leaf (word index) or a tuple of subtrees
 
@@ -498,10 +499,8 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
             raise ValueError(f"kexue.probe.parse_dependency: cls_impact must have shape (W,) = ({W},), got {c.shape}")
         A[0, 1:] = c
     if root is not None:
-        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 1 <= int(root) <= W:
-            raise ValueError(f"kexue.probe.parse_dependency: root must be a 1-based word position in [1, {W}] "
-                             f"(or None), got {root!r}")
-        root = int(root)
+        root = as_int(f"kexue.probe.parse_dependency: root (a 1-based word position in [1, {W}], or None)", root,
+                      minimum=1, maximum=W)
         A[root, :] = 0.0
         A[root, 0] = 1.0
         A[0, 0] = 0.0
@@ -542,17 +541,14 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
 # Baselines
 # --------------------------------------------------------------------------------------------
 def _check_n(n: int, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"kexue.probe.{name}: n must be a positive number of words, got {n!r}")
-    return int(n)
+    """A positive number of words (int, numpy integer or 0-d integer tensor)."""
+    return as_int(f"kexue.probe.{name}: n (the number of words)", n, minimum=1)
 
 
 def _check_root(root, n: int, name: str) -> int | None:
     if root is None:
         return None
-    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 1 <= int(root) <= n:
-        raise ValueError(f"kexue.probe.{name}: root must be a 1-based word position in [1, {n}], got {root!r}")
-    return int(root)
+    return as_int(f"kexue.probe.{name}: root (a 1-based word position)", root, minimum=1, maximum=n)
 
 
 def right_chain(n: int, root: int | None = None, *, paper_compat: bool = False) -> torch.Tensor:
