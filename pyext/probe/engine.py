@@ -239,6 +239,7 @@ def impact_matrices(model, tokenizer, sentences: Sequence[str | Sequence[str]], 
         torch.Size([4, 4])
     """
     _check_options(metric, subword, batch_size)
+    layer = enc.layer_argument(layer)  # (numpy/0-d tensor ints: one layer, as an int)
     layers = enc.normalize_layers(model, layer)
     single_layer = isinstance(layer, int)
     if isinstance(sentences, str):
@@ -289,6 +290,7 @@ def impact_matrix(model, tokenizer, words: str | Sequence[str], *, layer: int | 
         >>> kp.parse_dependency(M)                                             # doctest: +SKIP
     """
     _check_options(metric, subword, batch_size)
+    layer = enc.layer_argument(layer)  # (numpy/0-d tensor ints: one layer, as an int)
     layers = enc.normalize_layers(model, layer)
     e = _encode_all(model, tokenizer, [words])[0]
     vals = pair_impacts(model, [e], [_all_pairs(e.num_words)], layers=layers, metric=metric, subword=subword,

@@ -30,6 +30,7 @@ import torch
 
 from .._validate import as_float, as_int
 from .conllu import Sentence, read_conllu
+from .encoder import layer_argument as enc_layer_argument
 from .engine import impact_matrices, pair_impacts
 from .metrics import punct_mask, segmentation_prf, uas, uuas
 from .parsers import gold_root, parse_dependency, right_chain
@@ -131,6 +132,7 @@ def evaluate_dependency(conllu: str | os.PathLike | Sequence[Sentence], model, t
     if root not in ("gold", None):
         raise ValueError(f"root must be 'gold' or None, got {root!r}")
     sents = _sentences(conllu, max_sentences)
+    layer = enc_layer_argument(layer)
     layers = [layer] if isinstance(layer, int) else list(layer)
     words = [s.words for s in sents]
     Ms = impact_matrices(model, tokenizer, words, layer=layers, metric=metric, subword=subword, batch_size=batch_size,
@@ -192,6 +194,7 @@ def evaluate_segmentation(conllu: str | os.PathLike | Sequence[Sentence], model,
     sents = _sentences(conllu, max_sentences)
     texts = ["".join(s.words) for s in sents]
     gold = [list(s.words) for s in sents]
+    layer = enc_layer_argument(layer)
     many = not isinstance(layer, int)
     layers = list(layer) if many else [layer]
     scored = adjacent_scores(model, tokenizer, texts, layer=layers, metric=metric, batch_size=batch_size,

@@ -107,6 +107,7 @@ def adjacent_scores(model, tokenizer, texts: Sequence[str], *, layer: int | Sequ
     """For each text: its units and the scores ``(f(u, u+1) + f(u+1, u)) / 2``, (U−1,) for an int
     ``layer`` or (len(layer), U−1) for a list of layers (one pass serves all of them)."""
     _check_options(metric, "avg", batch_size)
+    layer = enc.layer_argument(layer)
     layers = enc.normalize_layers(model, layer)
     limit = max_length(model, tokenizer)
     units = [text_units(tokenizer, t, limit=limit) for t in texts]
