@@ -328,7 +328,16 @@ def _mha(**kw):
     return torch.nn.MultiheadAttention(8, 2, batch_first=True, **kw)
 
 
+def _hf(**kw):
+    from kexue.integrations.hf import make_attention_function
+
+    return make_attention_function(**kw)
+
+
 MODULE_BAD = [
+    Bad("hf/eps-nan", lambda: _hf(eps=NAN), ValueError, "eps", ("nan_inf_scalar",)),
+    Bad("hf/feature-map", lambda: _hf(feature_map="gelu"), ValueError, "feature_map", ("option",)),
+    Bad("hf/backend", lambda: _hf(backend="gpu"), ValueError, "backend", ("option",)),
     Bad("nn.la/embed-heads", lambda: kexue.nn.LinearAttention(10, 3), ValueError, "multiple", ("value",)),
     Bad("nn.la/heads-float", lambda: kexue.nn.LinearAttention(8, 2.0), TypeError, "num_heads", ("type",)),
     Bad("nn.la/dropout", lambda: _attn(dropout=0.1), ValueError, "dropout", ("option",)),
