@@ -15,6 +15,7 @@ import numbers
 import operator
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 
@@ -42,6 +43,16 @@ def as_int(name: str, value: object, *, minimum: int | None = None, maximum: int
     if maximum is not None and out > maximum:
         raise ValueError(f"{name} must be an int <= {maximum}, got {out}")
     return out
+
+
+def as_bool(name: str, value: object) -> bool:
+    """``value`` as a Python bool: bool, numpy bool or 0-d bool tensor (a string or a number is an
+    error: ``causal="no"`` must not mean True)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype == torch.bool:
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
 
 
 def as_float(name: str, value: object, *, minimum: float | None = None, maximum: float | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import as_float, as_int, check_values, nonnegative_finite, positive_finite
+from .._validate import as_bool, as_float, as_int, check_values, nonnegative_finite, positive_finite
 from . import linear as _linear  # noqa: F401  (registers the linear_cross_entropy ops)
 from .op import native_rows
 from .reference import accumulation_dtype, log_prior_bias, reduce_rows, row_losses
@@ -184,8 +184,7 @@ def cross_entropy(
                       ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
     tau, flood, label_smoothing, ignore_index, z_loss = (o["tau"], o["flood"], o["label_smoothing"],
                                                          o["ignore_index"], o["z_loss"])
-    if not isinstance(inplace_backward, bool):
-        raise TypeError(f"inplace_backward must be a bool, got {inplace_backward!r}")
+    inplace_backward = as_bool("inplace_backward", inplace_backward)
     name = _resolve(backend, str(logits.device))
     # the "cpu" kernel checks target ranges itself (while reading the rows); other backends here
     check_target(target, N, C, logits.device, ignore_index, eager_range=name != "cpu")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .._dispatch import OpBackends, native_first, triton_kernel_ready
-from .._validate import as_float, as_int
+from .._validate import as_bool, as_float, as_int
 from .feature_maps import FEATURE_MAPS, apply_feature_map, feature_dim
 from .op import native_forward
 from .reference import accumulation_dtype, linear_attention_chunked
@@ -85,8 +85,7 @@ def _check_tensor(name: str, t, ndim: int) -> None:
 
 
 def _check_bool(name: str, flag) -> None:
-    if not isinstance(flag, bool):
-        raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+    as_bool(name, flag)
 
 
 def _check_state(state, B: int, H: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,8 +243,8 @@ def linear_attention(
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t, 4)
     eps = as_float("eps", eps, minimum=0.0)
-    for name, flag in (("causal", causal), ("normalize", normalize), ("return_state", return_state)):
-        _check_bool(name, flag)
+    causal, normalize, return_state = (as_bool(n, f) for n, f in (("causal", causal), ("normalize", normalize),
+                                                                  ("return_state", return_state)))
     q, k, fmap = _prepare(q, k, v, feature_map)
     F = feature_dim(fmap, q.shape[-1])
     _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, F)

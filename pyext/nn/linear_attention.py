@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validate import as_float, as_int, check_values
+from .._validate import as_bool, as_float, as_int, check_values
 from ..linear_attention.api import FeatureMap, linear_attention, linear_attention_readout, linear_attention_state
 
 
@@ -58,9 +58,8 @@ class LinearAttention(nn.Module):
         if as_float("dropout", dropout, minimum=0.0, maximum=1.0):
             raise ValueError("dropout must be 0: linear attention forms no attention weights to drop")
         eps = as_float("eps", eps, minimum=0.0)
-        for name, flag in (("causal", causal), ("bias", bias), ("batch_first", batch_first)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
+        causal, bias, batch_first = (as_bool(n, f) for n, f in (("causal", causal), ("bias", bias),
+                                                                ("batch_first", batch_first)))
         f = {"device": device, "dtype": dtype}
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
@@ -184,7 +183,7 @@ class LinearAttention(nn.Module):
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         B, Nq, _ = query.shape
         Nk = key.shape[1]
-        causal = self.causal or bool(is_causal)
+        causal = self.causal or as_bool("is_causal", is_causal)
         if attn_mask is not None:
             _check_causal_mask(attn_mask, Nq, Nk, self.num_heads * B)
             causal = True
