@@ -64,6 +64,9 @@ def _check_options(metric: str, subword: str, batch_size: int | None) -> None:
         as_int("batch_size", batch_size, minimum=1)
 
 
+ENCODER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _model_device(model) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
@@ -88,6 +91,9 @@ def pair_impacts(model, sentences: Sequence[EncodedSentence], pairs: Sequence[to
     """The engine: for each sentence s and each row (i, j) of ``pairs[s]`` (P_s, 2), i ≠ j, the
     impacts f(i, j) and f(j, i) read from the one sequence x\\{i,j}.  Returns, per sentence, a
     float32 tensor (len(layers), P_s, 2) on the CPU."""
+    if dtype is not None and dtype not in ENCODER_DTYPES:
+        raise TypeError(f"dtype must be None (the model's own) or one of {ENCODER_DTYPES} (the encoder's autocast "
+                        f"dtype), got {dtype!r}")
     device = _model_device(model)
     n_sent = len(sentences)
     packed = pack(sentences, device)
@@ -302,4 +308,5 @@ def impact_matrix(model, tokenizer, words: str | Sequence[str], *, layer: int | 
 
 def count_sequences(num_words: int) -> int:
     """Sequences this engine runs for a sentence of W words: W + W(W−1)/2."""
+    num_words = as_int("num_words", num_words, minimum=0)
     return num_words + math.comb(num_words, 2)
