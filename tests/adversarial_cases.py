@@ -107,6 +107,8 @@ LINEAR_ATTENTION_BAD = [
         "key_padding_mask", ("rank",)),
     Bad("la/state-not-pair", lambda: _la(initial_state=_state()[0]), TypeError, "pair", ("type",)),
     Bad("la/state-shape", lambda: _la(initial_state=_state(F=3)), ValueError, "initial_state", ("shape",)),
+    Bad("la/state-device", lambda: _la(initial_state=tuple(t.to("meta") for t in _state())), ValueError, "meta",
+        ("device",)),
     Bad("la/state-int", lambda: _la(initial_state=tuple(t.long() for t in _state())), TypeError, "float",
         ("dtype",)),
     Bad("la/cu-dtype", lambda: kexue.linear_attention(*_qkv(B=1), cu_seqlens=torch.tensor([0.0, 5.0])), TypeError,
@@ -249,6 +251,9 @@ CROSS_ENTROPY_BAD = [
     Bad("lce/weight-dtype", lambda: kexue.linear_cross_entropy(_g(6, 8), _g(5, 8, dtype=torch.float64),
                                                                torch.zeros(6).long()), TypeError, "weight",
         ("dtype",)),
+    Bad("lce/weight-device", lambda: kexue.linear_cross_entropy(_g(6, 8), torch.empty(5, 8, device="meta"),
+                                                                torch.zeros(6).long()), TypeError, "meta",
+        ("device",)),
     Bad("lce/bias-shape", lambda: _lce(bias=_g(4)), ValueError, "bias", ("shape",)),
     Bad("lce/chunk-zero", lambda: _lce(chunk_size=0), ValueError, "chunk_size", ("value",)),
     Bad("lce/chunk-float", lambda: _lce(chunk_size=2.5), TypeError, "chunk_size", ("type",)),
@@ -308,6 +313,13 @@ CROSS_ENTROPY_GOOD = [
          lambda: torch.tensor(0.0), ("empty",)),
     Good("ce/zero-weights-nan", lambda: bool(torch.isnan(kexue.cross_entropy(
         _g(3, 4), torch.tensor([1, 1, 1]), weight=_prior(1, 0, 1, 1)))), lambda: True, ("value",)),
+    Good("ce/expanded-logits", lambda: kexue.cross_entropy(_g(1, 5).expand(6, 5), torch.arange(6) % 5),
+         lambda: kexue.cross_entropy(_g(1, 5).expand(6, 5).contiguous(), torch.arange(6) % 5), ("expanded",)),
+    Good("ce/noncontig-target", lambda: kexue.cross_entropy(_g(6, 5), (torch.arange(12) % 5)[::2]),
+         lambda: kexue.cross_entropy(_g(6, 5), (torch.arange(12) % 5)[::2].contiguous()), ("noncontig",)),
+    Good("lce/noncontig-hidden", lambda: kexue.linear_cross_entropy(_g(8, 6).t(), _g(5, 8), torch.arange(6) % 5),
+         lambda: kexue.linear_cross_entropy(_g(8, 6).t().contiguous(), _g(5, 8), torch.arange(6) % 5),
+         ("noncontig",), close=True),
     Good("lce/chunk-numpy", lambda: _lce(chunk_size=np.int64(2)), lambda: _lce(chunk_size=2), ("number_like",)),
     Good("adjust/huge-prior", lambda: kexue.adjust_logits(_g(2, 3), _prior(1, 2, 3) * 1e38),
          lambda: kexue.adjust_logits(_g(2, 3), _prior(1, 2, 3)), ("huge",), close=True),
@@ -404,6 +416,11 @@ MODULE_BAD = [
 ]
 
 
+def _attn_fixed():
+    torch.manual_seed(0)
+    return _attn()
+
+
 def _unbatched_matches():
     attn = _attn()
     x = _g(5, 8)
@@ -443,6 +460,12 @@ MODULE_GOOD = [
          ("number_like",)),
     Good("nn.ce/nd-target", lambda: kexue.nn.CrossEntropyLoss(reduction="none")(_g(2, 3, 4), torch.zeros(2, 4).long())
          .shape, lambda: (2, 4), ("shape",)),
+    Good("nn.ce/noncontig-nd", lambda: kexue.nn.CrossEntropyLoss()(_g(2, 4, 3).transpose(1, 2),
+                                                                   torch.zeros(2, 4).long()),
+         lambda: kexue.nn.CrossEntropyLoss()(_g(2, 4, 3).transpose(1, 2).contiguous(), torch.zeros(2, 4).long()),
+         ("noncontig",), close=True),
+    Good("nn.la/expanded-input", lambda: _attn_fixed()(_g(1, 5, 8).expand(3, 5, 8))[0],
+         lambda: _attn_fixed()(_g(1, 5, 8).expand(3, 5, 8).contiguous())[0], ("expanded",), close=True),
     Good("nn.ce/ignore-index-numpy", lambda: kexue.nn.CrossEntropyLoss(ignore_index=np.int64(1))(
         _g(4, 3), torch.tensor([0, 1, 2, 1])), lambda: kexue.nn.CrossEntropyLoss(ignore_index=1)(
         _g(4, 3), torch.tensor([0, 1, 2, 1])), ("number_like",)),
