@@ -84,11 +84,7 @@ def _check_tensor(name: str, t, ndim: int) -> None:
         raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
 
 
-def _check_bool(name: str, flag) -> None:
-    as_bool(name, flag)
-
-
-def _check_state(state, B: int, H: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_state(state, B: int, H: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A (S (B, H, F, Dv), z (B, H, F)) pair of float tensors on one device."""
     if not (isinstance(state, (tuple, list)) and len(state) == 2):
         raise TypeError(f"state must be a pair (S, z), got {type(state).__name__}")
@@ -384,7 +380,7 @@ def linear_attention_readout(
     if not q.is_floating_point():
         raise TypeError(f"q must be a float tensor, got {q.dtype}")
     eps = as_float("eps", eps, minimum=0.0)
-    _check_bool("normalize", normalize)
+    normalize = as_bool("normalize", normalize)
     S, z = _check_state(state, q.shape[0], q.shape[1])
     if S.device != q.device:
         raise ValueError(f"state is on {S.device} but q is on {q.device}")
