@@ -71,7 +71,7 @@ def as_float(name: str, value: object, *, minimum: float | None = None, maximum:
     else:
         raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
     if math.isnan(out) or (finite and math.isinf(out)):
-        raise ValueError(f"{name} must be a finite float, got {out!r}")
+        raise ValueError(f"{name} must be a {'finite float' if finite else 'float, not NaN'}, got {out!r}")
     if minimum is not None and (out <= minimum if open_min else out < minimum):
         raise ValueError(f"{name} must be a float {'>' if open_min else '>='} {minimum}, got {out!r}")
     if maximum is not None and out > maximum:

@@ -188,7 +188,7 @@ def evaluate_segmentation(conllu: str | os.PathLike | Sequence[Sentence], model,
     "baselines", "sentences"}`` from one engine pass.
     """
     if thresholds is not None:
-        thresholds = [as_float(f"thresholds[{i}]", t) for i, t in enumerate(thresholds)]
+        thresholds = [as_float(f"thresholds[{i}]", t, finite=False) for i, t in enumerate(thresholds)]
         if not thresholds:
             raise ValueError("thresholds must hold at least one value (or be None for the deciles)")
     sents = _sentences(conllu, max_sentences)

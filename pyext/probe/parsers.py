@@ -264,6 +264,10 @@ def _check_finite_tree(s3: torch.Tensor, heads: torch.Tensor, name: str) -> None
     d = torch.arange(1, s.shape[-1]).expand_as(h[:, 1:])
     arc = s[torch.arange(s.shape[0])[:, None], h[:, 1:].clamp(min=0), d]  # scores[b, heads[b, d], d]
     bad = used & torch.isneginf(arc)
+    if torch.compiler.is_compiling():  # (fullgraph: no data-dependent branch) the assert raises when run
+        torch._assert_async(~bad.any(), f"kexue.probe.{name}: no projective tree with a finite score exists "
+                                        "under these constraints (a word is reachable only through -inf arcs)")
+        return
     if bool(bad.any()):
         b, w = (int(i) for i in bad.nonzero()[0])
         raise ValueError(f"kexue.probe.{name}: no projective tree with a finite score exists"
@@ -499,8 +503,8 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
             raise ValueError(f"kexue.probe.parse_dependency: cls_impact must have shape (W,) = ({W},), got {c.shape}")
         A[0, 1:] = c
     if root is not None:
-        root = as_int(f"kexue.probe.parse_dependency: root (a 1-based word position in [1, {W}], or None)", root,
-                      minimum=1, maximum=W)
+        root = _int_argument(root, 1, W, f"kexue.probe.parse_dependency: root must be a 1-based word position in "
+                                         f"[1, {W}] (or None)")
         A[root, :] = 0.0
         A[root, 0] = 1.0
         A[0, 0] = 0.0
@@ -540,15 +544,23 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
 # --------------------------------------------------------------------------------------------
 # Baselines
 # --------------------------------------------------------------------------------------------
+def _int_argument(value, minimum: int, maximum: int | None, message: str) -> int:
+    """as_int, with the caller's message (TypeError for a non-integer, ValueError out of range)."""
+    try:
+        return as_int("value", value, minimum=minimum, maximum=maximum)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{message}, got {value!r}") from None
+
+
 def _check_n(n: int, name: str) -> int:
     """A positive number of words (int, numpy integer or 0-d integer tensor)."""
-    return as_int(f"kexue.probe.{name}: n (the number of words)", n, minimum=1)
+    return _int_argument(n, 1, None, f"kexue.probe.{name}: n must be a positive number of words")
 
 
 def _check_root(root, n: int, name: str) -> int | None:
     if root is None:
         return None
-    return as_int(f"kexue.probe.{name}: root (a 1-based word position)", root, minimum=1, maximum=n)
+    return _int_argument(root, 1, n, f"kexue.probe.{name}: root must be a 1-based word position in [1, {n}]")
 
 
 def right_chain(n: int, root: int | None = None, *, paper_compat: bool = False) -> torch.Tensor:

@@ -148,5 +148,5 @@ def segment(model, tokenizer, text: str, threshold: float | None = None, *, laye
     """
     [(units, scores)] = adjacent_scores(model, tokenizer, [text], layer=layer, metric=metric, dtype=dtype,
                                         progress=False, backend=backend)
-    t = default_threshold(scores) if threshold is None else as_float("threshold", threshold)
+    t = default_threshold(scores) if threshold is None else as_float("threshold", threshold, finite=False)
     return merge_units(units, scores, t)
