@@ -39,9 +39,9 @@ def as_int(name: str, value: object, *, minimum: int | None = None, maximum: int
         except TypeError:
             raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
     if minimum is not None and out < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {out}")
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
     if maximum is not None and out > maximum:
-        raise ValueError(f"{name} must be an int <= {maximum}, got {out}")
+        raise ValueError(f"{name} must be <= {maximum}, got {out}")
     return out
 
 
