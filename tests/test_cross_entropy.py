@@ -147,22 +147,49 @@ def test_flood_flips_the_gradient_below_the_level(backend, device, mode):
 @pytest.mark.parametrize("backend,device", PAIRS)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_all_rows_ignored(backend, device, reduction):
+    """A mean over no valid row is 0/0: NaN with zero gradients, as torch (issue 20: degenerate
+    reductions follow torch); "sum" and "none" give 0."""
     _available(backend, device)
     logits, target = make_case(9, 13, device=device)
     target[:] = -100
-    flood = 0.3 if reduction != "none" else None
-    out, g = check_backend(backend, logits, target, reduction=reduction, flood=flood,
-                           weight=torch.rand(13, device=device))
-    expected = 2 * 0.3 if flood else 0.0  # |0 - b| + b
-    assert torch.all(out == expected) and torch.all(g == 0)
+    w = torch.rand(13, device=device)
+    if reduction != "mean":
+        flood = 0.3 if reduction != "none" else None
+        out, g = check_backend(backend, logits, target, reduction=reduction, flood=flood, weight=w)
+        expected = 2 * 0.3 if flood else 0.0  # |0 - b| + b
+        assert torch.all(out == expected) and torch.all(g == 0)
+        return
+    for weight in (None, w):
+        out, g, _ = loss_and_grad(lambda x, t, **k: kexue.cross_entropy(x, t, backend=backend, **k), logits, target,
+                                  weight=weight)
+        want, gwant, _ = loss_and_grad(F.cross_entropy, logits, target, weight=weight)
+        assert torch.isnan(out) and torch.isnan(want) and torch.equal(g, gwant) and torch.all(g == 0)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_weights_summing_to_zero_follow_torch(backend, device):
+    """Valid rows whose class weights are all 0: torch's mean is 0/0 = NaN with NaN gradients."""
+    _available(backend, device)
+    logits, target = make_case(9, 13, device=device, ignore_frac=0.0)
+    target[:] = 3
+    w = torch.ones(13, device=device)
+    w[3] = 0
+    out, g, _ = loss_and_grad(lambda x, t, **k: kexue.cross_entropy(x, t, backend=backend, **k), logits, target,
+                              weight=w)
+    want, gwant, _ = loss_and_grad(F.cross_entropy, logits, target, weight=w)
+    assert torch.isnan(out) and torch.isnan(want)
+    assert torch.equal(torch.isnan(g), torch.isnan(gwant))
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_empty_batch(backend, device):
+    """No rows: "sum" is 0 and "mean" NaN, as torch's."""
     _available(backend, device)
     logits, target = make_case(0, 10, device=device)
-    out, g = check_backend(backend, logits, target)
+    out, g = check_backend(backend, logits, target, reduction="sum")
     assert out == 0 and g.shape == (0, 10)
+    mean = kexue.cross_entropy(logits, target, backend=backend)
+    assert torch.isnan(mean) and torch.isnan(F.cross_entropy(logits, target))
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
@@ -234,8 +261,12 @@ def test_property_all_backends_agree(N, C, reduction, eps, z, use_prior, tau, us
     logits, target = make_case(N, C, noncontig=noncontig, ignore_frac=ignore_frac)
     kw = dict(reduction=reduction, label_smoothing=eps, z_loss=z, tau=tau, flood=flood, flood_mode=flood_mode,
               prior=make_prior(C) if use_prior else None, weight=torch.rand(C) + 0.1 if use_weight else None)
+    no_valid_mean = reduction == "mean" and not bool((target != -100).any())
     for backend in EXPECTED["cpu"]:
         if not BACKENDS.availability(backend, torch.device("cpu"))[0] and backend in NOT_YET["cpu"]:
+            continue
+        if no_valid_mean:  # a mean over no row is 0/0 = NaN, as torch's (gradients: test_all_rows_ignored)
+            assert torch.isnan(kexue.cross_entropy(logits, target, backend=backend, **kw))
             continue
         check_backend(backend, logits, target, floor=F32_FLOOR * 10, **kw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
+from .._validate import as_bool, as_float, as_int, check_values, nonnegative_finite, positive_finite
 from . import linear as _linear  # noqa: F401  (registers the linear_cross_entropy ops)
 from .op import native_rows
 from .reference import accumulation_dtype, log_prior_bias, reduce_rows, row_losses
@@ -53,40 +54,43 @@ def _check_vector(name: str, t, C: int, device: torch.device) -> None:
 
 def check_options(
     *, tau, flood, flood_mode, label_smoothing, ignore_index, reduction, z_loss
-) -> None:
-    """Checks of the scalar options (shared by cross_entropy, linear_cross_entropy and the module)."""
-    if reduction not in REDUCTIONS:
+) -> dict:
+    """Checks of the scalar options (shared by cross_entropy, linear_cross_entropy and the module).
+
+    Number-like values (numpy numbers, 0-d tensors) are accepted; NaN/±inf are rejected.  Returns
+    the options as Python numbers."""
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if flood_mode not in FLOOD_MODES:
+    if not isinstance(flood_mode, str) or flood_mode not in FLOOD_MODES:
         raise ValueError(f"flood_mode must be one of {FLOOD_MODES}, got {flood_mode!r}")
     if flood is not None:
-        if not isinstance(flood, (int, float)) or flood != flood:
-            raise ValueError(f"flood must be a float level or None, got {flood!r}")
+        flood = as_float("flood", flood)
         if flood_mode == "batch" and reduction == "none":
             raise ValueError("flood_mode='batch' floods the reduced loss: it needs reduction='mean' or 'sum', "
                              "not 'none' (use flood_mode='sample' for per-row flooding)")
-    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if not isinstance(z_loss, (int, float)) or not z_loss >= 0.0:
-        raise ValueError(f"z_loss must be a float >= 0, got {z_loss!r}")
-    if not isinstance(tau, (int, float)) or tau != tau:
-        raise ValueError(f"tau must be a float, got {tau!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    return {
+        "tau": as_float("tau", tau),
+        "flood": flood,
+        "flood_mode": flood_mode,
+        "label_smoothing": as_float("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0),
+        "ignore_index": as_int("ignore_index", ignore_index),
+        "reduction": reduction,
+        "z_loss": as_float("z_loss", z_loss, minimum=0.0),
+    }
 
 
 def check_prior(prior, C: int, device: torch.device) -> None:
-    """prior (C,) class frequencies or counts: every entry must be > 0 (a zero would give log 0 = -inf).
-
-    On CPU this is checked eagerly; on other devices with a device-side assert (no host sync)."""
+    """prior (C,) class frequencies or counts: every entry must be finite and > 0 (a zero would
+    give log 0 = -inf).  Checked eagerly on CPU tensors; on CUDA tensors and under torch.compile
+    with a device-side assert (a RuntimeError naming prior, never a silent inf)."""
     _check_vector("prior", prior, C, device)
-    if eager_cpu(prior):
-        if not bool((prior > 0).all()):
-            bad = int((prior <= 0).nonzero()[0, 0])
-            raise ValueError(f"prior must be positive (class frequencies or counts); prior[{bad}] = "
-                             f"{float(prior[bad])!r}")
-    elif prior.device.type != "cpu" and not torch.compiler.is_compiling():
-        torch._assert_async((prior > 0).all(), "kexue.cross_entropy: prior must be positive")
+    check_values("prior", prior.detach(), positive_finite, "positive and finite (class frequencies or counts)")
+
+
+def check_weight(name: str, weight, C: int, device: torch.device) -> None:
+    """Class weights (C,): finite and >= 0 (torch leaves negative weights undefined: its loss is -inf)."""
+    _check_vector(name, weight, C, device)
+    check_values(name, weight.detach(), nonnegative_finite, "finite and >= 0")
 
 
 def check_target(target, N: int, C: int, device: torch.device, ignore_index: int, eager_range: bool) -> None:
@@ -143,7 +147,7 @@ def cross_entropy(
 
     π = prior / Σ prior, ε = label_smoothing, w = weight (all 1 when None), z = z_loss.
     Rows with ``target == ignore_index`` give 0 and leave the mean; the mean divides by
-    Σ w_{y_i} over valid rows (torch's rule; 0 when every row is ignored).  Flooding at level
+    Σ w_{y_i} over valid rows (torch's rule: NaN when that sum is 0, as torch).  Flooding at level
     b = ``flood``: ``flood_mode="batch"`` returns |L − b| + b of the reduced loss L,
     ``"sample"`` floods each ℓ_i before the reduction.  Values and gradients are those of
     :func:`kexue.cross_entropy.reference.cross_entropy_reference` (the "torch" backend).
@@ -176,8 +180,11 @@ def cross_entropy(
     """
     check_logits(logits)
     N, C = logits.shape
-    check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
-                  ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+    o = check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
+                      ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+    tau, flood, label_smoothing, ignore_index, z_loss = (o["tau"], o["flood"], o["label_smoothing"],
+                                                         o["ignore_index"], o["z_loss"])
+    inplace_backward = as_bool("inplace_backward", inplace_backward)
     name = _resolve(backend, str(logits.device))
     # the "cpu" kernel checks target ranges itself (while reading the rows); other backends here
     check_target(target, N, C, logits.device, ignore_index, eager_range=name != "cpu")
@@ -187,7 +194,7 @@ def cross_entropy(
         check_prior(prior, C, logits.device)
         bias = log_prior_bias(prior.detach(), float(tau), acc)
     if weight is not None:
-        _check_vector("weight", weight, C, logits.device)
+        check_weight("weight", weight, C, logits.device)
         weight = weight.detach().to(acc)
     loss, _ = BACKENDS.impls[name](logits, target, bias, weight, float(label_smoothing), float(z_loss),
                                    int(ignore_index), bool(inplace_backward))
@@ -219,8 +226,9 @@ def adjust_logits(logits: torch.Tensor, prior: torch.Tensor, tau: float = 1.0) -
     """
     check_logits(logits)
     check_prior(prior, logits.shape[1], logits.device)
+    tau = as_float("tau", tau)
     acc = accumulation_dtype(logits.dtype)
-    return (logits.to(acc) - log_prior_bias(prior.detach(), float(tau), acc)).to(logits.dtype)
+    return (logits.to(acc) - log_prior_bias(prior.detach(), tau, acc)).to(logits.dtype)
 
 
 def class_prior(targets_or_counts: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -236,15 +244,18 @@ def class_prior(targets_or_counts: torch.Tensor, num_classes: int) -> torch.Tens
     """
     if not isinstance(targets_or_counts, torch.Tensor):
         raise TypeError(f"targets_or_counts must be a torch.Tensor, got {type(targets_or_counts).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    num_classes = as_int("num_classes", num_classes, minimum=1)
     x = targets_or_counts
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"targets_or_counts must be integer targets or float counts, got {x.dtype}")
     if x.is_floating_point():
         if x.dim() != 1 or x.shape[0] != num_classes:
             raise ValueError(f"counts must have shape (num_classes,) = ({num_classes},), got {tuple(x.shape)}")
-        if bool((x < 0).any()):
-            raise ValueError("counts must be >= 0")
-        counts = x.float()
+        check_values("counts", x.detach(), nonnegative_finite, "finite and >= 0")
+        counts = x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        # normalised by the largest count first: huge counts (1e38 in float32) do not overflow the sum
+        top = counts.max() if counts.numel() else counts.new_zeros(())
+        counts = counts / torch.where(top > 0, top, torch.ones_like(top))
     else:
         x = x.reshape(-1)
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_classes):
@@ -253,7 +264,7 @@ def class_prior(targets_or_counts: torch.Tensor, num_classes: int) -> torch.Tens
     total = counts.sum()
     if not bool(total > 0):
         raise ValueError("class_prior needs at least one target (or a positive count)")
-    return counts / total
+    return (counts / total).float()
 
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # logits per chunk of linear_cross_entropy (64 MiB of float32)
@@ -317,8 +328,10 @@ def linear_cross_entropy(
         _check_vector("bias", bias, C, hidden.device)
         if bias.dtype != hidden.dtype:
             raise TypeError(f"bias has dtype {bias.dtype} but hidden has {hidden.dtype}")
-    check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
-                  ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+    o = check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
+                      ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+    tau, flood, label_smoothing, ignore_index, z_loss = (o["tau"], o["flood"], o["label_smoothing"],
+                                                         o["ignore_index"], o["z_loss"])
     name = _resolve(backend, str(hidden.device))
     check_target(target, N, C, hidden.device, ignore_index, eager_range=name not in ("cpu", "torch"))
     if name == "torch":
@@ -329,15 +342,14 @@ def linear_cross_entropy(
                              reduction=reduction, z_loss=z_loss, backend="torch")
     if chunk_size is None:
         chunk_size = max(1, min(max(N, 1), DEFAULT_CHUNK_ELEMENTS // C))
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    chunk_size = as_int("chunk_size", chunk_size, minimum=1)
     acc = accumulation_dtype(hidden.dtype)
     logit_bias = None
     if prior is not None:
         check_prior(prior, C, hidden.device)
         logit_bias = log_prior_bias(prior.detach(), float(tau), acc)
     if class_weight is not None:
-        _check_vector("class_weight", class_weight, C, hidden.device)
+        check_weight("class_weight", class_weight, C, hidden.device)
         class_weight = class_weight.detach().to(acc)
     kernel = "triton" if name == "triton" else "native"
     loss, _ = torch.ops.kexue.linear_cross_entropy_fwd(hidden, weight, target, bias, logit_bias, class_weight,

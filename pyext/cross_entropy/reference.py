@@ -14,7 +14,8 @@ which without weights is ``(1−ε)(lse − a_y) + ε(lse − mean_c a_c) + z_lo
     flood_mode="batch":   L ← |L − b| + b           (Ishida et al. 2020; not with "none")
 
 D = Σ_{valid i} w_{y_i} (the number of valid rows without weights), as in torch; when D = 0
-(every row ignored) the mean is 0 with zero gradients instead of torch's NaN.  The result has
+(every row ignored, an empty batch, or class weights summing to 0 over the valid rows) the mean
+is NaN, as torch's (0/0), with torch's gradients (0 for ignored rows, NaN for weighted-out ones).  The result has
 the logits' dtype; everything is computed in float32 (float64 for float64 logits).  ``prior``
 and ``weight`` are constants (no gradient), as ``weight`` is in torch.
 
@@ -34,9 +35,12 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def log_prior_bias(prior: torch.Tensor, tau: float, dtype: torch.dtype) -> torch.Tensor:
-    """tau·log(prior / Σ prior) in ``dtype`` (the additive logit adjustment, shape (C,))."""
-    p = prior.to(dtype)
-    return tau * (torch.log(p) - torch.log(p.sum()))
+    """tau·log(prior / Σ prior) in ``dtype`` (the additive logit adjustment, shape (C,)).
+
+    Computed in log space, log p − logsumexp(log p): counts whose sum overflows the dtype (1e38 in
+    float32, 7e4 in float16) give the same result as small ones."""
+    lp = torch.log(prior.to(dtype))
+    return tau * (lp - torch.logsumexp(lp, 0))
 
 
 def row_losses(
@@ -107,7 +111,7 @@ def reduce_rows(
         else:
             t = torch.where(valid, target, torch.zeros_like(target))
             denom = torch.where(valid, weight.to(loss.dtype)[t], torch.zeros_like(loss)).sum()
-        total = total / torch.where(denom == 0, torch.ones_like(denom), denom)
+        total = total / denom  # D = 0 (every row ignored, or weights summing to 0) gives NaN, as torch
     if flood_level is not None and flood_mode == "batch":
         total = flood(total, flood_level)
     return total.to(out_dtype)

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import torch
 
+from .._dispatch import BACKENDS
+from .._validate import as_float
 from ..linear_attention.api import (
     FeatureMap,
     linear_attention,
     linear_attention_readout,
     linear_attention_state,
 )
+from ..linear_attention.feature_maps import FEATURE_MAPS
 
 NAME = "kexue_linear"
 
@@ -47,7 +50,14 @@ def _key_padding(attention_mask: torch.Tensor | None, nk: int) -> torch.Tensor |
 
 
 def make_attention_function(feature_map: FeatureMap = "elu", eps: float = 1e-6, backend: str = "auto"):
-    """An attention function with transformers' signature, backed by kexue.linear_attention."""
+    """An attention function with transformers' signature, backed by kexue.linear_attention.
+
+    The options are checked here, when the function is made, not at the model's first forward."""
+    eps = as_float("eps", eps, minimum=0.0)
+    if not (feature_map is None or callable(feature_map) or feature_map in FEATURE_MAPS):
+        raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, a callable or None; got {feature_map!r}")
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
 
     def kexue_linear_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         is_causal = kwargs.get("is_causal")

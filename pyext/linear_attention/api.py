@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 
 from .._dispatch import OpBackends, native_first, triton_kernel_ready
+from .._validate import as_bool, as_float, as_int
 from .feature_maps import FEATURE_MAPS, apply_feature_map, feature_dim
 from .op import native_forward
 from .reference import accumulation_dtype, linear_attention_chunked
@@ -83,6 +84,23 @@ def _check_tensor(name: str, t, ndim: int) -> None:
         raise ValueError(f"{name} must have {ndim} dims, got shape {tuple(t.shape)}")
 
 
+def _check_state(state, B: int, H: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (S (B, H, F, Dv), z (B, H, F)) pair of float tensors on one device."""
+    if not (isinstance(state, (tuple, list)) and len(state) == 2):
+        raise TypeError(f"state must be a pair (S, z), got {type(state).__name__}")
+    S, z = state
+    _check_tensor("state S", S, 4)
+    _check_tensor("state z", z, 3)
+    if not S.is_floating_point() or not z.is_floating_point():
+        raise TypeError(f"state S and z must be float tensors, got {S.dtype} and {z.dtype}")
+    if S.shape[:3] != z.shape or S.shape[:2] != (B, H):
+        raise ValueError(f"state must be (S (B, H, F, Dv), z (B, H, F)) with (B, H) = {(B, H)}, got "
+                         f"{tuple(S.shape)} and {tuple(z.shape)}")
+    if S.device != z.device:
+        raise ValueError(f"state S is on {S.device} but z is on {z.device}")
+    return S, z
+
+
 def _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, feature_dim_: int) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t, 4)
@@ -110,8 +128,6 @@ def _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, fea
         raise ValueError(f"q and k's head dim Dk={Dk} must be in [1, {MAX_HEAD_DIM}]")
     if not 1 <= Dv <= MAX_HEAD_DIM:
         raise ValueError(f"v's head dim Dv={Dv} must be in [1, {MAX_HEAD_DIM}]")
-    if not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps must be a float >= 0, got {eps!r}")
     nseq = B
     if cu_seqlens is not None:
         _check_tensor("cu_seqlens", cu_seqlens, 1)
@@ -128,6 +144,9 @@ def _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, fea
             c = cu_seqlens.tolist()
             if c[0] != 0 or c[-1] != N or any(b < a for a, b in zip(c, c[1:], strict=False)):
                 raise ValueError(f"cu_seqlens must rise from 0 to N={N}, got {c}")
+        else:  # CUDA tensors, compiled graphs: a device-side assert (never an out-of-bounds read)
+            ok = (cu_seqlens[0] == 0) & (cu_seqlens[-1] == N) & (cu_seqlens[1:] >= cu_seqlens[:-1]).all()
+            torch._assert_async(ok, f"kexue: cu_seqlens must rise from 0 to N={N}")
     if key_padding_mask is not None:
         _check_tensor("key_padding_mask", key_padding_mask, 2)
         if key_padding_mask.dtype != torch.bool:
@@ -219,6 +238,9 @@ def linear_attention(
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_tensor(name, t, 4)
+    eps = as_float("eps", eps, minimum=0.0)
+    causal, normalize, return_state = (as_bool(n, f) for n, f in (("causal", causal), ("normalize", normalize),
+                                                                  ("return_state", return_state)))
     q, k, fmap = _prepare(q, k, v, feature_map)
     F = feature_dim(fmap, q.shape[-1])
     _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, F)
@@ -279,6 +301,8 @@ def linear_attention_step(
     """
     for name, t in (("q_t", q_t), ("k_t", k_t), ("v_t", v_t)):
         _check_tensor(name, t, 3)
+    if state is not None and not (isinstance(state, (tuple, list)) and len(state) == 2):
+        raise TypeError(f"state must be a pair (S, z) or None, got {type(state).__name__}")
     out, new_state = linear_attention(
         q_t.unsqueeze(2), k_t.unsqueeze(2), v_t.unsqueeze(2), causal=True, feature_map=feature_map,
         normalize=normalize, eps=eps, initial_state=state, return_state=True, backend=backend,
@@ -313,9 +337,27 @@ def linear_attention_state(
     """
     _check_tensor("k", k, 4)
     _check_tensor("v", v, 4)
-    H = num_heads or k.shape[1]
+    if not k.is_floating_point() or v.dtype != k.dtype:
+        raise TypeError(f"k and v must be float tensors of one dtype, got {k.dtype} and {v.dtype}")
+    if v.device != k.device:
+        raise ValueError(f"v is on {v.device} but k is on {k.device}")
+    if v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"k (B, Hkv, N, Dk) and v (B, Hkv, N, Dv) must agree in B, Hkv, N; got {tuple(k.shape)} "
+                         f"and {tuple(v.shape)}")
+    if k.shape[1] == 0:
+        raise ValueError("k must have at least one head")
+    H = k.shape[1] if num_heads is None else as_int("num_heads", num_heads, minimum=1)
     if H % k.shape[1]:
         raise ValueError(f"num_heads ({H}) must be a multiple of k's heads ({k.shape[1]})")
+    if key_padding_mask is not None:
+        _check_tensor("key_padding_mask", key_padding_mask, 2)
+        if key_padding_mask.dtype != torch.bool:
+            raise TypeError(f"key_padding_mask must be bool (True = ignore), got {key_padding_mask.dtype}")
+        if tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
+            raise ValueError(f"key_padding_mask must have shape (B, N) = {(k.shape[0], k.shape[2])}, got "
+                             f"{tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != k.device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but k is on {k.device}")
     fmap = "none" if feature_map is None else feature_map
     acc = accumulation_dtype(k.dtype)
     fk = fmap(k).to(acc) if callable(fmap) else apply_feature_map(k.to(acc), fmap)
@@ -335,9 +377,18 @@ def linear_attention_readout(
     ``state`` (from :func:`linear_attention_state`); returns (B, H, Nq, Dv) in q's dtype.
     """
     _check_tensor("q", q, 4)
-    S, z = state
+    if not q.is_floating_point():
+        raise TypeError(f"q must be a float tensor, got {q.dtype}")
+    eps = as_float("eps", eps, minimum=0.0)
+    normalize = as_bool("normalize", normalize)
+    S, z = _check_state(state, q.shape[0], q.shape[1])
+    if S.device != q.device:
+        raise ValueError(f"state is on {S.device} but q is on {q.device}")
     fmap = "none" if feature_map is None else feature_map
     fq = fmap(q).to(S.dtype) if callable(fmap) else apply_feature_map(q.to(S.dtype), fmap)
+    if fq.shape[-1] != S.shape[2]:
+        raise ValueError(f"the feature map gives {fq.shape[-1]} features per query but the state has F = {S.shape[2]}: "
+                         "use the feature_map the state was built with")
     num = fq @ S
     if normalize:
         num = num / ((fq * z[:, :, None]).sum(-1, keepdim=True) + eps)

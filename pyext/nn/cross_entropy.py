@@ -8,6 +8,23 @@ from torch.nn import _reduction
 from ..cross_entropy.api import check_options, cross_entropy
 
 
+def check_shapes(input, target) -> None:
+    """torch.nn.CrossEntropyLoss's contract for class-index targets: input (C,) with a 0-d
+    target, (N, C) with (N,), (N, C, d1, ..., dk) with (N, d1, ..., dk)."""
+    for name, t in (("input", input), ("target", target)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if input.dim() == 0:
+        raise ValueError("input must have shape (C,), (N, C) or (N, C, d1, ...), got a 0-d tensor")
+    if target.is_floating_point():
+        raise TypeError(f"target must hold int64 class indices: probability targets ({target.dtype}) are not "
+                        "supported")
+    want = () if input.dim() == 1 else (input.shape[0], *input.shape[2:])
+    if tuple(target.shape) != want:
+        raise ValueError(f"target must have shape {want} for input of shape {tuple(input.shape)} "
+                         f"(input (N, C, d1, ...) takes target (N, d1, ...)), got {tuple(target.shape)}")
+
+
 class CrossEntropyLoss(torch.nn.Module):
     r"""Mirrors ``torch.nn.CrossEntropyLoss`` (same argument names and defaults) with
     ``prior``/``tau`` (logit adjustment), ``flood``/``flood_mode`` (flooding) and ``z_loss``;
@@ -45,8 +62,13 @@ class CrossEntropyLoss(torch.nn.Module):
         super().__init__()
         if size_average is not None or reduce is not None:
             reduction = _reduction.legacy_get_string(size_average, reduce)
-        check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
-                      ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+        o = check_options(tau=tau, flood=flood, flood_mode=flood_mode, label_smoothing=label_smoothing,
+                          ignore_index=ignore_index, reduction=reduction, z_loss=z_loss)
+        tau, flood, label_smoothing, ignore_index, z_loss = (o["tau"], o["flood"], o["label_smoothing"],
+                                                             o["ignore_index"], o["z_loss"])
+        for name, t in (("weight", weight), ("prior", prior)):
+            if t is not None and not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
         self.register_buffer("weight", weight)
         self.register_buffer("prior", prior)
         self.ignore_index = ignore_index
@@ -60,6 +82,7 @@ class CrossEntropyLoss(torch.nn.Module):
         self.backend = backend
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_shapes(input, target)
         lead = None
         if input.dim() > 2:  # (N, C, d1, ...) -> rows (N·d1·..., C), as torch reads them
             lead = target.shape

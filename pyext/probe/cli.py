@@ -4,10 +4,12 @@ that perturbed masking reads out of an encoder, printed, optionally drawn over t
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 from collections.abc import Sequence
 
 import torch
+
+from .._cli import fail, resolve_device
 
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -52,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except (ValueError, TypeError, OSError, ImportError) as exc:
-        print(f"kexue probe: error: {exc}", file=sys.stderr)
-        return 2
+        return fail("kexue probe", exc)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -61,7 +62,17 @@ def _run(args: argparse.Namespace) -> int:
     from .tokenize import as_words
 
     words = as_words(args.sentence, name="sentence")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
+    if args.plot:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--plot: no such folder {folder!r}")
+    try:  # the weights' progress bar would be more lines on stderr
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     model, tok = load_model(args.model, device=device)
     M = impact_matrix(model, tok, words, layer=args.layer, metric=args.metric, subword=args.subword,
                       dtype=DTYPES[args.dtype])

@@ -100,6 +100,7 @@ def _new_block() -> dict:
 def parse_conllu(text: str, source: str = "<string>") -> list[Sentence]:
     """Parses CoNLL-U text into sentences (see the module docstring for what is kept).
 
+    Lines end with LF only (a CR before it is dropped); a leading byte-order mark is skipped.
     Errors (``ValueError`` naming ``source`` and the line): a word line without 10 fields, word
     IDs not ``1, 2, ...`` in order, a HEAD that is not an integer in ``[0, W]``.
 
@@ -115,8 +116,15 @@ def parse_conllu(text: str, source: str = "<string>") -> list[Sentence]:
     block = _new_block()
     start_line = 1
     has_content = False
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r\n")
+    if text.startswith("\ufeff"):  # a UTF-8 byte-order mark is allowed before the first line
+        text = text[1:]
+    # only LF ends a line (UD's format; a CR before it is tolerated): str.splitlines would also
+    # split on U+2028, U+0085, form feeds, ..., which may occur inside a FORM or MISC field
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, raw in enumerate(lines, start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
         where = f"{source}:{lineno}"
         if not line.strip():
             if has_content:
@@ -173,7 +181,7 @@ def parse_conllu(text: str, source: str = "<string>") -> list[Sentence]:
 
 
 def read_conllu(path: str | os.PathLike) -> list[Sentence]:
-    """Reads a CoNLL-U file (UTF-8) into a list of :class:`Sentence`.
+    """Reads a CoNLL-U file (UTF-8, a byte-order mark allowed) into a list of :class:`Sentence`.
 
     Example:
         >>> import tempfile, os
@@ -182,5 +190,5 @@ def read_conllu(path: str | os.PathLike) -> list[Sentence]:
         >>> [s.words for s in read_conllu(p)]
         [['Hi']]
     """
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": no newline translation
         return parse_conllu(f.read(), source=os.fspath(path))

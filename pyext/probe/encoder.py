@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._validate import as_int
 from ..cpu_linear import onednn_linears, replaced_forwards
 
 
@@ -60,9 +61,21 @@ def num_layers(model: nn.Module) -> int:
     return n
 
 
+def layer_argument(layer) -> int | list[int]:
+    """A public ``layer=`` argument as an int (int, numpy integer, 0-d tensor) or a list of ints."""
+    if isinstance(layer, (list, tuple, range)):
+        return [as_int(f"layer[{i}]", x) for i, x in enumerate(layer)]
+    try:
+        return as_int("layer", layer)
+    except TypeError:
+        raise TypeError(f"layer must be an int (hidden_states index) or a list of ints, got "
+                        f"{type(layer).__name__} {layer!r}") from None
+
+
 def normalize_layers(model: nn.Module, layer: int | Sequence[int]) -> list[int]:
     """Hidden-state indices in [0, L] (negative ones count from the end, -1 = last layer)."""
     L = num_layers(model)
+    layer = layer_argument(layer)
     many = not isinstance(layer, int)
     out = []
     for x in (layer if many else [layer]):

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._validate import as_int
 from . import encoder as enc
 from .kernels import masked_batch, segment_distance
 from .tokenize import EncodedSentence, encode_words, mask_token_id, max_length, pack, pad_token_id
@@ -59,8 +60,11 @@ def _check_options(metric: str, subword: str, batch_size: int | None) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if subword not in SUBWORD_MODES:
         raise ValueError(f"subword must be one of {SUBWORD_MODES}, got {subword!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None:
+        as_int("batch_size", batch_size, minimum=1)
+
+
+ENCODER_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _model_device(model) -> torch.device:
@@ -87,6 +91,9 @@ def pair_impacts(model, sentences: Sequence[EncodedSentence], pairs: Sequence[to
     """The engine: for each sentence s and each row (i, j) of ``pairs[s]`` (P_s, 2), i ≠ j, the
     impacts f(i, j) and f(j, i) read from the one sequence x\\{i,j}.  Returns, per sentence, a
     float32 tensor (len(layers), P_s, 2) on the CPU."""
+    if dtype is not None and dtype not in ENCODER_DTYPES:
+        raise TypeError(f"dtype must be None (the model's own) or one of {ENCODER_DTYPES} (the encoder's autocast "
+                        f"dtype), got {dtype!r}")
     device = _model_device(model)
     n_sent = len(sentences)
     packed = pack(sentences, device)
@@ -238,6 +245,7 @@ def impact_matrices(model, tokenizer, sentences: Sequence[str | Sequence[str]], 
         torch.Size([4, 4])
     """
     _check_options(metric, subword, batch_size)
+    layer = enc.layer_argument(layer)  # (numpy/0-d tensor ints: one layer, as an int)
     layers = enc.normalize_layers(model, layer)
     single_layer = isinstance(layer, int)
     if isinstance(sentences, str):
@@ -288,6 +296,7 @@ def impact_matrix(model, tokenizer, words: str | Sequence[str], *, layer: int | 
         >>> kp.parse_dependency(M)                                             # doctest: +SKIP
     """
     _check_options(metric, subword, batch_size)
+    layer = enc.layer_argument(layer)  # (numpy/0-d tensor ints: one layer, as an int)
     layers = enc.normalize_layers(model, layer)
     e = _encode_all(model, tokenizer, [words])[0]
     vals = pair_impacts(model, [e], [_all_pairs(e.num_words)], layers=layers, metric=metric, subword=subword,
@@ -299,4 +308,5 @@ def impact_matrix(model, tokenizer, words: str | Sequence[str], *, layer: int | 
 
 def count_sequences(num_words: int) -> int:
     """Sequences this engine runs for a sentence of W words: W + W(W−1)/2."""
+    num_words = as_int("num_words", num_words, minimum=0)
     return num_words + math.comb(num_words, 2)

@@ -28,7 +28,9 @@ from collections.abc import Sequence
 
 import torch
 
+from .._validate import as_float, as_int
 from .conllu import Sentence, read_conllu
+from .encoder import layer_argument as enc_layer_argument
 from .engine import impact_matrices, pair_impacts
 from .metrics import punct_mask, segmentation_prf, uas, uuas
 from .parsers import gold_root, parse_dependency, right_chain
@@ -36,7 +38,14 @@ from .segment import adjacent_scores, default_threshold, merge_units
 
 
 def _sentences(source: str | os.PathLike | Sequence[Sentence], max_sentences: int | None) -> list[Sentence]:
-    sents = read_conllu(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    if max_sentences is not None:  # checked before reading: -1 would otherwise slice off the last sentence
+        max_sentences = as_int("max_sentences", max_sentences, minimum=1)
+    if isinstance(source, (str, os.PathLike)):
+        sents = read_conllu(source)
+    elif isinstance(source, Sequence) and all(isinstance(s, Sentence) for s in source):
+        sents = list(source)
+    else:
+        raise TypeError(f"conllu must be a path or a list of kexue.probe.Sentence, got {type(source).__name__}")
     if max_sentences is not None:
         sents = sents[:max_sentences]
     if not sents:
@@ -123,6 +132,7 @@ def evaluate_dependency(conllu: str | os.PathLike | Sequence[Sentence], model, t
     if root not in ("gold", None):
         raise ValueError(f"root must be 'gold' or None, got {root!r}")
     sents = _sentences(conllu, max_sentences)
+    layer = enc_layer_argument(layer)
     layers = [layer] if isinstance(layer, int) else list(layer)
     words = [s.words for s in sents]
     Ms = impact_matrices(model, tokenizer, words, layer=layers, metric=metric, subword=subword, batch_size=batch_size,
@@ -177,9 +187,14 @@ def evaluate_segmentation(conllu: str | os.PathLike | Sequence[Sentence], model,
     scores.  A list ``layer`` gives ``{"layers": {l: {"default", "thresholds", "best"}},
     "baselines", "sentences"}`` from one engine pass.
     """
+    if thresholds is not None:
+        thresholds = [as_float(f"thresholds[{i}]", t, finite=False) for i, t in enumerate(thresholds)]
+        if not thresholds:
+            raise ValueError("thresholds must hold at least one value (or be None for the deciles)")
     sents = _sentences(conllu, max_sentences)
     texts = ["".join(s.words) for s in sents]
     gold = [list(s.words) for s in sents]
+    layer = enc_layer_argument(layer)
     many = not isinstance(layer, int)
     layers = list(layer) if many else [layer]
     scored = adjacent_scores(model, tokenizer, texts, layer=layers, metric=metric, batch_size=batch_size,

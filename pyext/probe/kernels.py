@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
+from .._validate import as_int
 from .kernels_op import native_masked_batch, native_segment_distance
 from .kernels_reference import (
     METRICS,
@@ -76,11 +77,8 @@ def _resolve_segment_distance(backend: str, device: str) -> str:
 
 
 
-def _check_int(name: str, v, minimum: int | None = None) -> None:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name} must be an int, got {v!r}")
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+def _check_int(name: str, v, minimum: int | None = None) -> int:
+    return as_int(name, v, minimum=minimum)
 
 
 def _check_index_tensor(name: str, t, device: torch.device, ndim: int = 1) -> None:
@@ -114,10 +112,9 @@ _MB_MESSAGES = {
 def _check_masked_batch_values(tokens, tok_offsets, word_start, word_end, word_offsets, seqs, length) -> None:
     problems = masked_batch_problems(tokens, tok_offsets, word_start, word_end, word_offsets, seqs, length)
     bad = torch.stack(list(problems.values())).any(0)
-    if not eager_cpu(seqs):
-        if not torch.compiler.is_compiling():
-            torch._assert_async(~bad.any(), "kexue.probe.masked_batch: a row of seqs is invalid (index out of "
-                                            "range, a span outside its sentence, or a sentence longer than length)")
+    if not eager_cpu(seqs):  # CUDA tensors and compiled graphs: a device-side assert, as eager raises
+        torch._assert_async(~bad.any(), "kexue.probe.masked_batch: a row of seqs is invalid (index out of "
+                                        "range, a span outside its sentence, or a sentence longer than length)")
         return
     if not bool(bad.any()):
         return

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -66,6 +67,9 @@ def _as_corpus(x, name: str) -> list[list[int]]:
             return [[int(v) for v in row] for row in x.tolist()]
         raise ValueError(f"kexue.probe.{name}: a heads tensor must be 1-D (one sentence) or 2-D, got {x.dim()}-D")
     seq = list(x)
+    for v in seq:
+        if isinstance(v, (float, np.floating)) or (isinstance(v, torch.Tensor) and v.is_floating_point()):
+            raise TypeError(f"kexue.probe.{name}: heads must be integers, got {v!r}")
     if not seq or all(_is_scalar(v) for v in seq):
         return [[int(v) for v in seq]]
     return [[int(v) for v in (s.tolist() if isinstance(s, torch.Tensor) else s)] for s in seq]

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schema and the CPU kernel of kexue::eisner)
+from .._validate import as_int
 
 Tree = int | tuple  # a leaf (word index) or a tuple of subtrees
 
@@ -198,6 +199,7 @@ def eisner_reference(scores: torch.Tensor, lengths: torch.Tensor | None = None, 
                 heads[b] = a
                 r = int(bIR[a, b])
                 stack += [(a, r, 1), (r + 1, b, 0)]
+    _check_finite_tree(s3, out, "eisner_reference")
     out = out.to(scores.device)
     return out if batched else out[0]
 
@@ -250,7 +252,27 @@ def eisner(scores: torch.Tensor, lengths: torch.Tensor | None = None, *, single_
         out = eisner_reference(s3, lens, single_root=single_root)
     else:
         out = torch.ops.kexue.eisner(s3.detach().cpu(), lens, bool(single_root)).to(scores.device)
+        _check_finite_tree(s3, out, "eisner")
     return out if batched else out[0]
+
+
+def _check_finite_tree(s3: torch.Tensor, heads: torch.Tensor, name: str) -> None:
+    """Raises when a decoded tree uses a forbidden (-inf) arc: no tree exists under the constraints."""
+    h = heads.detach().cpu()
+    s = s3.detach().cpu()
+    used = h[:, 1:] >= 0
+    d = torch.arange(1, s.shape[-1]).expand_as(h[:, 1:])
+    arc = s[torch.arange(s.shape[0])[:, None], h[:, 1:].clamp(min=0), d]  # scores[b, heads[b, d], d]
+    bad = used & torch.isneginf(arc)
+    if torch.compiler.is_compiling():  # (fullgraph: no data-dependent branch) the assert raises when run
+        torch._assert_async(~bad.any(), f"kexue.probe.{name}: no projective tree with a finite score exists "
+                                        "under these constraints (a word is reachable only through -inf arcs)")
+        return
+    if bool(bad.any()):
+        b, w = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"kexue.probe.{name}: no projective tree with a finite score exists"
+                         f"{f' in sentence {b}' if s.shape[0] > 1 else ''}: word {w + 1} can only be reached "
+                         "through forbidden (-inf) arcs under these constraints")
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +437,9 @@ def _as_matrix(matrix, name: str) -> np.ndarray:
     return arr
 
 
+_LOG_FLOAT64_MAX = float(np.log(np.finfo(np.float64).max))
+
+
 def _softmax_rows(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -478,10 +503,8 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
             raise ValueError(f"kexue.probe.parse_dependency: cls_impact must have shape (W,) = ({W},), got {c.shape}")
         A[0, 1:] = c
     if root is not None:
-        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 1 <= int(root) <= W:
-            raise ValueError(f"kexue.probe.parse_dependency: root must be a 1-based word position in [1, {W}] "
-                             f"(or None), got {root!r}")
-        root = int(root)
+        root = _int_argument(root, 1, W, f"kexue.probe.parse_dependency: root must be a 1-based word position in "
+                                         f"[1, {W}] (or None)")
         A[root, :] = 0.0
         A[root, 0] = 1.0
         A[0, 0] = 0.0
@@ -489,7 +512,11 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
         single_root = decoder == "cle"
     if transform == "paper" and decoder == "eisner":
         lse = np.log(np.exp(A - A.max(axis=1, keepdims=True)).sum(axis=1)) + A.max(axis=1)  # per row h
-        S = np.exp(A.T - lse[:, None])
+        logS = A.T - lse[:, None]  # log S: A[d, h] can exceed every A[h, k], so S itself can overflow
+        top = logS.max()
+        if top > _LOG_FLOAT64_MAX - np.log(logS.size):  # rescale (argmax of Σ S is scale-free)
+            logS = logS - top
+        S = np.exp(logS)
     elif transform == "paper":
         if (A < 0).any():
             raise ValueError("kexue.probe.parse_dependency: transform='paper' with decoder='cle' takes log of the "
@@ -517,18 +544,23 @@ def parse_dependency(matrix: torch.Tensor | np.ndarray, decoder: str = "eisner",
 # --------------------------------------------------------------------------------------------
 # Baselines
 # --------------------------------------------------------------------------------------------
+def _int_argument(value, minimum: int, maximum: int | None, message: str) -> int:
+    """as_int, with the caller's message (TypeError for a non-integer, ValueError out of range)."""
+    try:
+        return as_int("value", value, minimum=minimum, maximum=maximum)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{message}, got {value!r}") from None
+
+
 def _check_n(n: int, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"kexue.probe.{name}: n must be a positive number of words, got {n!r}")
-    return int(n)
+    """A positive number of words (int, numpy integer or 0-d integer tensor)."""
+    return _int_argument(n, 1, None, f"kexue.probe.{name}: n must be a positive number of words")
 
 
 def _check_root(root, n: int, name: str) -> int | None:
     if root is None:
         return None
-    if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or not 1 <= int(root) <= n:
-        raise ValueError(f"kexue.probe.{name}: root must be a 1-based word position in [1, {n}], got {root!r}")
-    return int(root)
+    return _int_argument(root, 1, n, f"kexue.probe.{name}: root must be a 1-based word position in [1, {n}]")
 
 
 def right_chain(n: int, root: int | None = None, *, paper_compat: bool = False) -> torch.Tensor:

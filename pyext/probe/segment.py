@@ -10,11 +10,14 @@ at least the threshold are merged.
 
 from __future__ import annotations
 
+import copy
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from .._validate import as_float
 from . import encoder as enc
 from .engine import _check_options, pair_impacts
 from .tokenize import EncodedSentence, mask_token_id, max_length, pad_token_id
@@ -29,16 +32,61 @@ class Units:
     spans: list[tuple[int, int]]
 
 
+def _encode(tokenizer, text: str):
+    try:
+        return tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, add_special_tokens=True)
+    except NotImplementedError as exc:
+        raise ValueError("segment needs a fast tokenizer (character offsets of the units)") from exc
+
+
+def _wordpiece_limit(tokenizer) -> int | None:
+    """WordPiece's ``max_input_chars_per_word`` (100 in BERT): a longer word becomes one [UNK]."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    limit = getattr(model, "max_input_chars_per_word", None)
+    return limit if isinstance(limit, int) else None
+
+
+def _has_overlong_unk(tokenizer, encoded) -> bool:
+    limit, unk = _wordpiece_limit(tokenizer), getattr(tokenizer, "unk_token_id", None)
+    if limit is None or unk is None:
+        return False
+    return any(i == unk and b - a > limit for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"],
+                                                                strict=True))
+
+
+_UNLIMITED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _without_word_limit(tokenizer):
+    """A copy of a WordPiece tokenizer without the per-word length limit (cached per tokenizer):
+    the same pieces for every word up to the limit, and the greedy longest-match pieces for longer
+    ones, where the original gives one [UNK] that no segmentation could split."""
+    try:
+        return _UNLIMITED[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    tok = copy.deepcopy(tokenizer)
+    tok.backend_tokenizer.model.max_input_chars_per_word = 1 << 30
+    try:
+        _UNLIMITED[tokenizer] = tok
+    except TypeError:  # not weak-referenceable: no cache
+        pass
+    return tok
+
+
 def text_units(tokenizer, text: str, *, limit: int | None = None) -> Units:
-    """The tokenizer's units of ``text`` with their character spans (needs a fast tokenizer)."""
+    """The tokenizer's units of ``text`` with their character spans (needs a fast tokenizer).
+
+    A WordPiece tokenizer turns a run of more than ``max_input_chars_per_word`` (100) characters
+    into one [UNK], which would leave the run unsegmented: such a text is cut into units by a copy
+    of the tokenizer without that limit (greedy longest-match pieces, as for shorter words)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("text is empty")
-    try:
-        enc_ = tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, add_special_tokens=True)
-    except NotImplementedError as exc:
-        raise ValueError("segment needs a fast tokenizer (character offsets of the units)") from exc
+    enc_ = _encode(tokenizer, text)
+    if _has_overlong_unk(tokenizer, enc_):  # WordPiece made a run longer than its limit one [UNK]
+        enc_ = _encode(_without_word_limit(tokenizer), text)
     ids, offsets = list(enc_["input_ids"]), list(enc_["offset_mapping"])
     # the added special tokens ([CLS], [SEP]) are no units; an unknown piece ([UNK]) is one
     special = list(enc_["special_tokens_mask"])
@@ -59,6 +107,7 @@ def adjacent_scores(model, tokenizer, texts: Sequence[str], *, layer: int | Sequ
     """For each text: its units and the scores ``(f(u, u+1) + f(u+1, u)) / 2``, (U−1,) for an int
     ``layer`` or (len(layer), U−1) for a list of layers (one pass serves all of them)."""
     _check_options(metric, "avg", batch_size)
+    layer = enc.layer_argument(layer)
     layers = enc.normalize_layers(model, layer)
     limit = max_length(model, tokenizer)
     units = [text_units(tokenizer, t, limit=limit) for t in texts]
@@ -99,5 +148,5 @@ def segment(model, tokenizer, text: str, threshold: float | None = None, *, laye
     """
     [(units, scores)] = adjacent_scores(model, tokenizer, [text], layer=layer, metric=metric, dtype=dtype,
                                         progress=False, backend=backend)
-    t = default_threshold(scores) if threshold is None else float(threshold)
+    t = default_threshold(scores) if threshold is None else as_float("threshold", threshold, finite=False)
     return merge_units(units, scores, t)
