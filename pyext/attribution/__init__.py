@@ -10,7 +10,9 @@
 """
 
 from .api import IGResult, integrated_gradients
+from .text import TokenAttribution, token_attributions
 from .quadrature import METHODS
 from .reference import integrated_gradients_reference
 
-__all__ = ["IGResult", "METHODS", "integrated_gradients", "integrated_gradients_reference"]
+__all__ = ["IGResult", "METHODS", "TokenAttribution", "integrated_gradients", "integrated_gradients_reference",
+           "render", "token_attributions"]
