@@ -10,9 +10,10 @@
 """
 
 from .api import IGResult, integrated_gradients
-from .text import TokenAttribution, token_attributions
 from .quadrature import METHODS
 from .reference import integrated_gradients_reference
+from .render import render
+from .text import TokenAttribution, token_attributions
 
 __all__ = ["IGResult", "METHODS", "TokenAttribution", "integrated_gradients", "integrated_gradients_reference",
            "render", "token_attributions"]

@@ -324,7 +324,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
         cont_d, tgt_d = cont.to(device), tgt.to(device)
         ids_next = torch.roll(ids, -1, dims=1)
 
-        def score(logits, ex):
+        def score(logits, ex, tgt_d=tgt_d, cont_d=cont_d, ids_next=ids_next):
             if kind == "classifier":
                 return logits[torch.arange(len(ex), device=device), tgt_d[ex]]
             if bool(cont_d[ex].any()):
