@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .engine import AutoState, bytes_per_row, integrate_auto, integrate_fixed
+from .engine import AutoState, integrate_auto, integrate_fixed, rows_for_memory
 from .quadrature import METHODS, rule
 
 GRADIENT_METHODS = ("gradient", "gradient_x_input")
@@ -167,7 +167,8 @@ def check_steps(n_steps: int | str, method: str, tol: float | torch.Tensor, max_
         raise ValueError(f"n_steps must be at least 2 for {method} (as in Captum), got {n_steps}")
 
 
-def rows_per_forward(internal_batch_size: int | None, max_memory: int | None, measure: Callable[[], int]) -> int | None:
+def rows_per_forward(internal_batch_size: int | None, max_memory: int | None,
+                     measure: Callable[[int], int]) -> int | None:
     if internal_batch_size is not None and max_memory is not None:
         raise ValueError("give internal_batch_size or max_memory, not both")
     if internal_batch_size is not None:
@@ -178,7 +179,7 @@ def rows_per_forward(internal_batch_size: int | None, max_memory: int | None, me
     if max_memory is not None:
         if not isinstance(max_memory, int) or max_memory < 1:
             raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-        return max(1, max_memory // measure())
+        return measure(max_memory)
     return None
 
 
@@ -245,7 +246,8 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     Batching: all (step, example) rows go through one forward and one backward, unless
     ``internal_batch_size`` (rows per forward; Captum's knob) or ``max_memory`` (bytes: the
     rows per forward are this divided by the memory one row keeps for its backward, measured)
-    bounds them.
+    bounds them (the memory a forward+backward keeps alive is measured on one and on two rows:
+    the tensors autograd saves, plus the gradients).
 
     ``n_steps="auto"``: nested Romberg rules (2ᵏ + 1 equally spaced points, each level reusing
     every point of the last) are refined per example until |Σ IG − (F(x) − F(x'))| ≤
@@ -282,7 +284,7 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
                              f"example (first dimension {B}); pass others through a closure")
     device = xs[0].device
     evaluate = make_integrand(forward, xs, bs, targets, args, B)
-    rows = rows_per_forward(internal_batch_size, max_memory, lambda: bytes_per_row(evaluate, device))
+    rows = rows_per_forward(internal_batch_size, max_memory, lambda m: rows_for_memory(evaluate, device, m))
     shapes = [x.shape[1:] for x in xs]
     dtypes = [x.dtype for x in xs]
 

@@ -127,9 +127,7 @@ def integrate_auto(evaluate: Integrand, feature_shapes: Sequence[torch.Size], n_
     return AutoState(tuple(integrals), tuple(previous), steps, f_in, f_base, converged)
 
 
-def bytes_per_row(evaluate: Integrand, device: torch.device) -> int:
-    """Bytes that one row keeps alive for the backward pass (the tensors autograd saves, counted
-    once each, plus the gradients), measured on one row at α = ½: what ``max_memory`` divides."""
+def _saved_bytes(evaluate: Integrand, n: int, device: torch.device) -> int:
     seen: dict[tuple[int, int], int] = {}
 
     def pack(t: torch.Tensor):
@@ -138,6 +136,21 @@ def bytes_per_row(evaluate: Integrand, device: torch.device) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        grads, _ = evaluate(torch.zeros(1, dtype=torch.long, device=device),
-                            torch.full((1,), 0.5, dtype=torch.float64, device=device))
-    return max(1, sum(seen.values()) + sum(g.numel() * g.element_size() for g in grads))
+        grads, _ = evaluate(torch.zeros(n, dtype=torch.long, device=device),
+                            torch.full((n,), 0.5, dtype=torch.float64, device=device))
+    return sum(seen.values()) + sum(g.numel() * g.element_size() for g in grads)
+
+
+def memory_model(evaluate: Integrand, device: torch.device) -> tuple[int, int]:
+    """(fixed bytes, bytes per row) that a forward+backward keeps alive: the tensors autograd
+    saves (each storage once; parameters and other shared tensors are the fixed part) plus the
+    gradients, measured on one and on two rows at α = ½.  What ``max_memory`` is divided by."""
+    one, two = _saved_bytes(evaluate, 1, device), _saved_bytes(evaluate, 2, device)
+    per_row = max(1, two - one)
+    return max(0, one - per_row), per_row
+
+
+def rows_for_memory(evaluate: Integrand, device: torch.device, max_memory: int) -> int:
+    """The most rows per forward whose measured memory fits in ``max_memory`` bytes (at least 1)."""
+    fixed, per_row = memory_model(evaluate, device)
+    return max(1, (max_memory - fixed) // per_row)

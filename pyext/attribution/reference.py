@@ -16,8 +16,9 @@ import torch
 def integrated_gradients_reference(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                                    baseline: torch.Tensor, *, n_points: int = 2000,
                                    chunk: int = 500) -> torch.Tensor:
-    """IG of the scalar ``forward(z)`` (z of x's shape, no batch) at ``x`` from ``baseline``, in
-    float64 by the true trapezoid rule (weights 1/(n−1), ends halved; they sum to 1)."""
+    """IG at ``x`` (one example, no batch dimension) from ``baseline``, in float64 by the true
+    trapezoid rule (weights 1/(n−1), ends halved; they sum to 1).  ``forward`` maps a stack of
+    points (n, *x.shape) to their n scalar outputs (rows are independent)."""
     x64, b64 = x.detach().double(), baseline.detach().double().expand_as(x)
     alphas = torch.linspace(0, 1, n_points, dtype=torch.float64)
     w = torch.full((n_points,), 1.0 / (n_points - 1), dtype=torch.float64)
@@ -27,7 +28,7 @@ def integrated_gradients_reference(forward: Callable[[torch.Tensor], torch.Tenso
     for s in range(0, n_points, chunk):
         a = alphas[s:s + chunk].view(-1, *([1] * x.dim()))
         z = (b64 + a * (x64 - b64)).requires_grad_()
-        out = torch.stack([forward(zi) for zi in z])
+        out = forward(z)
         (g,) = torch.autograd.grad(out.sum(), z)
         total += (g * w[s:s + chunk].view(-1, *([1] * x.dim()))).sum(0)
     return total * (x64 - b64)
