@@ -160,6 +160,19 @@ def _words(e: _Encoded, scores: torch.Tensor) -> tuple[list[str], torch.Tensor]:
     return words, ws
 
 
+def _first_call_returns(layer: nn.Module, z: torch.Tensor):
+    """A stand-in ``forward`` for ``layer``: its first call in a model forward returns ``z``, later
+    calls (a layer used twice, e.g. GPT-2's token table also embedding token types) run the layer."""
+    own = layer.forward
+    calls = [0]
+
+    def forward(*args, **kwargs):
+        calls[0] += 1
+        return z if calls[0] == 1 else own(*args, **kwargs)
+
+    return forward
+
+
 def _model_inputs(ids, mask, tt) -> dict:
     kw = {"input_ids": ids, "attention_mask": mask}
     if tt is not None:
@@ -285,7 +298,9 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
         es = [enc[n] for n in members]
         ids = torch.tensor([e.ids for e in es], device=device)
         mask = torch.ones_like(ids)
-        tt = torch.tensor([e.token_type_ids for e in es], device=device) if es[0].token_type_ids is not None else None
+        # segment ids for encoders that have them; decoder LMs take none (GPT-2 would embed them)
+        has_tt = es[0].token_type_ids is not None and kind != "causal"
+        tt = torch.tensor([e.token_type_ids for e in es], device=device) if has_tt else None
         kw = _model_inputs(ids, mask, tt)
         e_x = _capture(model, layer, kw)
         if isinstance(baseline, torch.Tensor):
@@ -300,6 +315,10 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
                 e_b = torch.zeros_like(e_x)
             else:
                 e_b = _capture(model, layer, _model_inputs(torch.tensor(bids, device=device), mask, tt))
+        # a continuation is kept in every baseline: only the text itself is attributed
+        is_cont = torch.tensor([[i >= e.n_prompt for i in range(L)] for e in es], device=device)
+        if bool(is_cont.any()):
+            e_b = torch.where(is_cont.unsqueeze(-1), e_x, e_b)
         # what is attributed, per text: a class / next-token index, or a continuation's positions
         tgt = torch.zeros(len(es), dtype=torch.long)
         cont = torch.zeros(len(es), L, dtype=torch.bool)
@@ -328,19 +347,20 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             if kind == "classifier":
                 return logits[torch.arange(len(ex), device=device), tgt_d[ex]]
             if bool(cont_d[ex].any()):
-                lp = torch.log_softmax(logits.float(), -1)  # position p predicts token p + 1
+                acc = torch.promote_types(logits.dtype, torch.float32)  # 16-bit logits: log-softmax in float32
+                lp = torch.log_softmax(logits.to(acc), -1)  # position p predicts token p + 1
                 tok_lp = lp.gather(-1, ids_next[ex].unsqueeze(-1)).squeeze(-1)
                 m = torch.roll(cont_d[ex], -1, dims=1)
                 m[:, -1] = False
                 nxt = logits[torch.arange(len(ex), device=device), -1, tgt_d[ex]]
                 has = cont_d[ex].any(1)
-                return torch.where(has, (tok_lp * m).sum(1), nxt.float())
+                return torch.where(has, (tok_lp * m).sum(1), nxt.to(acc))
             return logits[torch.arange(len(ex), device=device), -1, tgt_d[ex]]
 
         def evaluate(ex, alphas, e_x=e_x, e_b=e_b, ids=ids, mask=mask, tt=tt, score=score):
             a = alphas.to(device=device, dtype=e_x.dtype).view(-1, 1, 1)
             z = (e_b[ex] + a * (e_x[ex] - e_b[ex])).requires_grad_()
-            with torch.enable_grad(), replaced_forwards({layer: lambda *_a, **_k: z}), \
+            with torch.enable_grad(), replaced_forwards({layer: _first_call_returns(layer, z)}), \
                     onednn_linears_with_grad(model, fast_linear):
                 logits = model(**_model_inputs(ids[ex], mask[ex], None if tt is None else tt[ex])).logits
                 f = score(logits, ex)
@@ -380,9 +400,9 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             words, ws = _words(e, sc)
             delta = float(attr[j].sum() - (f_x[j] - f_b[j]))
             tg = targets[n] if isinstance(targets[n], str) else int(tgt[j])
-            out[n] = TokenAttribution(e.text, tokenizer.convert_ids_to_tokens(e.ids[:e.n_prompt]), sc.float(), words,
-                                      ws.float(), tg, float(f_x[j]), float(f_b[j]), delta, int(steps[j]),
-                                      a.float())
+            dt = e_x.dtype  # results in the layer's dtype (sums were float64)
+            out[n] = TokenAttribution(e.text, tokenizer.convert_ids_to_tokens(e.ids[:e.n_prompt]), sc.to(dt), words,
+                                      ws.to(dt), tg, float(f_x[j]), float(f_b[j]), delta, int(steps[j]), a.to(dt))
     return out  # type: ignore[return-value]
 
 
