@@ -22,7 +22,11 @@ __all__ = [
 
 
 def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name in ("nn", "integrations", "datasets", "attribution"):  # import_module: `from . import nn` would recurse here
+    if name in ("nn", "integrations", "datasets"):  # import_module: `from . import nn` would recurse here
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "attribution":  # kexue.attribution: integrated gradients
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

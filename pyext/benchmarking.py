@@ -24,6 +24,7 @@ OPS = {
     "linear_attention": "kexue.linear_attention.bench",
     "cross_entropy": "kexue.cross_entropy.bench",
     "probe": "kexue.probe.bench",
+    "attribution": "kexue.attribution.bench",
 }
 
 
