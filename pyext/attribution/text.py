@@ -213,7 +213,7 @@ def _dist_context():
 def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], *,
                        target: None | int | str | Sequence[int | str | None] = None,
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
-                       n_steps: int | str = "auto", tol: float = 1e-2, method: str = "gausslegendre",
+                       n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
                        fast_linear: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
@@ -230,7 +230,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     ``baseline``: ``"pad"`` (special tokens such as [CLS]/[SEP] kept, the rest [PAD]), ``"mask"``
     (the same with [MASK]), ``"zero"`` (e' = 0), or a float tensor broadcastable to the layer's
     output of one text (length × hidden).  ``n_steps``: ``"auto"`` (nested Romberg rules refined
-    per text until |Σ IG − (F(x) − F(x'))| ≤ ``tol``·|F(x) − F(x')|, at most ``max_steps``
+    per text until |Σ IG − (F(x) − F(x'))| ≤ ``tol``·|F(x) − F(x')| (``tol``: one number, or one per
+    text), at most ``max_steps``
     points) or an int (Captum's ``method`` rule, ``gausslegendre`` by default);
     ``method="gradient" | "gradient_x_input"`` gives those instead (with ``n_steps`` ignored).
     ``batch_size``: rows (step × text) per forward, default a budget of 8 192 tokens.
@@ -253,8 +254,11 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     tlist = [texts] if single else list(texts)
     if not all(isinstance(t, str) for t in tlist):
         raise TypeError("texts must be a string or a list of strings")
+    tols = [float(t) for t in tol] if isinstance(tol, (list, tuple, torch.Tensor)) else [tol] * len(tlist)
+    if len(tols) != len(tlist):
+        raise ValueError(f"tol is a list of {len(tols)} entries for {len(tlist)} texts")
     if method not in GRADIENT_METHODS:
-        check_steps(n_steps, method, tol, max_steps)
+        check_steps(n_steps, method, torch.tensor(tols, dtype=torch.float64), max_steps)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     kind = model_kind(model)
@@ -271,7 +275,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     order = sorted(range(len(enc)), key=lambda n: -len(enc[n].ids))
     mine = order[rank::world]
     local = _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
-                             baseline, n_steps, tol, method, max_steps, batch_size, fast_linear)
+                             baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear)
     result: list[TokenAttribution | None] = [None] * len(enc)
     if dist is None:
         for n, r in zip(mine, local, strict=True):
@@ -287,7 +291,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     return result[0] if single else result
 
 
-def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets, baseline, n_steps, tol, method,
+def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets, baseline, n_steps, tols, method,
                      max_steps, batch_size, fast_linear) -> list[TokenAttribution]:
     device = next(model.parameters()).device
     groups: dict[int, list[int]] = {}
@@ -380,7 +384,8 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             f_b = torch.full((G,), float("nan"), dtype=torch.float64)
         elif n_steps == "auto":
             st = integrate_auto(evaluate, [shape], G, lambda ex, d=diff: (d[ex],),
-                                torch.full((G,), float(tol), dtype=torch.float64), max_level_for(max_steps), 1,
+                                torch.tensor([tols[n] for n in members], dtype=torch.float64),
+                                max_level_for(max_steps), 1,
                                 rows, device)
             attr = st.integrals[0] * diff
             steps, f_x, f_b = st.steps, st.f_input, st.f_baseline
