@@ -262,12 +262,12 @@ def main(argv: list[str] | None = None) -> str:
             f"| kexue auto (tol = Captum's error per sentence) | {m['kexue_auto']:.2f} | "
             f"{sp['spread']['kexue_auto']:.0%} | {m['captum'] / m['kexue_auto']:.2f} | {sum(sp['auto_steps'])} |",
             "",
-            f"Captum batching tuned (s for 8 sentences): "
+            "Captum batching tuned (s for 8 sentences): "
             + ", ".join(f"ibs={k}: {v:.2f}" for k, v in sp["tune"].items()),
             f"Agreement at n = {sp['n']}: max relative difference of token scores, max over sentences "
             f"{max(sp['rel_diff']):.2e} (median {statistics.median(sp['rel_diff']):.2e}).",
-            f"Captum's relative completeness error at n = {sp['n']}: median {statistics.median(sp['captum_rel_err']):.2e}"
-            f", max {max(sp['captum_rel_err']):.2e}.",
+            f"Captum's relative completeness error at n = {sp['n']}: "
+            f"median {statistics.median(sp['captum_rel_err']):.2e}, max {max(sp['captum_rel_err']):.2e}.",
             f"kexue auto: steps per sentence {_distribution(sp['auto_steps'])}; "
             f"{sum(sp['auto_ok'])}/{len(sp['auto_ok'])} sentences reached Captum's error; model evaluations "
             f"{sp['n'] * len(texts) / sum(sp['auto_steps']):.2f}x fewer than Captum's {sp['n']} per sentence.",
