@@ -361,13 +361,15 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
                 return torch.where(has, (tok_lp * m).sum(1), nxt.to(acc))
             return logits[torch.arange(len(ex), device=device), -1, tgt_d[ex]]
 
-        def evaluate(ex, alphas, e_x=e_x, e_b=e_b, ids=ids, mask=mask, tt=tt, score=score):
+        def evaluate(ex, alphas, e_x=e_x, e_b=e_b, ids=ids, mask=mask, tt=tt, score=score, grad=True):
             a = alphas.to(device=device, dtype=e_x.dtype).view(-1, 1, 1)
-            z = (e_b[ex] + a * (e_x[ex] - e_b[ex])).requires_grad_()
-            with torch.enable_grad(), replaced_forwards({layer: _first_call_returns(layer, z)}), \
+            z = (e_b[ex] + a * (e_x[ex] - e_b[ex])).requires_grad_(grad)
+            with torch.set_grad_enabled(grad), replaced_forwards({layer: _first_call_returns(layer, z)}), \
                     onednn_linears_with_grad(model, fast_linear):
                 logits = model(**_model_inputs(ids[ex], mask[ex], None if tt is None else tt[ex])).logits
                 f = score(logits, ex)
+                if not grad:
+                    return (), f
                 (g,) = torch.autograd.grad(f.sum(), z)
             return (g,), f.detach()
 
@@ -379,8 +381,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, one, one, rows, device)
             attr = g.to(torch.float64) * (e_x.to(torch.float64) if method == "gradient_x_input" else 1)
             steps = torch.ones(G, dtype=torch.long)
-            _, f_x = evaluate(torch.arange(G, device=device), torch.ones(G, dtype=torch.float64))
-            f_x = f_x.double().cpu()
+            f_x = _values(evaluate, G, 1.0, device)
             f_b = torch.full((G,), float("nan"), dtype=torch.float64)
         elif n_steps == "auto":
             st = integrate_auto(evaluate, [shape], G, lambda ex, d=diff: (d[ex],),
@@ -394,9 +395,8 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, alphas, weights, rows, device)
             attr = g.to(torch.float64) * diff
             steps = torch.full((G,), n_steps, dtype=torch.long)
-            with torch.no_grad():
-                f_x = _values(evaluate, G, 1.0, device)
-                f_b = _values(evaluate, G, 0.0, device)
+            f_x = _values(evaluate, G, 1.0, device)
+            f_b = _values(evaluate, G, 0.0, device)
         attr = attr.cpu()
         for j, n in enumerate(members):
             e = es[j]
@@ -412,6 +412,6 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
 
 
 def _values(evaluate, G: int, alpha: float, device) -> torch.Tensor:
-    """F at α for every text of a group (one row each; the gradient computed alongside is dropped)."""
-    _, f = evaluate(torch.arange(G, device=device), torch.full((G,), alpha, dtype=torch.float64))
+    """F at α for every text of a group: one no-grad forward row each."""
+    _, f = evaluate(torch.arange(G, device=device), torch.full((G,), alpha, dtype=torch.float64), grad=False)
     return f.double().cpu()
