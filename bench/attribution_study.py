@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--error-sentences", type=int, default=16, help="sentences of the error-against-steps table")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--figures", default=str(FIG))
+    ap.add_argument("--parts", default="speed,profile,fidelity,heatmaps",
+                    help="comma-separated sections to run (speed includes the error-against-steps table)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model, tok = classifier(torch.device("cpu"))
@@ -239,11 +241,13 @@ def main(argv: list[str] | None = None) -> str:
 
         acc = accuracy(model, tok, test)
         lines.append(f"classifier test accuracy: {acc:.4f} ({len(test)} sentences)")
-    have_captum = True
+    parts = set(args.parts.split(","))
+    have_captum = "speed" in parts
     try:
         import captum  # noqa: F401
     except ImportError:
         have_captum = False
+        parts.discard("speed")
         lines.append("captum not installed: speed comparison skipped (pip install -r requirements/bench.txt)")
     if have_captum:
         sp = speed(model, tok, texts, reps, args.quick)
@@ -277,10 +281,20 @@ def main(argv: list[str] | None = None) -> str:
                   "| run | mean steps | max steps | median rel. error | max rel. error |", "|---|---|---|---|---|"]
         lines += [f"| {a} | {b:.1f} | {c} | {d:.2e} | {e:.2e} |" for a, b, c, d, e in ev]
     n_prof = 4 if args.quick else 50
-    prof = profile(model, tok, texts[:8], n_prof)
+    prof = profile(model, tok, texts[:8], n_prof) if "profile" in parts else []
     lines += ["", f"### Where kexue's time goes (n = {n_prof}, {len(texts[:8])} sentences; self CPU time)", "",
               "| op | share |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in prof]
-    fid = fidelity(model, tok, test.texts[:n_fid], 4 if args.quick else "auto")
+    if "fidelity" in parts:
+        _fidelity_lines(lines, fidelity(model, tok, test.texts[:n_fid], 4 if args.quick else "auto"))
+    fig_dir = Path(args.figures)
+    examples = [t for t in test.texts if 8 <= len(t.split()) <= 16][:4]
+    if "heatmaps" in parts:
+        pngs = heatmaps(model, tok, examples[:1] if args.quick else examples, fig_dir)
+        lines += ["", "Heatmaps: " + ", ".join(str(p) for p in pngs)]
+    return "\n".join(lines)
+
+
+def _fidelity_lines(lines, fid) -> None:
     lines += ["", f"### Faithfulness on the first {fid['n']} test sentences (target: the predicted class; IG: auto, "
               f"tol 1e-2, mean {fid['ig_steps']:.1f} steps, median rel. error {fid['ig_err']:.1e})", "",
               "| scores | deletion AOPC ↑ | comprehensiveness ↑ | sufficiency ↓ |", "|---|---|---|---|"]
@@ -292,11 +306,6 @@ def main(argv: list[str] | None = None) -> str:
               ""] + [f"- {k}: {v[0][0]:+.4f} ± {v[0][1]:.4f} ({v[1]:.0%})" for k, v in fid["diffs"].items()]
     lines += ["", "Deletion curve (probability drop at " + ", ".join(f"{f:.0%}" for f in FRACTIONS) + " removed):", ""]
     lines += [f"- {k}: " + ", ".join(f"{v:.3f}" for v in c) for k, c in fid["curves"].items()]
-    fig_dir = Path(args.figures)
-    examples = [t for t in test.texts if 8 <= len(t.split()) <= 16][:4]
-    pngs = heatmaps(model, tok, examples[:1] if args.quick else examples, fig_dir)
-    lines += ["", "Heatmaps: " + ", ".join(str(p) for p in pngs)]
-    return "\n".join(lines)
 
 
 class _Report(list):
