@@ -10,7 +10,10 @@ How it differs from Captum's ``LayerIntegratedGradients`` (same integral, same r
   FLOP goes to padding and no attention mask has padding in it;
 * the attention mask is the text's own at every step, never interpolated; token type ids and
   position ids are the input's;
-* CPU float32 linear layers run forward and input gradient through oneDNN (:mod:`.gemm`).
+* ``fast_linear=True`` runs CPU float32 linear layers' forward and input gradient through oneDNN
+  (:mod:`.gemm`).  Off by default: on this project's shared AMD EPYC it was slower inside the model
+  (0.64× Captum's time ratio vs 0.87× with torch's linears, bench/RESULTS.md), although oneDNN's
+  GEMMs alone are 1.5-2× MKL's; to be settled by a profile on an unloaded machine.
 """
 
 from __future__ import annotations
@@ -215,7 +218,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
                        n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
-                       fast_linear: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
+                       fast_linear: bool = False) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
 
     IG_t = Σ_h (e_th − e'_th) ∫₀¹ ∂F(e' + α(e − e'))/∂e_th dα, with e the output of ``layer``
@@ -235,6 +238,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     points) or an int (Captum's ``method`` rule, ``gausslegendre`` by default);
     ``method="gradient" | "gradient_x_input"`` gives those instead (with ``n_steps`` ignored).
     ``batch_size``: rows (step × text) per forward, default a budget of 8 192 tokens.
+    ``fast_linear``: CPU float32 linear layers through oneDNN (see the module docstring).
 
     Texts of equal token length share forwards (no padding); the attention mask is never
     interpolated.  Under ``torchrun`` (torch.distributed initialised, world size > 1) the texts
