@@ -55,7 +55,11 @@ def onednn_linears_with_grad(model: nn.Module, enabled: bool = True) -> Iterator
         def fwd(x: torch.Tensor) -> torch.Tensor:
             if x.dtype != torch.float32 or torch.is_autocast_enabled("cpu"):
                 return nn.functional.linear(x, lin.weight, lin.bias)
-            return OneDNNLinear.apply(x, lin.weight, lin.bias)
+            # detached parameters: attribution needs ∂/∂x only.  A custom Function's backward sees
+            # needs_input_grad = requires_grad, not what autograd.grad asked for, so with the live
+            # parameters it would compute (and save x for) weight gradients nobody reads.
+            b = None if lin.bias is None else lin.bias.detach()
+            return OneDNNLinear.apply(x, lin.weight.detach(), b)
 
         return fwd
 
