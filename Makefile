@@ -48,6 +48,7 @@ install-full:
 		sed -e 's/#.*//' $(REQS) | grep -v -E '^(torch|triton)[=<>]' | xargs $(PIP) install -q
 	@# pinned, without their declared dependencies; pip skips those already installed
 	$(PIP) install -q --no-deps -r $(NODEPS)
+	$(PIP) install -q --no-deps -r requirements/bench.txt
 	$(BUILD_ENV) $(PIP) install -q --no-build-isolation --no-deps -e .
 
 test: install

@@ -29,4 +29,8 @@ def __getattr__(name):  # lazy submodules keep `import kexue` light
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "attribution":  # kexue.attribution: integrated gradients
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'kexue' has no attribute {name!r}")

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .probe.cli import add_arguments
 
     add_arguments(probe)
+    attribute = sub.add_parser("attribute", help="integrated gradients of a model's output over a text's tokens")
+    from .attribution.cli import add_arguments as add_attribute_arguments
+
+    add_attribute_arguments(attribute)
     return parser
 
 
@@ -53,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             return fail("kexue bench", exc)
         bench_main(args.op, device, args.repeats, args.quick)
         return 0
+    if args.command == "attribute":
+        from .attribution.cli import run as attribute_run
+
+        return attribute_run(args)
     from .probe.cli import run
 
     return run(args)

