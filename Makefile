@@ -24,7 +24,7 @@ bench: install
 	$(PYTHON) -m kexue bench
 
 lint:
-	$(PYTHON) -m ruff check pyext triton_kernels tests bench setup.py
+	$(PYTHON) -m ruff check pyext triton_kernels tests bench tools setup.py
 
 cuda-check:
 	cmake -S . -B build/cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release

@@ -66,11 +66,12 @@ def cuda_plan(torch) -> tuple[str | None, str]:
             fail("KEXUE_CUDA=1 and KEXUE_NO_CUDA=1 contradict each other; unset one.")
         return None, "KEXUE_NO_CUDA=1"
     required = flag("KEXUE_CUDA") or bool(arch_list)
-    why_required = "KEXUE_CUDA=1" if flag("KEXUE_CUDA") else f"TORCH_CUDA_ARCH_LIST={arch_list!r}"
+    asks = [f"TORCH_CUDA_ARCH_LIST={arch_list!r}"] * bool(arch_list) + ["KEXUE_CUDA=1"] * flag("KEXUE_CUDA")
+    why_required = " and ".join(asks) + (" ask" if len(asks) > 1 else " asks")
     if not torch.version.cuda:
         if required:
             fail(
-                f"{why_required} asks for the CUDA kernels, but the installed torch {torch.__version__} "
+                f"{why_required} for the CUDA kernels, but the installed torch {torch.__version__} "
                 "has no CUDA. Install a CUDA build of torch (PyPI's `pip install torch==2.11.0` is "
                 "CUDA 13.0; `make wheel` does it where torch is missing), or set KEXUE_NO_CUDA=1 "
                 "(and unset TORCH_CUDA_ARCH_LIST) for a CPU-only build."
@@ -82,7 +83,7 @@ def cuda_plan(torch) -> tuple[str | None, str]:
         if required:
             pin = build_config.torch_cuda_toolkit_pin() or f"{torch.version.cuda}.*"
             fail(
-                f"{why_required} asks for the CUDA kernels, but nvcc was not found ({where}). "
+                f"{why_required} for the CUDA kernels, but nvcc was not found ({where}). "
                 f"Install the compiler that matches torch's CUDA {torch.version.cuda}: "
                 f"`pip install \"cuda-toolkit[nvcc,cccl,crt,nvvm]=={pin}\"` (found without CUDA_HOME), "
                 "or point CUDA_HOME at a CUDA toolkit; KEXUE_NO_CUDA=1 builds the CPU library only."
