@@ -7,7 +7,7 @@ REQS ?= requirements/ci-cpu.txt
 NODEPS ?= requirements/ci-nodeps.txt
 JOBS ?= 2
 
-.PHONY: install install-full test bench lint cuda-check clean
+.PHONY: install install-full test bench lint cuda-check clean wheel wheel-check
 
 # `make install` is incremental: build/install-stamp records hashes of what the install depends
 # on.  Nothing changed: nothing runs.  Only csrc/ changed: the extension is rebuilt in place by
@@ -58,11 +58,23 @@ bench: install
 	$(PYTHON) -m kexue bench
 
 lint:
-	$(PYTHON) -m ruff check pyext triton_kernels tests bench setup.py
+	$(PYTHON) -m ruff check pyext triton_kernels tests bench tools setup.py
 
 cuda-check:
 	cmake -S . -B build/cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release
 	cmake --build build/cuda-check -j $(JOBS)
 
+# A wheel for target GPUs from Python and pip alone (tools/build_wheel.py installs a missing CUDA
+# torch and pip's matching nvcc): `make wheel TORCH_CUDA_ARCH_LIST="9.0"` -> dist/kexue-*.whl.
+# Default: A100 + H100 SASS and H100 PTX (README, "Build a wheel for your GPU").
+WHEEL_ARCHS = $(if $(TORCH_CUDA_ARCH_LIST),$(TORCH_CUDA_ARCH_LIST),8.0;9.0+PTX)
+wheel:
+	$(PYTHON) tools/build_wheel.py --arch "$(WHEEL_ARCHS)" --jobs $(JOBS)
+
+# The sm_90 wheel built in a temp dir, installed in a fresh venv, its cubins checked, the CPU
+# tests run against it.  Not in CI (a ~4 GB install and a CUDA build): run it before a release.
+wheel-check:
+	ARCHS="$(if $(TORCH_CUDA_ARCH_LIST),$(TORCH_CUDA_ARCH_LIST),9.0)" JOBS=$(JOBS) PYTHON=$(PYTHON) bash tools/wheel_check.sh
+
 clean:
-	rm -rf build dist *.egg-info pyext/*.so
+	rm -rf build dist *.egg-info pyext/*.so pyext/_build_info.py

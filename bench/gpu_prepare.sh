@@ -35,7 +35,7 @@ fi
 SRC=$(mktemp -d)
 trap 'rm -rf "$SRC"' EXIT
 git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$SRC/" 2>/dev/null || true
-(cd "$SRC" && CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=${MAX_JOBS:-2} \
+(cd "$SRC" && CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=9.0 KEXUE_LINEINFO=1 MAX_JOBS=${MAX_JOBS:-2} \
   "$VENV/bin/pip" install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true)
 for lib in _C _C_cuda; do
   so=$(ls "$SRC"/pyext/$lib.*so)

@@ -5,6 +5,7 @@ fast backends chosen with ``backend="auto"``.
 """
 
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
+from ._info import build_info
 from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
 from .decoding import sample
 from .linear_attention import linear_attention, linear_attention_step
@@ -13,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "adjust_logits",
+    "build_info",
     "class_prior",
     "cross_entropy",
     "decoding",

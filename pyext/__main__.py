@@ -4,6 +4,8 @@
   side with its reference on the current device.
 * ``python -m kexue probe "SENTENCE" [--model PATH] [--plot out.png] ...``: the dependency tree
   that perturbed masking reads out of an encoder (``--help`` lists the options).
+* ``python -m kexue info [--json]``: what this kexue was built for (torch, CUDA, GPU
+  architectures, compiler), what it runs on, and which backends can run.
 """
 
 from __future__ import annotations
@@ -37,11 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .attribution.cli import add_arguments as add_attribute_arguments
 
     add_attribute_arguments(attribute)
+    info = sub.add_parser("info", help="what this kexue was built for, what it runs on, which backends can run")
+    info.add_argument("--json", action="store_true", help="print kexue.build_info() as JSON")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "info":
+        import json
+
+        from ._info import build_info, format_info
+
+        print(json.dumps(build_info(), indent=2) if args.json else format_info(build_info()))
+        return 0
     if args.command == "bench":
         from .benchmarking import OPS
         from .benchmarking import main as bench_main

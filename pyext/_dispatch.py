@@ -92,6 +92,11 @@ class OpBackends:
             if self.native_op is None or not _ext.has_kernel(self.native_op, key):
                 why = _ext.CUDA_LIBRARY_ERROR if backend == "cuda" else "no CPU kernel registered"
                 return False, f"backend={backend!r} is not available: {why}"
+            if backend == "cuda":
+                index = device.index if device.index is not None else torch.cuda.current_device()
+                why = _ext.cuda_arch_problem(index)
+                if why:
+                    return False, f"backend='cuda' is not available: {why}"
             return True, ""
         if backend == "triton":
             ok, why = triton_can_run(device)

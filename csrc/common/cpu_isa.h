@@ -90,7 +90,9 @@ inline Isa cpu_isa() {
   KEXUE_TARGET_AVX512 void NAME##_avx512 PARAMS { BODY(kexue::cpu::kAvx512Bytes) }
 #define KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS) \
   if ((ISA) == ::kexue::cpu::Isa::kAvx512) return NAME##_avx512 ARGS;
+#define KEXUE_CPU_DECLARE_AVX512(NAME, PARAMS) KEXUE_TARGET_AVX512 void NAME##_avx512 PARAMS;
 #else
+#define KEXUE_CPU_DECLARE_AVX512(NAME, PARAMS)
 #define KEXUE_CPU_ENTRY_AVX512(NAME, PARAMS, BODY)
 #define KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS)
 #endif
@@ -99,7 +101,9 @@ inline Isa cpu_isa() {
   KEXUE_TARGET_AVX2 void NAME##_avx2 PARAMS { BODY(kexue::cpu::kAvx2Bytes) }
 #define KEXUE_CPU_CALL_AVX2(ISA, NAME, ARGS) \
   if ((ISA) == ::kexue::cpu::Isa::kAvx2) return NAME##_avx2 ARGS;
+#define KEXUE_CPU_DECLARE_AVX2(NAME, PARAMS) KEXUE_TARGET_AVX2 void NAME##_avx2 PARAMS;
 #else
+#define KEXUE_CPU_DECLARE_AVX2(NAME, PARAMS)
 #define KEXUE_CPU_ENTRY_AVX2(NAME, PARAMS, BODY)
 #define KEXUE_CPU_CALL_AVX2(ISA, NAME, ARGS)
 #endif
@@ -107,6 +111,12 @@ inline Isa cpu_isa() {
   KEXUE_CPU_ENTRY_AVX512(NAME, PARAMS, BODY)   \
   KEXUE_CPU_ENTRY_AVX2(NAME, PARAMS, BODY)     \
   void NAME##_base PARAMS { BODY(kexue::cpu::kBaseBytes) }
+// KEXUE_CPU_DECLARE_ENTRIES(NAME, PARAMS) declares those entries (with the same target attributes),
+// for a caller in another translation unit than the one that defines them.
+#define KEXUE_CPU_DECLARE_ENTRIES(NAME, PARAMS) \
+  KEXUE_CPU_DECLARE_AVX512(NAME, PARAMS)        \
+  KEXUE_CPU_DECLARE_AVX2(NAME, PARAMS)          \
+  void NAME##_base PARAMS;
 #define KEXUE_CPU_DISPATCH(ISA, NAME, ARGS) \
   do {                                      \
     KEXUE_CPU_CALL_AVX512(ISA, NAME, ARGS)  \
