@@ -26,12 +26,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # lazy submodules keep `import kexue` light
-    if name in ("nn", "integrations", "datasets", "vae", "theseus", "text_classifier"):  # import_module: `from . import nn` would recurse here
-        import importlib
+_LAZY_SUBMODULES = ("nn", "integrations", "datasets", "vae", "theseus", "text_classifier", "attribution")
 
-        return importlib.import_module(f"{__name__}.{name}")
-    if name == "attribution":  # kexue.attribution: integrated gradients
+
+def __getattr__(name):  # lazy submodules keep `import kexue` light
+    if name in _LAZY_SUBMODULES:  # import_module: `from . import nn` would recurse here
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")

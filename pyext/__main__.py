@@ -14,9 +14,15 @@ import argparse
 
 from ._cli import OneLineParser, fail, resolve_device
 
+HELP_COLUMN = 16  # where the help texts start: past the longest command name
+
 
 class _OneLineHelp(argparse.HelpFormatter):
     """Help texts never wrap: ``kexue --help`` lists every subcommand on one line."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog)
+        self._action_max_length = HELP_COLUMN  # argparse's own floor for the help column
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         return text.splitlines()
