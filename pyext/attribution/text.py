@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .._sharding import run_sharded
 from ..cpu_linear import replaced_forwards
 from .api import GRADIENT_METHODS, check_steps, max_level_for
 from .engine import integrate_auto, integrate_fixed
@@ -205,14 +206,6 @@ def _capture(model, layer, kw: dict) -> torch.Tensor:
     return out
 
 
-def _dist_context():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist, dist.get_rank(), dist.get_world_size()
-    return None, 0, 1
-
-
 def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], *,
                        target: None | int | str | Sequence[int | str | None] = None,
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
@@ -275,23 +268,13 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
             raise ValueError("a string target (a continuation) needs a causal LM")
     enc = [_encode(tokenizer, t, tg if isinstance(tg, str) else None) for t, tg in zip(tlist, targets, strict=True)]
 
-    dist, rank, world = _dist_context()
-    order = sorted(range(len(enc)), key=lambda n: -len(enc[n].ids))
-    mine = order[rank::world]
-    local = _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
-                             baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear)
-    result: list[TokenAttribution | None] = [None] * len(enc)
-    if dist is None:
-        for n, r in zip(mine, local, strict=True):
-            result[n] = r
-    else:
-        gathered = [None] * world if rank == 0 else None
-        dist.gather_object(list(zip(mine, local, strict=True)), gathered, dst=0)
-        if rank != 0:
-            return None
-        for part in gathered:
-            for n, r in part:
-                result[n] = r
+    def work(mine: list[int]) -> list[TokenAttribution]:
+        return _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
+                                baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear)
+
+    result = run_sharded([len(e.ids) for e in enc], work)
+    if result is None:  # a rank other than 0
+        return None
     return result[0] if single else result
 
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .._sharding import dist_context, run_sharded
 from .._validate import as_int
 from . import encoder as enc
 from .kernels import masked_batch, segment_distance
@@ -212,14 +213,6 @@ def _to_matrices(W: int, vals: torch.Tensor) -> torch.Tensor:
     return M
 
 
-def _dist_context():
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist, dist.get_rank(), dist.get_world_size()
-    return None, 0, 1
-
-
 def impact_matrices(model, tokenizer, sentences: Sequence[str | Sequence[str]], *, layer: int | Sequence[int] = -1,
                     metric: str = "dist", subword: str = "avg", batch_size: int | None = None,
                     dtype: torch.dtype | None = None, progress: bool | None = None,
@@ -253,27 +246,17 @@ def impact_matrices(model, tokenizer, sentences: Sequence[str | Sequence[str]], 
     encoded = _encode_all(model, tokenizer, sentences)
     mid, pid = mask_token_id(tokenizer), pad_token_id(tokenizer)
 
-    dist, rank, world = _dist_context()
-    order = sorted(range(len(encoded)), key=lambda n: -encoded[n].num_words)
-    mine = order[rank::world]
-    local: list[torch.Tensor] = []
-    if mine:
+    rank = dist_context()[1]
+
+    def work(mine: list[int]) -> list[torch.Tensor]:
         vals = pair_impacts(model, [encoded[n] for n in mine], [_all_pairs(encoded[n].num_words) for n in mine],
                             layers=layers, metric=metric, subword=subword, batch_size=batch_size, mask_id=mid,
                             pad_id=pid, dtype=dtype, progress=progress if rank == 0 else False, backend=backend)
-        local = [_to_matrices(encoded[n].num_words, v) for n, v in zip(mine, vals, strict=True)]
-    result: list[torch.Tensor | None] = [None] * len(encoded)
-    if dist is None:
-        for n, M in zip(mine, local, strict=True):
-            result[n] = M
-    else:
-        gathered = [None] * world if rank == 0 else None
-        dist.gather_object(list(zip(mine, local, strict=True)), gathered, dst=0)
-        if rank != 0:
-            return None
-        for part in gathered:
-            for n, M in part:
-                result[n] = M
+        return [_to_matrices(encoded[n].num_words, v) for n, v in zip(mine, vals, strict=True)]
+
+    result = run_sharded([e.num_words for e in encoded], work)
+    if result is None:  # a rank other than 0
+        return None
     return [M[0] if single_layer else M for M in result]
 
 
