@@ -45,6 +45,15 @@ def _key(a):
 
 
 @triton.jit
+def _scaled_block(row, c0, offs, V, s1, T):
+    """Columns c0 + offs of a row, their in-range mask, and the logits over T in float32 (-inf past V)."""
+    cols = c0 + offs
+    msk = cols < V
+    a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+    return cols, msk, a
+
+
+@triton.jit
 def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, tok_ptr, probs_ptr,
                    HAS_PROBS: tl.constexpr, KEY_STEPS: tl.constexpr, TAU_STEPS: tl.constexpr,
                    ONE: tl.constexpr, BLOCK: tl.constexpr):
@@ -58,9 +67,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     m = -float("inf")
     nbad = 0
     for c0 in range(0, V, BLOCK):
-        cols = c0 + offs
-        msk = cols < V
-        a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
         nbad += tl.sum(tl.where(msk & ((a != a) | (a == float("inf"))), 1, 0), 0)
         m = tl.maximum(m, tl.max(a, 0))
     bad = (nbad > 0) | (m == -float("inf"))
@@ -73,9 +80,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
         mid = lo + (hi - lo) // 2
         cnt = 0
         for c0 in range(0, V, BLOCK):
-            cols = c0 + offs
-            msk = cols < V
-            a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+            cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
             cnt += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= mid), 1, 0), 0)
         ge = cnt >= k
         lo = tl.where(ge, mid, lo)
@@ -84,9 +89,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     # Z over the top-k candidates
     Z = 0.0
     for c0 in range(0, V, BLOCK):
-        cols = c0 + offs
-        msk = cols < V
-        a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
         Z += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(a - m), 0.0), 0)
     # top-p: τ bits = the largest t with Σ_{bits(w) >= t} w >= p·Z (bisection on [tlo, thi))
     target = p * Z
@@ -96,9 +99,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
         mid = tlo + (thi - tlo) // 2
         s = 0.0
         for c0 in range(0, V, BLOCK):
-            cols = c0 + offs
-            msk = cols < V
-            a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+            cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
             w = tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(a - m), 0.0)
             s += tl.sum(tl.where(w.to(tl.int32, bitcast=True) >= mid, w, 0.0), 0)
         ge = s >= target
@@ -108,9 +109,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     # Z_K over K = candidates with w >= τ, plus the keep ids (own weight)
     ZK = 0.0
     for c0 in range(0, V, BLOCK):
-        cols = c0 + offs
-        msk = cols < V
-        a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
         e = tl.where(msk, tl.exp(a - m), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
@@ -122,9 +121,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     tok = -1
     last = -1
     for c0 in range(0, V, BLOCK):
-        cols = c0 + offs
-        msk = cols < V
-        a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
         e = tl.where(msk, tl.exp(a - m), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
