@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import torch
 
@@ -106,3 +108,14 @@ def run_cuda_emulator(name: str, tmp_path, *, min_pass: int, timeout: int = 900)
     assert run.returncode == 0 and not bad, report
     assert re.search(r"(^|\s)0 failed", run.stdout) and run.stdout.count("PASS") >= min_pass, report
     return run.stdout
+
+
+def load_bench_script(name: str):
+    """``bench/<name>.py`` imported as the module ``name``, registered in ``sys.modules`` (dataclasses
+    look their module up there); a test that must not leave it there pops it when done."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import kexue
+from helpers import load_bench_script
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -93,12 +94,7 @@ def test_gradient_buffer_backed_by_huge_pages_only_when_advised():
 
 
 def test_timing_script_quick(capsys):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "bench" / "ce_cpu_timing.py"
-    spec = importlib.util.spec_from_file_location("ce_cpu_timing", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("ce_cpu_timing")
     med = mod.main(["--quick", "--threads", "1"])
     out = capsys.readouterr().out
     assert set(med) == {"F.cross_entropy", "kexue cpu", "kexue cpu, THP", "torch LA+flood", "kexue LA+flood",

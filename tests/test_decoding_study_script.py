@@ -1,18 +1,15 @@
 """bench/decoding_study.py --quick runs (the full table is in bench/RESULTS.md)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+
+from helpers import load_bench_script
 
 pytest.importorskip("h5py")
 
 
 def test_decoding_study_quick():
-    path = Path(__file__).resolve().parents[1] / "bench" / "decoding_study.py"
-    spec = importlib.util.spec_from_file_location("decoding_study", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("decoding_study")
     try:
         rows = mod.main(["--quick"])
     except RuntimeError as exc:  # pragma: no cover - only without access to PyPI

@@ -3,22 +3,19 @@ and reports a kernel that is off."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 import kexue
+from helpers import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    spec = importlib.util.spec_from_file_location("fuzz_ops", ROOT / "bench" / "fuzz_ops.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench_script("fuzz_ops")
 
 
 @pytest.mark.parametrize("seed", range(4))

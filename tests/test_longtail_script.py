@@ -8,7 +8,6 @@ above the loss turns them into ascent), and the whole command line end to end.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import struct
 import sys
 from pathlib import Path
@@ -18,16 +17,12 @@ import pytest
 import torch
 
 import kexue
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "longtail_fmnist.py"
+from helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def lt():
-    spec = importlib.util.spec_from_file_location("longtail_fmnist", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["longtail_fmnist"] = mod  # dataclasses look the module up
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("longtail_fmnist")
     yield mod
     sys.modules.pop("longtail_fmnist", None)
 

