@@ -18,6 +18,18 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what every op accepts
+
+
+def check_float_matrix(t: object, name: str, shape: str) -> None:
+    """``t`` is a 2-D floating tensor (``shape`` names its dimensions in the message, e.g. "(N, C)")."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+
 
 def _describe(value: object) -> str:
     if isinstance(value, torch.Tensor):

@@ -5,12 +5,20 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import as_bool, as_float, as_int, check_values, nonnegative_finite, positive_finite
+from .._validate import (
+    FLOAT_DTYPES,
+    as_bool,
+    as_float,
+    as_int,
+    check_float_matrix,
+    check_values,
+    nonnegative_finite,
+    positive_finite,
+)
 from . import linear as _linear  # noqa: F401  (registers the linear_cross_entropy ops)
 from .op import native_rows
 from .reference import accumulation_dtype, log_prior_bias, reduce_rows, row_losses
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 REDUCTIONS = ("mean", "sum", "none")
 FLOOD_MODES = ("batch", "sample")
 
@@ -111,12 +119,7 @@ def check_target(target, N: int, C: int, device: torch.device, ignore_index: int
 
 
 def check_logits(logits) -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    if logits.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"logits must be float16, bfloat16, float32 or float64, got {logits.dtype}")
+    check_float_matrix(logits, "logits", "(N, C)")
     if logits.shape[1] == 0:
         raise ValueError("logits must have at least one class (C >= 1)")
 

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
+from .._validate import check_float_matrix
 from .op import native_probs, native_sample, schemas_loaded
 from .reference import row_params, sample_reference, sampling_probs_reference
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 Scalar = int | float
 PerRow = Scalar | torch.Tensor | None
 
@@ -126,12 +126,7 @@ def _check_keep(keep, B: int, V: int, device) -> None:
 
 
 def check_sampling_args(logits, temperature, top_k, top_p, keep) -> None:
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (B, V), got {tuple(logits.shape)}")
-    if logits.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"logits must be float16, bfloat16, float32 or float64, got {logits.dtype}")
+    check_float_matrix(logits, "logits", "(B, V)")
     B, V = logits.shape
     if V == 0:
         raise ValueError("logits must have at least one token (V >= 1)")

@@ -7,13 +7,12 @@ from collections.abc import Callable
 import torch
 
 from .._dispatch import OpBackends, native_first, triton_kernel_ready
-from .._validate import as_bool, as_float, as_int
+from .._validate import FLOAT_DTYPES, as_bool, as_float, as_int
 from .feature_maps import FEATURE_MAPS, apply_feature_map, feature_dim
 from .op import native_forward
 from .reference import accumulation_dtype, linear_attention_chunked
 
 MAX_HEAD_DIM = 256  # largest Dk / Dv the kernels keep on chip
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 State = tuple[torch.Tensor, torch.Tensor]
 FeatureMap = str | Callable[[torch.Tensor], torch.Tensor] | None
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import as_int
+from .._validate import FLOAT_DTYPES, as_int
 from .kernels_op import native_masked_batch, native_segment_distance
 from .kernels_reference import (
     METRICS,
@@ -31,8 +31,6 @@ from .kernels_reference import (
     masked_batch_reference,
     segment_distance_reference,
 )
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _triton_masked_batch(*args):
