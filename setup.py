@@ -214,13 +214,18 @@ def build_ext_cls():
     return BuildExtension.with_options(use_ninja=True)
 
 
+def python_packages() -> list[str]:
+    """Every package under pyext/ as kexue.*, found rather than listed: a capability added later
+    cannot be left out of the wheel (tests/test_packaging.py checks what build_py copies)."""
+    from setuptools import find_packages
+
+    found = find_packages(str(ROOT / "pyext"), exclude=["triton_kernels", "triton_kernels.*"])  # (a dev link)
+    return ["kexue", *(f"kexue.{p}" for p in found), "kexue.triton_kernels"]
+
+
 EXTENSIONS = extensions()
 setup(
-    packages=[
-        "kexue", "kexue.linear_attention", "kexue.cross_entropy", "kexue.nn", "kexue.integrations", "kexue.probe",
-        "kexue.probe.data", "kexue.datasets", "kexue.vae",
-        "kexue.triton_kernels",
-    ],
+    packages=python_packages(),
     package_dir={"kexue": "pyext", "kexue.triton_kernels": "triton_kernels"},
     package_data={"kexue.probe.data": ["ud-english-pud/*"]},
     ext_modules=EXTENSIONS,
