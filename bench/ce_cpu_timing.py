@@ -1,6 +1,8 @@
 """cross_entropy on the CPU, float32, forward + backward with the gradient allocated as usual
-(not inplace_backward): kexue's "cpu" backend (its default), the same with its fresh gradient
-advised into transparent huge pages (KEXUE_HUGE_PAGES=1), and F.cross_entropy; then the issue's
+(not inplace_backward): kexue's "cpu" backend (its default: the gradient from the CPU buffer
+cache, whose pages an earlier call faulted in), the same with the cache off (a fresh gradient,
+KEXUE_CPU_CACHE_MB=0) and also advised into transparent huge pages (KEXUE_HUGE_PAGES=1), and
+F.cross_entropy; then the issue's
 logit-adjusted, flooded loss against its torch composite, F.cross_entropy(x + log π) with batch
 flooding |ℓ − b| + b.  Providers take turns in every repeat; medians, spread = (max - min) /
 median, and the minor page faults per call (getrusage) that show where the time of a fresh
@@ -16,6 +18,7 @@ import os
 import platform
 import resource
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -76,13 +79,17 @@ def providers(x: torch.Tensor, t: torch.Tensor, prior: torch.Tensor, flood: floa
         loss = F.cross_entropy(x + (prior / prior.sum()).log(), t)
         return grad((loss - flood).abs() + flood)
 
+    def fresh(fn):  # the gradient a fresh mapping every call: the buffer cache off
+        return with_env("KEXUE_CPU_CACHE_MB", "0", fn)
+
     return {
         "F.cross_entropy": lambda: grad(F.cross_entropy(x, t)),
         "kexue cpu": kexue_plain,
-        "kexue cpu, THP": with_env("KEXUE_HUGE_PAGES", "1", kexue_plain),
+        "kexue cpu, no cache": fresh(kexue_plain),
+        "kexue cpu, no cache, THP": fresh(with_env("KEXUE_HUGE_PAGES", "1", kexue_plain)),
         "torch LA+flood": torch_adjusted,
         "kexue LA+flood": kexue_adjusted,
-        "kexue LA+flood, THP": with_env("KEXUE_HUGE_PAGES", "1", kexue_adjusted),
+        "kexue LA+flood, no cache": fresh(kexue_adjusted),
     }
 
 
@@ -93,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: time.process_time (CPU seconds of the process, robust to preemption)")
     ap.add_argument("--quick", action="store_true", help="N256 C4000, 2 repeats (a smoke test)")
     a = ap.parse_args(argv)
     if a.quick:
@@ -110,9 +119,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f0 = minor_faults()
         fn()
         faults[name] = minor_faults() - f0
-    times = time_in_turns(fns, a.repeats)
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
+    times = time_in_turns(fns, a.repeats, clock=clock)
     print(f"{cpu_model()}, {a.threads} threads, torch {torch.__version__}, THP: {thp_mode()}; "
           f"N{a.n} C{a.classes} float32 fwd+bwd, {a.repeats} turns, seed {a.seed}")
+    print(f"clock: {a.clock} (cpu = process CPU time); medians over the turns")
     print(f"{'provider':<24} {'median ms':>10} {'spread':>7} {'faults/call':>12} {'x F.ce':>7} {'x torch LA':>10}")
     med = {k: statistics.median(v) for k, v in times.items()}
     for name, v in times.items():

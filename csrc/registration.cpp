@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "common/cpu_buffer_cache.h"
 #include "common/cpu_isa.h"
 
 // `import kexue._C` loads this library (and so runs the registrations below).  The module
@@ -114,4 +115,8 @@ TORCH_LIBRARY(kexue, m) {
       default: return "base";
     }
   });
+  // The cache of large CPU output buffers (csrc/common/cpu_buffer_cache.h): bytes it holds now,
+  // and release of them all (returns the bytes released).
+  m.def("cpu_cache_bytes() -> int", []() -> int64_t { return kexue::cpu::cached_buffer_bytes(); });
+  m.def("cpu_cache_release() -> int", []() -> int64_t { return kexue::cpu::release_cached_buffers(); });
 }

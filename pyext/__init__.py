@@ -5,6 +5,7 @@ fast backends chosen with ``backend="auto"``.
 """
 
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
+from ._ext import empty_cpu_cache
 from ._info import build_info
 from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
 from .decoding import sample
@@ -18,6 +19,7 @@ __all__ = [
     "class_prior",
     "cross_entropy",
     "decoding",
+    "empty_cpu_cache",
     "linear_attention",
     "linear_attention_step",
     "linear_cross_entropy",

@@ -117,6 +117,19 @@ def cpu_isa() -> str:
     return torch.ops.kexue.cpu_isa()
 
 
+def cpu_cache_bytes() -> int:
+    """Bytes held by the cache of large CPU output buffers (csrc/common/cpu_buffer_cache.h): freed
+    gradients of 16 MiB or more that the next call of about their size reuses, so that it does not
+    fault fresh pages in again.  Bounded by KEXUE_CPU_CACHE_MB (default 2048; 0 turns it off)."""
+    return int(torch.ops.kexue.cpu_cache_bytes())
+
+
+def empty_cpu_cache() -> int:
+    """Frees every buffer the CPU buffer cache holds (as ``torch.cuda.empty_cache`` does on CUDA);
+    returns the bytes released.  Buffers in use are not touched."""
+    return int(torch.ops.kexue.cpu_cache_release())
+
+
 def triton_status() -> tuple[bool, str]:
     """(usable, reason): Triton kernels run on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1."""
     if importlib.util.find_spec("triton") is None:

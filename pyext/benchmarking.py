@@ -147,12 +147,38 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     return peak
 
 
+CPU_GEMM_SIZE = 2048  # the CPU ceiling's square fp32 product: 17 GFLOP, large enough for peak rate
+
+
+def cpu_gemm_providers(m: int = CPU_GEMM_SIZE) -> tuple[dict[str, Callable[[], object]], int]:
+    """({name: fn}, FLOPs per call): an m³ float32 product on random data through torch's BLAS
+    (``torch.mm``; MKL in the official builds, its AVX2 code on AMD) and through oneDNN
+    (:mod:`kexue.cpu_linear`, which picks AVX-512 where the CPU has it), with the threads torch is
+    set to.  For timing in turns next to the kernels they bound."""
+    from . import cpu_linear
+
+    x, y = torch.randn(m, m), torch.randn(m, m)
+    fns: dict[str, Callable[[], object]] = {"gemm torch.mm": lambda: torch.mm(x, y)}
+    if cpu_linear.onednn_available():
+        fns["gemm oneDNN"] = lambda: cpu_linear.linear(x, y)
+    return fns, 2 * m**3
+
+
 def measure_ceilings(device: torch.device, repeats: int = 10) -> dict[str, float]:
-    """The two ceilings of a GPU, measured (METHOD: datasheet rates are leads only):
-    ``copy_GBps``, a 2 GiB device-to-device copy counting bytes read plus written, and
-    ``bf16_TFLOPs``, an 8192³ bf16 matrix product on random data (never zeros: they run faster)."""
+    """The ceilings of a device, measured (METHOD: datasheet rates are leads only).
+
+    CUDA: ``copy_GBps``, a 2 GiB device-to-device copy counting bytes read plus written, and
+    ``bf16_TFLOPs``, an 8192³ bf16 matrix product on random data (never zeros: they run faster).
+    CPU: ``fp32_GFLOPs``, the faster of torch.mm and oneDNN on a 2048³ float32 product with the
+    threads torch is set to (median CPU time, :func:`cpu_gemm_providers`; also returned per
+    library as ``fp32_GFLOPs_torch.mm`` / ``fp32_GFLOPs_oneDNN``)."""
+    if device.type == "cpu":
+        fns, flops = cpu_gemm_providers()
+        times = time_in_turns(fns, repeats, clock=time.process_time)
+        rates = {f"fp32_GFLOPs_{name.split()[-1]}": flops / statistics.median(v) / 1e9 for name, v in times.items()}
+        return {"fp32_GFLOPs": max(rates.values()), **rates}
     if device.type != "cuda":
-        raise ValueError(f"measure_ceilings needs a CUDA device, got {device}")
+        raise ValueError(f"measure_ceilings needs a CUDA or CPU device, got {device}")
     def copy_seconds(n: int) -> float:
         a = torch.randn(n, device=device, dtype=torch.bfloat16)
         b = torch.empty_like(a)

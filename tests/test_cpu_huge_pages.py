@@ -56,6 +56,7 @@ def big():
 @pytest.mark.parametrize("advice", ["1", "0"])
 def test_gradient_exact_with_and_without_huge_pages(big, advice, monkeypatch):
     monkeypatch.setenv("KEXUE_HUGE_PAGES", advice)
+    monkeypatch.setenv("KEXUE_CPU_CACHE_MB", "0")  # a fresh buffer, the one the advice applies to
     x, t = big
     want = torch.autograd.grad(F.cross_entropy(x.double(), t), x)[0]
     got = grad_of(x, t)
@@ -64,7 +65,9 @@ def test_gradient_exact_with_and_without_huge_pages(big, advice, monkeypatch):
 
 
 CHILD = """
-import os, sys, torch, kexue
+import os, sys
+os.environ["KEXUE_CPU_CACHE_MB"] = "0"  # every gradient a fresh mapping (no reuse of the advised one)
+import torch, kexue
 sys.path.insert(0, {tests!r})
 from test_cpu_huge_pages import anon_huge_kib
 g = torch.Generator().manual_seed(0)
@@ -97,6 +100,6 @@ def test_timing_script_quick(capsys):
     mod = load_bench_script("ce_cpu_timing")
     med = mod.main(["--quick", "--threads", "1"])
     out = capsys.readouterr().out
-    assert set(med) == {"F.cross_entropy", "kexue cpu", "kexue cpu, THP", "torch LA+flood", "kexue LA+flood",
-                        "kexue LA+flood, THP"}
+    assert set(med) == {"F.cross_entropy", "kexue cpu", "kexue cpu, no cache", "kexue cpu, no cache, THP",
+                        "torch LA+flood", "kexue LA+flood", "kexue LA+flood, no cache"}
     assert all(v > 0 for v in med.values()) and "faults/call" in out and "seed 0" in out

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -103,12 +104,27 @@ Checked check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, c
   return c;
 }
 
+// Tokens per chunk for feature dim F and value dim Dv: the kernels' defaults, or
+// KEXUE_LA_CPU_CHUNK (1..kChunkMax) for tuning runs (bench/la_cpu_roofline.py --chunks); read at
+// every call.
+int64_t chunk_size(bool causal, int64_t F, int64_t Dv) {
+  (void)F, (void)Dv;
+  const char* env = std::getenv("KEXUE_LA_CPU_CHUNK");
+  if (env == nullptr || *env == '\0') return causal ? kChunkCausal : kChunkNonCausal;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  TORCH_CHECK(end != env && *end == '\0' && v >= 1 && v <= kChunkMax,
+              "KEXUE_LA_CPU_CHUNK must be an integer in [1, ", kChunkMax, "], got '", env, "'");
+  return v;
+}
+
 template <typename S, typename T>
 void fill_problem(Problem<S, T>& p, const Checked& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& S0,
                   const std::optional<at::Tensor>& z0, bool causal, bool normalize, double eps) {
   p.B = c.B, p.H = c.H, p.Hkv = c.Hkv, p.G = c.H / c.Hkv, p.N = c.N, p.Dk = c.Dk, p.Dv = c.Dv, p.F = c.F;
   p.nseq = c.nseq, p.fm = c.fm, p.causal = causal, p.normalize = normalize, p.eps = static_cast<T>(eps);
+  p.chunk = chunk_size(causal, c.F, c.Dv);
   p.cu = c.cu;
   p.q = Strided<const S>(q), p.k = Strided<const S>(k), p.v = Strided<const S>(v);
   if (mask.has_value() && mask->defined()) {

@@ -45,6 +45,7 @@ using cpu::Tri;
 // Non-causal: no intra-chunk work, c only sets the GEMM height; 64 (slightly ahead of 32).
 constexpr int64_t kChunkCausal = 32;
 constexpr int64_t kChunkNonCausal = 64;
+constexpr int64_t kChunkMax = 256;  // the scratch GEMMs are sized for operands of at most 256 rows
 
 // ---------------------------------------------------------------------------------------------
 // Strided access to tensors of any layout (64-bit index arithmetic throughout).
@@ -108,6 +109,7 @@ struct Problem {
   int64_t B = 0, H = 0, Hkv = 0, G = 1, N = 0, Dk = 0, Dv = 0, F = 0, nseq = 0;
   FeatureMap fm = FeatureMap::None;
   bool causal = false, normalize = true;
+  int64_t chunk = 0;  // tokens per chunk (kChunkCausal / kChunkNonCausal unless overridden)
   T eps = 0;
   std::vector<int64_t> cu;  // sequence offsets (empty: one sequence per batch row)
   Strided<const S> q, k, v;
@@ -198,7 +200,7 @@ struct Forward : Problem<S, T> {
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
     P_.seq(s, b, t0, L);
-    const int64_t C = P_.causal ? kChunkCausal : kChunkNonCausal, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
+    const int64_t C = P_.chunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
     const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
     const bool has_state = P_.S0 || P_.z0;
     const bool shared = G == 1 || !has_state;
@@ -336,7 +338,7 @@ struct Backward : Problem<S, T> {
     const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
     int64_t b, t0, L;
     P_.seq(s, b, t0, L);
-    const int64_t C = P_.causal ? kChunkCausal : kChunkNonCausal, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
+    const int64_t C = P_.chunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
     const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
     const bool has_state = P_.S0 || P_.z0;
     const bool shared = G == 1 || !has_state;
