@@ -314,8 +314,8 @@ def smollm2_step_fn(model):
     def step_fn(ids, state):
         cache, past = (None, 0) if state is None else state
         pos = torch.arange(past, past + ids.shape[1])[None].expand(ids.shape[0], -1)
-        out = model(input_ids=ids, past_key_values=cache, position_ids=pos, use_cache=True)
-        return out.logits[:, -1].float(), (out.past_key_values, past + ids.shape[1])
+        out = model(input_ids=ids, cache=cache, position_ids=pos, use_cache=True)  # transformers 5.24: `cache`
+        return out.logits[:, -1].float(), (out.cache, past + ids.shape[1])
 
     return step_fn
 
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     g = ap.add_argument_group("austen")
     g.add_argument("--epochs", type=int, default=1)
     g.add_argument("--time-cap", type=float, default=30 * 60, help="training seconds per model (the issue's cap)")
-    g.add_argument("--dim", type=int, default=256)
+    g.add_argument("--dim", type=int, default=128)
     g.add_argument("--min-count", type=int, default=5)
     g.add_argument("--max-words", type=int, default=80, help="longer training sentences are dropped")
     g.add_argument("--batch-size", type=int, default=64)
