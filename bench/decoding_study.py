@@ -17,7 +17,8 @@ Deterministic strategies run once; sampling ones once per seed (mean ± std over
   first 10 words of test-split sentences.  Checkpoints are cached (``$KEXUE_DATA/decoding-study``).
 * ``smollm2``: SmolLM2-135M-Instruct (kexue.datasets.load_smollm2) in its chat format, asked to
   continue the first 12 tokens of test-split Austen sentences; eos = ``<|im_end|>``.
-``--quick`` (every model): a seconds-long smoke run; for ``austen`` on synthetic sentences (no download).
+``--quick`` (every model): a short smoke run; for ``austen`` on synthetic sentences (no download, what
+tests/test_decoding_study_script.py runs); ``smollm2 --quick`` still fetches and loads the 98 MB GGUF.
 """
 
 from __future__ import annotations
