@@ -21,7 +21,7 @@ from .. import (
     _ext,  # noqa: F401  (loads the schemas)
     cpu_linear,
 )
-from .._autograd import needs_differentiable_backward, reference_vjp
+from .._autograd import functional_vjp, needs_differentiable_backward, reference_vjp, register_functorch_reference
 from .reference import accumulation_dtype, row_losses
 
 
@@ -141,8 +141,30 @@ def _backward(ctx, grad_loss, grad_lse):
     return gh, gw, None, gb if bias is not None else None, None, None, None, None, None, None, None
 
 
+def functorch_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss,
+                      ignore_index, chunk_size, kernel):
+    """The forward op under torch.func: the reference rows of the whole logits (no chunking)."""
+    return row_losses(torch.nn.functional.linear(hidden, weight, bias), target, logit_bias, class_weight,
+                      label_smoothing, z_loss, ignore_index)
+
+
+def functorch_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing,
+                       z_loss, ignore_index, chunk_size, kernel):
+    """The backward op under torch.func: the reference's vjp (grad_bias empty without bias)."""
+
+    def fn(h, w, b):
+        return functorch_forward(h, w, target, b, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
+                                 chunk_size, kernel)[:1]
+
+    gh, gw, gb = functional_vjp(fn, (hidden, weight, bias), (grad_loss,))
+    gb = weight.new_empty((0,)) if gb is None else gb.to(weight.dtype)
+    return gh.to(hidden.dtype), gw.to(weight.dtype), gb
+
+
 torch.library.impl("kexue::linear_cross_entropy_fwd", "CompositeExplicitAutograd")(linear_ce_forward)
 torch.library.impl("kexue::linear_cross_entropy_bwd", "CompositeExplicitAutograd")(linear_ce_backward)
 torch.library.register_fake("kexue::linear_cross_entropy_fwd")(fake_forward)
 torch.library.register_fake("kexue::linear_cross_entropy_bwd")(fake_backward)
 torch.library.register_autograd("kexue::linear_cross_entropy_fwd", _backward, setup_context=_setup_context)
+register_functorch_reference("kexue::linear_cross_entropy_fwd", functorch_forward)
+register_functorch_reference("kexue::linear_cross_entropy_bwd", functorch_backward)

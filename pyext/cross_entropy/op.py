@@ -20,7 +20,13 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
-from .._autograd import needs_differentiable_backward, reference_vjp
+from .._autograd import (
+    functional_vjp,
+    needs_differentiable_backward,
+    reference_vjp,
+    refuse_functorch,
+    register_functorch_reference,
+)
 from .reference import accumulation_dtype, row_losses
 
 
@@ -36,6 +42,20 @@ def fake_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing,
 
 def fake_backward_inplace(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
     return None
+
+
+def functorch_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    """The forward op under torch.func: the reference rows (ℓ, lse) in the accumulation dtype."""
+    return row_losses(logits, target, bias, weight, label_smoothing, z_loss, ignore_index)
+
+
+def functorch_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    """The backward op under torch.func: the reference's vjp in the logits, in their dtype."""
+
+    def fn(x):
+        return row_losses(x, target, bias, weight, label_smoothing, z_loss, ignore_index)[:1]
+
+    return functional_vjp(fn, (logits,), (grad_loss,))[0].to(logits.dtype).contiguous()
 
 
 def differentiable_backward(grad_loss, logits, target, bias, weight, options):
@@ -75,6 +95,20 @@ def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
         return grad, None, None, None, None, None, None, None
 
     torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
+    n_out = len(getattr(torch.ops.kexue, fwd_name.split("::")[-1]).default._schema.returns)
+    register_functorch_reference(fwd_name, functorch_forward if n_out == 2 else _with_flag(functorch_forward))
+    register_functorch_reference(bwd_op.name(), functorch_backward)
+    refuse_functorch(bwd_inplace_op.name(), "it writes the gradient over the logits; call kexue.cross_entropy "
+                     "(or the non-in-place backward op) inside the transform")
+
+
+def _with_flag(forward):
+    """A forward that also returns the Triton ops' error flag (int32 (1,), 0 = no error)."""
+
+    def wrapped(logits, *args):
+        return (*forward(logits, *args), torch.zeros((1,), dtype=torch.int32, device=logits.device))
+
+    return wrapped
 
 
 torch.library.register_fake("kexue::cross_entropy_fwd")(fake_forward)

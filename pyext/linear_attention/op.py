@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
-from .._autograd import needs_differentiable_backward, reference_vjp
+from .._autograd import functional_vjp, needs_differentiable_backward, reference_vjp, register_functorch_reference
 from .feature_maps import feature_dim
 from .reference import accumulation_dtype, linear_attention_chunked
 
@@ -46,6 +46,25 @@ def reference_outputs(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize,
         initial_state=None if S0 is None else (S0, z0), cu_seqlens=cu,
     )
     return out, S, z
+
+
+def functorch_forward(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, eps):
+    """The forward op under torch.func: the reference, in the op's output dtypes."""
+    out, S, z = reference_outputs(q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, eps)
+    acc = accumulation_dtype(q.dtype)
+    return out.to(q.dtype), S.to(acc), z.to(acc)
+
+
+def functorch_backward(grad_out, grad_S, grad_z, q, k, v, mask, S0, z0, cu, feature_map, causal, normalize, eps):
+    """The backward op under torch.func: the reference's vjp (dS0/dz0 empty where S0/z0 are None)."""
+
+    def fn(q_, k_, v_, S0_, z0_):
+        return functorch_forward(q_, k_, v_, mask, S0_, z0_, cu, feature_map, causal, normalize, eps)
+
+    dq, dk, dv, dS0, dz0 = functional_vjp(fn, (q, k, v, S0, z0), (grad_out, grad_S, grad_z))
+    empty = q.new_empty((0,), dtype=accumulation_dtype(q.dtype))
+    return (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), empty if dS0 is None else dS0,
+            empty if dz0 is None else dz0)
 
 
 def differentiable_backward(grads, q, k, v, mask, S0, z0, cu, options, needs):
@@ -79,6 +98,8 @@ def register_autograd(fwd_name: str, bwd_op) -> None:
                 None, None, None, None, None)
 
     torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
+    register_functorch_reference(fwd_name, functorch_forward)
+    register_functorch_reference(bwd_op.name(), functorch_backward)
 
 
 torch.library.register_fake("kexue::linear_attention_fwd")(fake_forward)

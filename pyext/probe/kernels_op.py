@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
-from .kernels_reference import accumulation_dtype, segment_distance_backward
+from .._autograd import register_functorch_reference
+from .kernels_reference import accumulation_dtype, segment_distance_backward, segment_distance_reference
 
 
 def fake_masked_batch(tokens, tok_offsets, word_start, word_end, word_offsets, seqs, mask_id, pad_id, length):
@@ -41,6 +42,7 @@ def register_segment_autograd(name: str) -> None:
         return grad_h, None, grad_ref, None, None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)
+    register_functorch_reference(name, segment_distance_reference)  # (under torch.func: the composite)
 
 
 torch.library.register_fake("kexue::probe_masked_batch")(fake_masked_batch)
