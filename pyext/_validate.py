@@ -91,6 +91,19 @@ def as_float(name: str, value: object, *, minimum: float | None = None, maximum:
     return out
 
 
+def unwrap_functorch(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under torch.func's wrappers (vmap's batched tensors, grad/jvp's tracking
+    tensors), batch dimensions first: what a value check reads, so a check also holds inside transforms (a batched
+    tensor's values cannot steer Python, its unwrapped storage can)."""
+    F = torch._C._functorch
+    while F.is_functorch_wrapped_tensor(t):
+        bdim = F.maybe_get_bdim(t) if F.is_batchedtensor(t) else -1
+        t = F.get_unwrapped(t)
+        if bdim > 0:
+            t = t.movedim(bdim, 0)  # batch dims first, the logical dims last
+    return t
+
+
 def check_values(name: str, t: torch.Tensor, ok: Callable[[torch.Tensor], torch.Tensor], expected: str) -> None:
     """Checks ``ok(t)`` (a bool tensor of t's shape) holds everywhere.
 
@@ -100,6 +113,7 @@ def check_values(name: str, t: torch.Tensor, ok: Callable[[torch.Tensor], torch.
     if t.numel() == 0:
         return
     if t.device.type == "cpu" and not torch.compiler.is_compiling():
+        t = unwrap_functorch(t).detach()
         good = ok(t)
         if not bool(good.all()):
             idx = tuple(int(i) for i in (~good).nonzero()[0])

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .._autograd import functorch_active
 from .engine import AutoState, integrate_auto, integrate_fixed, rows_for_memory
 from .quadrature import METHODS, rule
 
@@ -147,6 +148,13 @@ def select_targets(out: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return out[(torch.arange(M, device=out.device), *idx.unbind(1))]
 
 
+def refuse_transforms(name: str) -> None:
+    """Attribution is not differentiable: inside a torch.func transform, a clear error."""
+    if functorch_active():
+        raise RuntimeError(f"{name} is not differentiable and cannot run inside a torch.func transform "
+                           "(grad, vmap, jvp, ...): it detaches its inputs and returns tensors with no graph")
+
+
 def check_steps(n_steps: int | str, method: str, tol: float | torch.Tensor, max_steps: int) -> None:
     if method not in METHODS + GRADIENT_METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS + GRADIENT_METHODS)}, got {method!r}")
@@ -249,6 +257,10 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     bounds them (the memory a forward+backward keeps alive is measured on one and on two rows:
     the tensors autograd saves, plus the gradients).
 
+    Not differentiable: the attributions are computed from detached inputs with first-order
+    ``torch.autograd.grad`` and carry no graph (an attribution prior that needs ∂IG/∂x must
+    differentiate its own formulation), and a call inside a torch.func transform raises.
+
     ``n_steps="auto"``: nested Romberg rules (2ᵏ + 1 equally spaced points, each level reusing
     every point of the last) are refined per example until |Σ IG − (F(x) − F(x'))| ≤
     ``tol``·|F(x) − F(x')| (``tol`` a number or one per example) or ``max_steps`` points; the
@@ -270,6 +282,7 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
         >>> bool((res.error <= 1e-3 * (res.f_input - res.f_baseline).abs()).all())
         True
     """
+    refuse_transforms("kexue.attribution.integrated_gradients")
     check_steps(n_steps, method, tol, max_steps)
     is_tuple = isinstance(inputs, tuple)
     xs = as_tuple(inputs, "inputs")

@@ -26,7 +26,7 @@ from torch import nn
 
 from .._sharding import run_sharded
 from ..cpu_linear import replaced_forwards
-from .api import GRADIENT_METHODS, check_steps, max_level_for
+from .api import GRADIENT_METHODS, check_steps, max_level_for, refuse_transforms
 from .engine import integrate_auto, integrate_fixed
 from .gemm import onednn_linears_with_grad
 from .quadrature import rule
@@ -237,7 +237,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     interpolated.  Under ``torchrun`` (torch.distributed initialised, world size > 1) the texts
     are shared among the ranks and gathered on rank 0 (other ranks return None).
 
-    Returns a :class:`TokenAttribution` for a string, a list of them for a list.
+    Returns a :class:`TokenAttribution` for a string, a list of them for a list.  Not
+    differentiable (scores carry no graph; inside a torch.func transform it raises).
 
     Example::
 
@@ -247,6 +248,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
         >>> r = token_attributions(model, tok, "a gripping, funny film", target=1)  # doctest: +SKIP
         >>> r.tokens, r.scores, r.delta                                                # doctest: +SKIP
     """
+    refuse_transforms("kexue.attribution.token_attributions")
     single = isinstance(texts, str)
     tlist = [texts] if single else list(texts)
     if not all(isinstance(t, str) for t in tlist):

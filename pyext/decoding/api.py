@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import check_float_matrix
+from .._validate import check_float_matrix, unwrap_functorch
 from .op import native_probs, native_sample, schemas_loaded
 from .reference import row_params, sample_reference, sampling_probs_reference
 
@@ -57,7 +57,11 @@ def _resolve(backend: str, device: str) -> str:
 
 
 def check_finite_rows(logits: torch.Tensor) -> None:
-    """A NaN or +inf logit, or an all −inf row, is an error (eagerly on CPU; device assert elsewhere)."""
+    """A NaN or +inf logit, or an all −inf row, is an error (eagerly on CPU, inside torch.func
+    transforms too; device assert elsewhere)."""
+    if logits.device.type == "cpu" and not torch.compiler.is_compiling():
+        logits = unwrap_functorch(logits).detach()
+        logits = logits.reshape(-1, logits.shape[-1])  # (vmap: the batch's rows in turn)
     bad = torch.isnan(logits) | torch.isposinf(logits)
     masked = torch.isneginf(logits).all(dim=1)
     if eager_cpu(logits):
