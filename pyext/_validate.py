@@ -144,3 +144,30 @@ def check_tensor(name: str, t: object, *, ndim: int | None = None, floating: boo
     if floating and not t.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
     return t
+
+
+# ---------------------------------------------------------------------------------------------
+# The raw ops' fake (meta) kernels check what their eager kernels check about shapes, ranks and
+# dtypes (never values), so a bad call under torch.compile / FakeTensor fails as eager does: a
+# RuntimeError from torch._check (eager kernels raise RuntimeError from TORCH_CHECK), message
+# "<op>: <argument> ...".
+
+def meta_check(cond: bool, op: str, message: str) -> None:
+    """``torch._check(cond)`` with the message ``f"{op}: {message}"`` (the eager kernels' form)."""
+    torch._check(cond, lambda: f"{op}: {message}")
+
+
+def meta_float(op: str, name: str, t: torch.Tensor) -> None:
+    meta_check(t.dtype in FLOAT_DTYPES, op, f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+
+
+def meta_shape(op: str, name: str, t: torch.Tensor | None, shape: tuple, what: str = "") -> None:
+    """``t`` (if given) has exactly ``shape``."""
+    if t is not None:
+        meta_check(tuple(t.shape) == tuple(shape), op,
+                   f"{name} must have shape {what or tuple(shape)}, got {tuple(t.shape)}")
+
+
+def meta_dtype(op: str, name: str, t: torch.Tensor | None, dtypes: tuple, what: str) -> None:
+    if t is not None:
+        meta_check(t.dtype in dtypes, op, f"{name} must be {what}, got {t.dtype}")

@@ -27,20 +27,38 @@ from .._autograd import (
     refuse_functorch,
     register_functorch_reference,
 )
+from .._validate import meta_check, meta_dtype, meta_float, meta_shape
 from .reference import accumulation_dtype, row_losses
 
 
+def check_meta(op, logits, target, bias, weight, grad_loss=None, lse=None):
+    """What the eager kernels check without reading data (csrc/cross_entropy, check_inputs)."""
+    meta_check(logits.dim() == 2, op, f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    meta_float(op, "logits", logits)
+    N, C = logits.shape
+    meta_check(C >= 1, op, "logits must have at least one class")
+    meta_shape(op, "target", target, (N,), f"(N,) = ({N},)")
+    meta_dtype(op, "target", target, (torch.int64,), "int64")
+    meta_shape(op, "bias", bias, (C,), f"(C,) = ({C},)")
+    meta_shape(op, "weight", weight, (C,), f"(C,) = ({C},)")
+    meta_shape(op, "grad_loss", grad_loss, (N,), f"(N,) = ({N},)")
+    meta_shape(op, "lse", lse, (N,), f"(N,) = ({N},)")
+
+
 def fake_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    check_meta("cross_entropy_fwd", logits, target, bias, weight)
     acc = accumulation_dtype(logits.dtype)
     N = logits.shape[0]
     return logits.new_empty((N,), dtype=acc), logits.new_empty((N,), dtype=acc)
 
 
 def fake_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    check_meta("cross_entropy_bwd", logits, target, bias, weight, grad_loss, lse)
     return logits.new_empty(logits.shape)
 
 
 def fake_backward_inplace(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    check_meta("cross_entropy_bwd_inplace", logits, target, bias, weight, grad_loss, lse)
     return None
 
 

@@ -15,6 +15,7 @@ import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
 from .._autograd import needs_differentiable_backward, reference_vjp, register_functorch_reference
+from .._validate import meta_check, meta_dtype, meta_float, meta_shape
 from .reference import sampling_probs_reference
 
 
@@ -22,11 +23,27 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def check_meta(op, logits, temperature, top_k, top_p, keep, uniform=None):
+    """What the eager kernels check without reading data (csrc/sampling)."""
+    meta_check(logits.dim() == 2, op, f"logits must have shape (B, V), got {tuple(logits.shape)}")
+    meta_float(op, "logits", logits)
+    B, V = logits.shape
+    meta_check(V >= 1, op, "logits must have at least one token (V >= 1)")
+    for name, t, dtype in (("temperature", temperature, torch.float64), ("top_k", top_k, torch.int64),
+                           ("top_p", top_p, torch.float64), ("uniform", uniform, torch.float64)):
+        meta_shape(op, name, t, (B,), f"(B,) = ({B},)")
+        meta_dtype(op, name, t, (dtype,), str(dtype).replace("torch.", ""))
+    meta_check(keep.dim() == 2 and keep.shape[0] == B and keep.dtype == torch.int64, op,
+               f"keep must be an int64 tensor of shape (B, K), got {tuple(keep.shape)} {keep.dtype}")
+
+
 def _fake_probs(logits, temperature, top_k, top_p, keep):
+    check_meta("sampling_probs", logits, temperature, top_k, top_p, keep)
     return logits.new_empty(logits.shape, dtype=accumulation_dtype(logits.dtype))
 
 
 def _fake_sample(logits, temperature, top_k, top_p, keep, uniform):
+    check_meta("sample", logits, temperature, top_k, top_p, keep, uniform)
     return logits.new_empty((logits.shape[0],), dtype=torch.int64)
 
 
