@@ -57,6 +57,25 @@ def as_int(name: str, value: object, *, minimum: int | None = None, maximum: int
     return out
 
 
+def is_int(value: object) -> bool:
+    """``value`` is what :func:`as_int` accepts: an int, a numpy integer or a 0-d integer tensor
+    (not a bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, (int, np.integer))
+
+
+def is_real(value: object) -> bool:
+    """``value`` is a real number: int, float, numpy number or 0-d real tensor (not a bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not (value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Real)
+
+
 def as_bool(name: str, value: object) -> bool:
     """``value`` as a Python bool: bool, numpy bool or 0-d bool tensor (a string or a number is an
     error: ``causal="no"`` must not mean True)."""

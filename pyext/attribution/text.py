@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .._sharding import run_sharded
+from .._validate import is_int
 from ..cpu_linear import replaced_forwards
 from .api import GRADIENT_METHODS, check_steps, max_level_for, refuse_transforms
 from .engine import integrate_auto, integrate_fixed
@@ -258,7 +259,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
         raise ValueError(f"tol is a list of {len(tols)} entries for {len(tlist)} texts")
     if method not in GRADIENT_METHODS:
         check_steps(n_steps, method, torch.tensor(tols, dtype=torch.float64), max_steps)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     kind = model_kind(model)
     mod = resolve_layer(model, layer)
@@ -327,7 +328,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             if isinstance(t, str):
                 cont[j, es[j].n_prompt:] = True
             elif t is not None:
-                if isinstance(t, bool) or not isinstance(t, int):
+                if not is_int(t):
                     raise TypeError(f"target must be an int, a string or None, got {type(t).__name__}")
                 size = model.config.vocab_size if kind == "causal" else model.config.num_labels
                 if not -size <= t < size:
