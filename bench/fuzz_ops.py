@@ -326,6 +326,21 @@ def fuzz_ce(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
     return msgs, cfg
 
 
+def _mutate_linear_attention(rel: float) -> None:
+    """Replaces kexue.linear_attention by one whose first output entry is off by ``rel`` × the
+    largest |entry| (at least 1): the campaign must report it."""
+    right = kexue.linear_attention
+
+    def off(*args, **kwargs):
+        out, state = right(*args, **kwargs)
+        if out.numel():
+            out = out.clone()
+            out.view(-1)[0] += rel * max(1.0, float(out.detach().abs().max()))
+        return out, state
+
+    kexue.linear_attention = off
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--op", choices=["la", "ce"], required=True)
@@ -336,7 +351,11 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--count", type=int, default=None, help="run exactly this many seeds (overrides --seconds)")
     p.add_argument("--targeted", action="store_true", help="la only: taylor on short packed sequences")
+    p.add_argument("--mutate", type=float, default=0.0,
+                   help="la only: move one output entry by this fraction of the largest (a kernel that is off)")
     a = p.parse_args()
+    if a.mutate:
+        _mutate_linear_attention(a.mutate)
     torch.set_num_threads(a.threads)
     fn = fuzz_la if a.op == "la" else fuzz_ce
     if a.targeted:
