@@ -187,16 +187,16 @@ def finite(f):
 @pytest.mark.parametrize("mode,ctx", [("st", 0), ("st", 2), ("nmst", 0), ("nmst", 2)])
 def test_self_terminating_head_gradgradcheck(mode, ctx):
     head = _head(mode, ctx)
-    h = torch.randn(2, 4, 4, dtype=F64, requires_grad=True)
+    h = torch.randn(2, 3, 4, dtype=F64, requires_grad=True)
     assert gradcheck(finite(head), (h,))
-    assert gradgradcheck(finite(head), (h,))
+    assert gradgradcheck(finite(head), (h,), fast_mode=True)  # (fast mode: random projections, seconds)
     params = dict(head.named_parameters())
 
     def of_weight(W):
         return finite(functional_call)(head, {**params, "lm_head.weight": W}, (h.detach(),))
 
     W = params["lm_head.weight"].detach().clone().requires_grad_()
-    assert gradgradcheck(of_weight, (W,))
+    assert gradgradcheck(of_weight, (W,), fast_mode=True)
 
 
 @pytest.mark.parametrize("mode,ctx", [("st", 0), ("st", 2), ("nmst", 1)])
