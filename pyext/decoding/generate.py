@@ -119,6 +119,7 @@ def generate(
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     if not is_int(eos_id) or eos_id < 0:
         raise ValueError(f"eos_id must be a token id (int >= 0), got {eos_id!r}")
+    max_len, beam_size, eos_id = int(max_len), int(beam_size), int(eos_id)
     if sample_kw and strategy != "sample":
         raise ValueError(f"{sorted(sample_kw)} only apply to strategy='sample'")
     rows = _as_batch(prompts)
