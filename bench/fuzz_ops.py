@@ -42,6 +42,8 @@ from kexue.linear_attention import feature_dim, linear_attention_quadratic  # no
 from kexue.linear_attention.reference import _finish, _initial, _mapped, _per_sequence, _rounding  # noqa: E402
 
 UNIT = {torch.float32: 0.0, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+ROUNDING_UNIT = {torch.float32: 2.0**-24, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}  # u = half an ulp at 1
+ROUNDING_SAMPLES = 4  # evaluations of the rounding model per configuration (taylor only)
 
 
 def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,7 +82,14 @@ def check(name: str, got, ref64, low, floor: float, msgs: list[str], extra=()) -
 
 # ---- linear attention ----
 
-def _la_config(rng: random.Random) -> dict:
+def _la_config(rng: random.Random, targeted: bool = False) -> dict:
+    """A random configuration; ``targeted``: the taylor map on short packed sequences (1-token
+    sequences most often, N <= 8, Dk <= 4), the corner where 1 + cos cancels."""
+    if targeted:
+        c = _la_config(rng)
+        N = rng.randint(1, 8)
+        c.update(fmap="taylor", varlen=True, B=1, N=N, Dk=rng.randint(2, 4), cuts=rng.randint(N // 2, N + 1))
+        return c
     varlen = rng.random() < 0.25
     hkv = rng.randint(1, 3)
     dk = rng.choice([1, 3, rng.randint(1, 40), 16, 32, 64])
@@ -101,8 +110,36 @@ def _la_config(rng: random.Random) -> dict:
     )
 
 
+class _Perturb(torch.autograd.Function):
+    """x (1 + δ) forward and g (1 + δ') backward, δ, δ' = ±u with random signs: the standard
+    model of one rounding, fl(x) = x (1 + δ) with |δ| <= u, in both passes."""
+
+    @staticmethod
+    def forward(ctx, x, u, gen):
+        ctx.u, ctx.gen = u, gen
+        return x * (1 + u * _signs(x, gen))
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1 + ctx.u * _signs(g, ctx.gen)), None, None
+
+
+def _signs(x, gen):
+    return (torch.randint(0, 2, x.shape, generator=gen, dtype=x.dtype) * 2 - 1).to(x.device)
+
+
+def rounding_model(u: float, seed: int):
+    """A ``rnd`` for :func:`_state_form` on float64 tensors: every rounded quantity (the mapped
+    features, the state, the numerator) and its gradient moved by one unit u of the input dtype,
+    with random signs (seeded).  The spread of such evaluations around the float64 definition is
+    what rounding at precision u does to it, cancellations (taylor's 1 + cos) included: a
+    baseline that no order of summation can be luckier than by construction."""
+    gen = torch.Generator().manual_seed(seed)
+    return lambda x: _Perturb.apply(x, u, gen)
+
+
 def _state_form(q, k, v, *, causal, feature_map, normalize, eps, key_padding_mask, initial_state, cu_seqlens=None,
-                compute_dtype=None):
+                compute_dtype=None, rnd=None):
     """The definition evaluated as the kernels evaluate it, in the input's precision: through the
     state, num_i = φ(q_i)·S_i and den_i = φ(q_i)·z_i with S_i = S0 + Σ_{j∈A(i)} φ(k_j) v_jᵀ
     (N×F×Dv memory: fuzz sizes only); for 16-bit inputs φ and the state are rounded to that
@@ -110,22 +147,23 @@ def _state_form(q, k, v, *, causal, feature_map, normalize, eps, key_padding_mas
     round independently, so a cancelling normaliser (taylor's 1 + cos) shows its true error."""
     if cu_seqlens is not None:
         return _per_sequence(_state_form, q, k, v, key_padding_mask, initial_state, cu_seqlens, causal=causal,
-                             feature_map=feature_map, normalize=normalize, eps=eps, compute_dtype=compute_dtype)
-    rnd = _rounding(compute_dtype)
+                             feature_map=feature_map, normalize=normalize, eps=eps, compute_dtype=compute_dtype,
+                             rnd=rnd)
+    rnd = rnd or _rounding(compute_dtype)
     fq, fk, vv = _mapped(q, k, v, feature_map, key_padding_mask)
     fq, fk = rnd(fq), rnd(fk)
     vv = torch.cat([vv, torch.ones_like(vv[..., :1])], dim=-1)
     S0 = _initial(fq, vv, initial_state)
     kv = fk[..., :, None] * vv[..., None, :]  # (B, H, N, F, Dv + 1)
     S = (kv.cumsum(2) if causal else kv.sum(2, keepdim=True)) + S0[:, :, None]
-    num = (fq[..., None] * rnd(S)).sum(-2)
+    num = rnd((fq[..., None] * rnd(S)).sum(-2))
     return _finish(num, S0 + kv.sum(2), normalize, eps, q.dtype)
 
 
-def fuzz_la(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
+def fuzz_la(seed: int, backend: str, device: str, targeted: bool = False) -> tuple[list[str], dict]:
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    c = _la_config(rng)
+    c = _la_config(rng, targeted)
     B, H, Hkv, N, Dk, Dv, dtype = c["B"], c["H"], c["Hkv"], c["N"], c["Dk"], c["Dv"], c["dtype"]
 
     def mk(h, d):
@@ -173,6 +211,11 @@ def fuzz_la(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
         sf_l = leaves(ins)
         o_sf, (S_sf, z_sf) = _state_form(*sf_l[:3], initial_state=st(sf_l), compute_dtype=cdt, eps=1e-6, **kw)
         pert = [(sf_l, [o_sf, S_sf, z_sf])]
+        for j in range(ROUNDING_SAMPLES):  # the rounding model at the input dtype's unit, in float64
+            m_l = leaves(ins, True)
+            o_m, (S_m, z_m) = _state_form(*m_l[:3], initial_state=st(m_l), eps=1e-6,
+                                          rnd=rounding_model(ROUNDING_UNIT[dtype], seed * 64 + j), **kw)
+            pert.append((m_l, [o_m, S_m, z_m]))
     msgs: list[str] = []
     if out.shape != o64.shape or out.dtype != dtype:
         msgs.append(f"out: shape {tuple(out.shape)} dtype {out.dtype}")
@@ -283,6 +326,21 @@ def fuzz_ce(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
     return msgs, cfg
 
 
+def _mutate_linear_attention(rel: float) -> None:
+    """Replaces kexue.linear_attention by one whose first output entry is off by ``rel`` × the
+    largest |entry| (at least 1): the campaign must report it."""
+    right = kexue.linear_attention
+
+    def off(*args, **kwargs):
+        out, state = right(*args, **kwargs)
+        if out.numel():
+            out = out.clone()
+            out.view(-1)[0] += rel * max(1.0, float(out.detach().abs().max()))
+        return out, state
+
+    kexue.linear_attention = off
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--op", choices=["la", "ce"], required=True)
@@ -291,9 +349,17 @@ def main() -> int:
     p.add_argument("--backends", default="cpu,triton")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--count", type=int, default=None, help="run exactly this many seeds (overrides --seconds)")
+    p.add_argument("--targeted", action="store_true", help="la only: taylor on short packed sequences")
+    p.add_argument("--mutate", type=float, default=0.0,
+                   help="la only: move one output entry by this fraction of the largest (a kernel that is off)")
     a = p.parse_args()
+    if a.mutate:
+        _mutate_linear_attention(a.mutate)
     torch.set_num_threads(a.threads)
     fn = fuzz_la if a.op == "la" else fuzz_ce
+    if a.targeted:
+        fn = lambda seed, backend, device: fuzz_la(seed, backend, device, targeted=True)  # noqa: E731
     start, seed, runs, failures = time.time(), a.seed, 0, 0
     while True:
         for backend in a.backends.split(","):
@@ -306,7 +372,8 @@ def main() -> int:
                 failures += 1
                 print(f"FAIL seed {seed} backend {backend} {cfg}: {'; '.join(msgs)}", flush=True)
         seed += 1
-        if time.time() - start >= a.seconds:
+        done = seed - a.seed >= a.count if a.count is not None else time.time() - start >= a.seconds
+        if done:
             break
     print(f"{runs} runs ({a.op}, seeds {a.seed}..{seed - 1}, backends {a.backends}, {a.device}): "
           f"{failures} failed", flush=True)

@@ -2,6 +2,7 @@
 
     HF_HUB_OFFLINE=1 python bench/probe_evaluate.py [--sentences 1000] [--layers 1,2,3,4,5,6]
         [--model PATH] [--dtype float32|bfloat16] [--threads 2] [--out table.md]
+        [--skip-dependency | --skip-segmentation]
 
 One engine pass computes every sentence's impact matrices for all the layers (and the [CLS] row
 of the published matrix); they are then decoded under several settings
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-segmentation", action="store_true")
+    ap.add_argument("--skip-dependency", action="store_true", help="segmentation table only")
     ap.add_argument("--out", help="also write the tables as markdown here")
     args = ap.parse_args()
     if args.threads:
@@ -60,28 +62,30 @@ def main() -> None:
              f"torch {torch.__version__}, kexue {kexue.__version__}, {torch.get_num_threads()} threads, "
              f"{platform.machine()}", ""]
 
-    t0 = time.perf_counter()
-    Ms = kp.impact_matrices(model, tok, words, layer=layers, dtype=dtype, progress=True)
-    cls = cls_impacts(model, tok, words, layers=layers, metric="dist", dtype=dtype)
-    t_dep = time.perf_counter() - t0
-    settings = {
-        "eisner, gold root": dict(decoder="eisner", root="gold"),
-        "eisner, gold root, no punct": dict(decoder="eisner", root="gold", punct=False),
-        "eisner, no root": dict(decoder="eisner", root=None),
-        "cle, gold root": dict(decoder="cle", root="gold"),
-    }
-    res = {name: score_dependency(sents, Ms, cls, layers, **kw) for name, kw in settings.items()}
-    lines += ["Dependency (UAS / UUAS, %):", "",
-              "| setting | " + " | ".join(f"layer {l}" for l in layers) + " | right chain | published right chain |",
-              "|---" * (len(layers) + 3) + "|"]
-    for name, r in res.items():
-        cells = [f"{r['layers'][l]['uas']:.1f} / {r['layers'][l]['uuas']:.1f}" for l in layers]
-        rc, rp = r["right_chain"], r["right_chain_published"]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rc['uas']:.1f} / {rc['uuas']:.1f} | "
-                     f"{rp['uas']:.1f} / {rp['uuas']:.1f} |")
-    lines += ["", f"impact matrices + [CLS] rows for all layers: {t_dep:.0f} s "
-              f"({len(sents) / t_dep:.2f} sentences/s)", ""]
-    print("\n".join(lines), flush=True)
+    if not args.skip_dependency:
+        t0 = time.perf_counter()
+        Ms = kp.impact_matrices(model, tok, words, layer=layers, dtype=dtype, progress=True)
+        cls = cls_impacts(model, tok, words, layers=layers, metric="dist", dtype=dtype)
+        t_dep = time.perf_counter() - t0
+        settings = {
+            "eisner, gold root": dict(decoder="eisner", root="gold"),
+            "eisner, gold root, no punct": dict(decoder="eisner", root="gold", punct=False),
+            "eisner, no root": dict(decoder="eisner", root=None),
+            "cle, gold root": dict(decoder="cle", root="gold"),
+        }
+        res = {name: score_dependency(sents, Ms, cls, layers, **kw) for name, kw in settings.items()}
+        lines += ["Dependency (UAS / UUAS, %):", "",
+                  "| setting | " + " | ".join(f"layer {l}" for l in layers)
+                  + " | right chain | published right chain |",
+                  "|---" * (len(layers) + 3) + "|"]
+        for name, r in res.items():
+            cells = [f"{r['layers'][l]['uas']:.1f} / {r['layers'][l]['uuas']:.1f}" for l in layers]
+            rc, rp = r["right_chain"], r["right_chain_published"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {rc['uas']:.1f} / {rc['uuas']:.1f} | "
+                         f"{rp['uas']:.1f} / {rp['uuas']:.1f} |")
+        lines += ["", f"impact matrices + [CLS] rows for all layers: {t_dep:.0f} s "
+                  f"({len(sents) / t_dep:.2f} sentences/s)", ""]
+        print("\n".join(lines), flush=True)
 
     if not args.skip_segmentation:
         t0 = time.perf_counter()

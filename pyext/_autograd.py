@@ -18,6 +18,13 @@ kernels return plain tensors, with no graph of their own, so two situations need
   grad, jacrev, hessian, vmap, jvp, jacfwd) while a transform is active:
   :func:`functorch_active`.
 
+The raw ops (``torch.ops.kexue.*``) take the same route: :func:`register_functorch_reference`
+gives each differentiable op a kernel at functorch's front dispatch key
+(``FuncTorchDynamicLayerFrontMode``, reached only while a transform is active) that runs the
+op's reference composite, so every transform sees torch operators it knows; ops that cannot be
+expressed that way (in-place backward ops) raise an error that names the op and the public
+function to use (:func:`refuse_functorch`).  Outside transforms the kernels run unchanged.
+
 Under ``torch.compile`` neither route applies: the kernels stay in the graph (torch.compile has
 no double backward of its own).
 """
@@ -69,4 +76,55 @@ def reference_vjp(
         grads = (None,) * len(wanted)
     for i, g in zip(wanted, grads, strict=True):
         result[i] = g if g is not None else torch.zeros_like(inputs[i])
+    return result
+
+
+# Kernels at functorch's front key (one Library object, kept alive for the process).
+_FUNCTORCH_LIB = torch.library.Library("kexue", "IMPL")
+FUNCTORCH_KEY = "FuncTorchDynamicLayerFrontMode"
+FUNCTORCH_ROUTED: dict[str, str] = {}  # op name -> "reference" or "refused" (what the tests walk)
+
+
+def register_functorch_reference(name: str, fn: Callable) -> None:
+    """Inside any torch.func transform, ``kexue::<name>`` runs ``fn`` instead of its kernels.
+
+    ``fn`` takes the op's arguments and returns its outputs (same shapes and dtypes) through
+    torch operators, so grad, jacrev, hessian, vmap, vmap(grad), jvp and jacfwd all apply to it.
+    Costs what the reference costs (the kernels stay the path outside transforms)."""
+    _FUNCTORCH_LIB.impl(name.split("::")[-1], fn, FUNCTORCH_KEY)
+    FUNCTORCH_ROUTED[name.split("::")[-1]] = "reference"
+
+
+def refuse_functorch(name: str, use: str) -> None:
+    """Inside a torch.func transform, ``kexue::<name>`` raises a RuntimeError naming the op and
+    what to use instead (for ops with no functional formulation, e.g. in-place backward ops)."""
+    op = name.split("::")[-1]
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"kexue::{op} cannot run inside a torch.func transform (grad, vmap, jvp, ...): "
+                           f"{use}")
+
+    _FUNCTORCH_LIB.impl(op, refuse, FUNCTORCH_KEY)
+    FUNCTORCH_ROUTED[op] = "refused"
+
+
+def functional_vjp(fn: Callable[..., Sequence[torch.Tensor]], primals: Sequence[torch.Tensor | None],
+                   cotangents: Sequence[torch.Tensor | None]) -> list[torch.Tensor | None]:
+    """The gradients of Σ_j ⟨fn(*primals)_j, cotangents_j⟩ in each non-None primal, through
+    ``torch.func.vjp`` (so it composes with enclosing transforms; a None cotangent counts as 0).
+    Used by the raw backward ops under torch.func."""
+    present = [i for i, t in enumerate(primals) if t is not None]
+
+    def f(*xs):
+        full = list(primals)
+        for i, x in zip(present, xs, strict=True):
+            full[i] = x
+        return tuple(fn(*full))
+
+    outs, pull = torch.func.vjp(f, *[primals[i] for i in present])
+    cot = tuple(torch.zeros_like(o) if g is None else g.to(o.dtype) for o, g in zip(outs, cotangents, strict=True))
+    grads = pull(cot)
+    result: list[torch.Tensor | None] = [None] * len(primals)
+    for i, g in zip(present, grads, strict=True):
+        result[i] = g
     return result

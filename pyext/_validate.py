@@ -57,6 +57,25 @@ def as_int(name: str, value: object, *, minimum: int | None = None, maximum: int
     return out
 
 
+def is_int(value: object) -> bool:
+    """``value`` is what :func:`as_int` accepts: an int, a numpy integer or a 0-d integer tensor
+    (not a bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, (int, np.integer))
+
+
+def is_real(value: object) -> bool:
+    """``value`` is a real number: int, float, numpy number or 0-d real tensor (not a bool)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not (value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Real)
+
+
 def as_bool(name: str, value: object) -> bool:
     """``value`` as a Python bool: bool, numpy bool or 0-d bool tensor (a string or a number is an
     error: ``causal="no"`` must not mean True)."""
@@ -91,6 +110,19 @@ def as_float(name: str, value: object, *, minimum: float | None = None, maximum:
     return out
 
 
+def unwrap_functorch(t: torch.Tensor) -> torch.Tensor:
+    """The plain tensor under torch.func's wrappers (vmap's batched tensors, grad/jvp's tracking
+    tensors), batch dimensions first: what a value check reads, so a check also holds inside transforms (a batched
+    tensor's values cannot steer Python, its unwrapped storage can)."""
+    F = torch._C._functorch
+    while F.is_functorch_wrapped_tensor(t):
+        bdim = F.maybe_get_bdim(t) if F.is_batchedtensor(t) else -1
+        t = F.get_unwrapped(t)
+        if bdim > 0:
+            t = t.movedim(bdim, 0)  # batch dims first, the logical dims last
+    return t
+
+
 def check_values(name: str, t: torch.Tensor, ok: Callable[[torch.Tensor], torch.Tensor], expected: str) -> None:
     """Checks ``ok(t)`` (a bool tensor of t's shape) holds everywhere.
 
@@ -100,6 +132,7 @@ def check_values(name: str, t: torch.Tensor, ok: Callable[[torch.Tensor], torch.
     if t.numel() == 0:
         return
     if t.device.type == "cpu" and not torch.compiler.is_compiling():
+        t = unwrap_functorch(t).detach()
         good = ok(t)
         if not bool(good.all()):
             idx = tuple(int(i) for i in (~good).nonzero()[0])
@@ -130,3 +163,30 @@ def check_tensor(name: str, t: object, *, ndim: int | None = None, floating: boo
     if floating and not t.is_floating_point():
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
     return t
+
+
+# ---------------------------------------------------------------------------------------------
+# The raw ops' fake (meta) kernels check what their eager kernels check about shapes, ranks and
+# dtypes (never values), so a bad call under torch.compile / FakeTensor fails as eager does: a
+# RuntimeError from torch._check (eager kernels raise RuntimeError from TORCH_CHECK), message
+# "<op>: <argument> ...".
+
+def meta_check(cond: bool, op: str, message: str) -> None:
+    """``torch._check(cond)`` with the message ``f"{op}: {message}"`` (the eager kernels' form)."""
+    torch._check(cond, lambda: f"{op}: {message}")
+
+
+def meta_float(op: str, name: str, t: torch.Tensor) -> None:
+    meta_check(t.dtype in FLOAT_DTYPES, op, f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
+
+
+def meta_shape(op: str, name: str, t: torch.Tensor | None, shape: tuple, what: str = "") -> None:
+    """``t`` (if given) has exactly ``shape``."""
+    if t is not None:
+        meta_check(tuple(t.shape) == tuple(shape), op,
+                   f"{name} must have shape {what or tuple(shape)}, got {tuple(t.shape)}")
+
+
+def meta_dtype(op: str, name: str, t: torch.Tensor | None, dtypes: tuple, what: str) -> None:
+    if t is not None:
+        meta_check(t.dtype in dtypes, op, f"{name} must be {what}, got {t.dtype}")

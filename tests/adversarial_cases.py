@@ -615,9 +615,212 @@ PROBE_GOOD = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# the later capabilities: decoding, the self-terminating head, attribution, Theseus, the VAE
+# (issue 20 item 4, the audit of the whole public namespace)
+# ---------------------------------------------------------------------------------------------
+def _L():
+    return _g(2, 5)
+
+
+def _step_fn(V=5):
+    def step(tokens, state):
+        return torch.zeros(tokens.shape[0], V), state
+    return step
+
+
+def _head(**kw):
+    from kexue.nn import SelfTerminatingHead
+
+    return SelfTerminatingHead(torch.nn.Linear(3, 5), **{"eos_token_id": 0, **kw})
+
+
+def _ig(x=None, **kw):
+    from kexue.attribution import integrated_gradients
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    return integrated_gradients(lambda z: lin(z), _g(2, 3) if x is None else x, **{"target": 1, **kw})
+
+
+def _igref(**kw):
+    from kexue.attribution import integrated_gradients_reference
+
+    return integrated_gradients_reference(lambda z: (z ** 2).sum(-1), _g(3, dtype=torch.float64),
+                                          torch.zeros(3, dtype=torch.float64), **kw)
+
+
+def _vae():
+    import kexue.vae as kv
+
+    torch.manual_seed(0)
+    return kv.mlp_vae(2, image_shape=(1, 4, 4), hidden=(8,))
+
+
+def _imgs():
+    return torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+
+
+def _vae_mod():
+    import kexue.vae as kv
+
+    return kv
+
+
+def _theseus():
+    import kexue.theseus as kt
+
+    return kt
+
+
+LATER_BAD = [
+    Bad("sample/temperature-nan", lambda: kexue.sample(_L(), temperature=NAN), ValueError, "temperature",
+        ("nan_inf_scalar",)),
+    Bad("sample/top-p-nan", lambda: kexue.sample(_L(), top_p=NAN), ValueError, "top_p", ("nan_inf_scalar",)),
+    Bad("sample/top-k-negative", lambda: kexue.sample(_L(), top_k=-1), ValueError, "top_k", ("value",)),
+    Bad("sample/keep-range", lambda: kexue.sample(_L(), keep=9), ValueError, "keep", ("value",)),
+    Bad("sample/logits-rank", lambda: kexue.sample(_L()[0]), ValueError, "logits", ("rank",)),
+    Bad("sample/logits-int", lambda: kexue.sample(torch.ones(2, 5, dtype=torch.int64)), TypeError, "logits",
+        ("dtype",)),
+    Bad("sample/logit-nan", lambda: kexue.sample(torch.tensor([[NAN, 1.0]])), (ValueError, RuntimeError), "nan",
+        ("nan_inf_tensor",)),
+    Bad("sample/temperature-tensor-device", lambda: kexue.sample(_L(), temperature=torch.ones(2, device="meta")),
+        ValueError, "temperature", ("device",)),
+    Bad("sampling-probs/temperature-inf", lambda: kexue.decoding.sampling_probs(_L(), temperature=INF), ValueError,
+        "temperature", ("nan_inf_scalar",)),
+    Bad("sampling-probs/all-masked", lambda: kexue.decoding.sampling_probs(torch.full((1, 3), -INF)),
+        (ValueError, RuntimeError), "all -inf", ("nan_inf_tensor",)),
+    Bad("sampling-probs/no-token", lambda: kexue.decoding.sampling_probs(torch.empty(2, 0)), ValueError, "token",
+        ("empty",)),
+    Bad("warper-k/negative", lambda: kexue.decoding.ConsistentTopKLogitsWarper(-1, eos_token_id=0), ValueError,
+        "top_k", ("value",)),
+    Bad("warper-k/eos-negative", lambda: kexue.decoding.ConsistentTopKLogitsWarper(2, eos_token_id=-1), ValueError,
+        "eos_token_id", ("value",)),
+    Bad("warper-p/nan", lambda: kexue.decoding.ConsistentTopPLogitsWarper(NAN, eos_token_id=0), ValueError, "top_p",
+        ("nan_inf_scalar",)),
+    Bad("warper-p/above-one", lambda: kexue.decoding.ConsistentTopPLogitsWarper(1.5, eos_token_id=0), ValueError,
+        "top_p", ("value",)),
+    Bad("generate/max-len-negative", lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), max_len=-1,
+                                                                       eos_id=0), ValueError, "max_len", ("value",)),
+    Bad("generate/beam-zero", lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), strategy="beam",
+                                                                beam_size=0, eos_id=0), ValueError, "beam_size",
+        ("value",)),
+    Bad("generate/eos-outside-vocabulary", lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), max_len=3,
+                                                                            eos_id=9), ValueError, "eos_id",
+        ("constraint",)),
+    Bad("generate/eos-outside-vocabulary-beam", lambda: kexue.decoding.generate(
+        _step_fn(), torch.tensor([[1]]), strategy="beam", beam_size=2, max_len=3, eos_id=9), ValueError, "eos_id",
+        ("constraint",)),
+    Bad("generate/strategy", lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), strategy="nope",
+                                                               eos_id=0), ValueError, "strategy", ("option",)),
+    Bad("non-termination/L-negative", lambda: kexue.decoding.non_termination_ratio(
+        kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), max_len=3, eos_id=0), L=-1), ValueError, "L",
+        ("value",)),
+    Bad("head/eps-nan", lambda: _head(eps=NAN), ValueError, "eps", ("nan_inf_scalar",)),
+    Bad("head/eps-one", lambda: _head(eps=1.0), ValueError, "eps", ("value",)),
+    Bad("head/mode", lambda: _head(mode="nope"), ValueError, "mode", ("option",)),
+    Bad("head/eos-range", lambda: _head(eos_token_id=7)(torch.ones(2, 3)), ValueError, "eos_token_id", ("value",)),
+    Bad("head/h-rank", lambda: _head()(torch.ones(3)), ValueError, "h must have shape", ("rank",)),
+    Bad("head/step-rank", lambda: _head().step(torch.ones(2, 1, 3)), ValueError, "h_t", ("rank",)),
+    Bad("head/bound-negative", lambda: _head().eos_lower_bound(-1), ValueError, "n must be", ("value",)),
+    Bad("ig/n-steps-zero", lambda: _ig(n_steps=0), ValueError, "n_steps", ("value",)),
+    Bad("ig/n-steps-float", lambda: _ig(n_steps=2.5), TypeError, "n_steps", ("type",)),
+    Bad("ig/tol-nan", lambda: _ig(n_steps="auto", tol=NAN), ValueError, "tol", ("nan_inf_scalar",)),
+    Bad("ig/internal-batch-zero", lambda: _ig(internal_batch_size=0), ValueError, "internal_batch_size", ("value",)),
+    Bad("ig/max-steps-negative", lambda: _ig(n_steps="auto", max_steps=-1), ValueError, "max_steps", ("value",)),
+    Bad("ig/empty-batch", lambda: _ig(x=torch.empty(0, 3)), ValueError, "at least one example", ("empty",)),
+    Bad("ig/baseline-nan", lambda: _ig(baselines=NAN), ValueError, "baselines[0]", ("nan_inf_scalar",)),
+    Bad("ig/target-range", lambda: _ig(target=5), ValueError, "target", ("value",)),
+    Bad("ig/int-inputs", lambda: _ig(x=torch.ones(2, 3, dtype=torch.int64)), TypeError, "inputs[0]", ("dtype",)),
+    Bad("ig/method", lambda: _ig(method="simpson"), ValueError, "method", ("option",)),
+    Bad("ig-reference/n-points-zero", lambda: _igref(n_points=0), ValueError, "n_points", ("value",)),
+    Bad("ig-reference/chunk-zero", lambda: _igref(chunk=0), ValueError, "chunk", ("value",)),
+    Bad("theseus/constant-p-nan", lambda: _theseus().ConstantReplacing(NAN), ValueError, "p", ("nan_inf_scalar",)),
+    Bad("theseus/constant-steps-negative", lambda: _theseus().ConstantReplacing(0.5, replacing_steps=-1), ValueError,
+        "replacing_steps", ("value",)),
+    Bad("theseus/linear-slope-inf", lambda: _theseus().LinearReplacing(0.3, INF), ValueError, "slope",
+        ("nan_inf_scalar",)),
+    Bad("theseus/wrap-not-module", lambda: _theseus().wrap("model"), TypeError, "model", ("type",)),
+    Bad("vae/kl-free-bits-nan", lambda: _vae_mod().gaussian_kl(_g(4, 3), _g(4, 3), free_bits=NAN), ValueError,
+        "free_bits", ("nan_inf_scalar",)),
+    Bad("vae/kl-shapes", lambda: _vae_mod().gaussian_kl(_g(4, 3), _g(4, 2)), ValueError, "same shape", ("shape",)),
+    Bad("vae/kl-int", lambda: _vae_mod().gaussian_kl(torch.ones(4, 3, dtype=torch.int64),
+                                                     torch.ones(4, 3, dtype=torch.int64)), TypeError, "mu",
+        ("dtype",)),
+    Bad("vae/elbo-beta-nan", lambda: _vae_mod().elbo(_imgs(), _imgs(), _g(6, 2), _g(6, 2), beta=NAN), ValueError,
+        "beta", ("nan_inf_scalar",)),
+    Bad("vae/rll-batch-dims-negative", lambda: _vae_mod().reconstruction_log_likelihood(_imgs(), _imgs(),
+                                                                                         batch_dims=-1),
+        ValueError, "batch_dims", ("value",)),
+    Bad("vae/rll-x-range", lambda: _vae_mod().reconstruction_log_likelihood(_imgs(), _imgs() + 2), ValueError,
+        "x must lie", ("value",)),
+    Bad("vae/mlp-latent-zero", lambda: _vae_mod().mlp_vae(0), ValueError, "latent_dim", ("value",)),
+    Bad("vae/iw-k-zero", lambda: _vae_mod().iw_log_likelihood(_vae(), _imgs(), k=0), ValueError, "k must",
+        ("value",)),
+    Bad("vae/active-units-threshold-nan", lambda: _vae_mod().active_units(_vae(), _imgs(), threshold=NAN),
+        ValueError, "threshold", ("nan_inf_scalar",)),
+    Bad("vae/fit-lr-nan", lambda: _vae_mod().fit(_vae(), _imgs(), 1, lr=NAN, progress=False), ValueError, "lr",
+        ("nan_inf_scalar",)),
+    Bad("vae/fit-epochs-negative", lambda: _vae_mod().fit(_vae(), _imgs(), -1, progress=False), ValueError,
+        "epochs", ("value",)),
+]
+
+
+def _same_sample(**kw):
+    return kexue.sample(_L(), generator=torch.Generator().manual_seed(3), **kw)
+
+
+def _la_activity(batch_size):
+    return _vae_mod().latent_activity(_vae(), _imgs(), batch_size=batch_size)
+
+
+LATER_GOOD = [
+    Good("sample/top-k-numpy", lambda: _same_sample(top_k=np.int64(2)), lambda: _same_sample(top_k=2),
+         ("number_like",)),
+    Good("sample/top-k-0d", lambda: _same_sample(top_k=torch.tensor(2)), lambda: _same_sample(top_k=2),
+         ("number_like",)),
+    Good("sample/keep-numpy", lambda: _same_sample(top_k=1, keep=np.int64(3)), lambda: _same_sample(top_k=1, keep=3),
+         ("number_like",)),
+    Good("sample/top-p-numpy", lambda: _same_sample(top_p=np.float64(0.5)), lambda: _same_sample(top_p=0.5),
+         ("number_like",)),
+    Good("sample/noncontig", lambda: kexue.sample(_g(5, 2).t(), generator=torch.Generator().manual_seed(3)),
+         lambda: kexue.sample(_g(5, 2).t().contiguous(), generator=torch.Generator().manual_seed(3)),
+         ("noncontig",)),
+    Good("sample/empty-batch", lambda: kexue.sample(torch.empty(0, 5)).shape, lambda: torch.Size([0]), ("empty",)),
+    Good("sampling-probs/expanded", lambda: kexue.decoding.sampling_probs(_g(5).expand(3, 5), top_k=2),
+         lambda: kexue.decoding.sampling_probs(_g(5).expand(3, 5).contiguous(), top_k=2), ("expanded",)),
+    Good("warper-k/numpy", lambda: kexue.decoding.ConsistentTopKLogitsWarper(np.int64(2), eos_token_id=np.int64(0))(
+        None, _L()), lambda: kexue.decoding.ConsistentTopKLogitsWarper(2, eos_token_id=0)(None, _L()),
+         ("number_like",)),
+    Good("warper-p/numpy", lambda: kexue.decoding.ConsistentTopPLogitsWarper(np.float32(0.5), eos_token_id=0)(
+        None, _L()), lambda: kexue.decoding.ConsistentTopPLogitsWarper(0.5, eos_token_id=0)(None, _L()),
+         ("number_like",)),
+    Good("generate/max-len-numpy", lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]),
+                                                                    max_len=np.int64(3), eos_id=0).lengths,
+         lambda: kexue.decoding.generate(_step_fn(), torch.tensor([[1]]), max_len=3, eos_id=0).lengths,
+         ("number_like",)),
+    Good("head/numpy-args", lambda: _head(eos_token_id=np.int64(0), eps=np.float64(0.1),
+                                          context_len=torch.tensor(1)).extra_repr(),
+         lambda: _head(eos_token_id=0, eps=0.1, context_len=1).extra_repr(), ("number_like",)),
+    Good("head/empty-sequence", lambda: _head()(torch.ones(2, 0, 3)).shape, lambda: torch.Size([2, 0, 5]),
+         ("empty",)),
+    Good("ig/n-steps-numpy", lambda: _ig(n_steps=np.int64(8)), lambda: _ig(n_steps=8), ("number_like",)),
+    Good("ig/target-numpy", lambda: _ig(target=np.int64(1)), lambda: _ig(target=1), ("number_like",)),
+    Good("ig/noncontig", lambda: _ig(x=_g(3, 2).t()), lambda: _ig(x=_g(3, 2).t().contiguous()), ("noncontig",),
+         close=True),
+    Good("theseus/constant-numpy", lambda: repr(_theseus().ConstantReplacing(np.float64(0.5), np.int64(3))),
+         lambda: repr(_theseus().ConstantReplacing(0.5, 3)), ("number_like",)),
+    Good("vae/mlp-latent-numpy", lambda: str(_vae_mod().mlp_vae(np.int64(2))),
+         lambda: str(_vae_mod().mlp_vae(2)), ("number_like",)),
+    Good("vae/latent-activity-numpy", lambda: _la_activity(np.int64(2)), lambda: _la_activity(2), ("number_like",)),
+    Good("vae/kl-empty", lambda: _vae_mod().gaussian_kl(torch.empty(0, 3), torch.empty(0, 3)),
+         lambda: torch.tensor(0.0), ("empty",)),
+]
+
+
 def all_bad() -> list[Bad]:
-    return LINEAR_ATTENTION_BAD + CROSS_ENTROPY_BAD + MODULE_BAD + PROBE_BAD
+    return LINEAR_ATTENTION_BAD + CROSS_ENTROPY_BAD + MODULE_BAD + PROBE_BAD + LATER_BAD
 
 
 def all_good() -> list[Good]:
-    return LINEAR_ATTENTION_GOOD + CROSS_ENTROPY_GOOD + MODULE_GOOD + PROBE_GOOD
+    return LINEAR_ATTENTION_GOOD + CROSS_ENTROPY_GOOD + MODULE_GOOD + PROBE_GOOD + LATER_GOOD

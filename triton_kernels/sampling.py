@@ -25,6 +25,9 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from .._autograd import register_functorch_reference
+from ..decoding.op import register_probs_autograd
+from ..decoding.reference import sample_reference
 from ._compat import INTERPRET, apply_interpreter_shims
 from ._compat import launch as _launch
 
@@ -167,6 +170,12 @@ def sampling_probs_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k
     uniform = torch.zeros(B, dtype=torch.float64, device=logits.device)
     _launch_rows(logits, temperature, top_k, top_p, keep, uniform, tokens, probs)
     return probs
+
+
+register_probs_autograd("kexue::sampling_probs_triton", out_dtype=lambda dtype: torch.float32)
+# (a triton_op gets an autograd kernel that functorch refuses; under torch.func draw by the reference,
+# as kexue.sample does there)
+register_functorch_reference("kexue::sample_triton", sample_reference)
 
 
 def _raise_bad_rows(tokens: torch.Tensor) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .._autograd import functorch_active
+from .._validate import as_float, is_int, is_real
 from .engine import AutoState, integrate_auto, integrate_fixed, rows_for_memory
 from .quadrature import METHODS, rule
 
@@ -71,6 +73,8 @@ def check_inputs(inputs: tuple[torch.Tensor, ...]) -> int:
         elif x.shape[0] != B:
             raise ValueError(f"inputs[{i}] has batch size {x.shape[0]}, inputs[0] has {B}: all inputs must share "
                              "the first (batch) dimension")
+    if not B:
+        raise ValueError("inputs must hold at least one example (the batch dimension is 0)")
     return int(B)
 
 
@@ -84,8 +88,8 @@ def format_baselines(baselines: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[
         raise ValueError(f"baselines has {len(bt)} entries for {len(inputs)} inputs")
     out = []
     for i, (b, x) in enumerate(zip(bt, inputs, strict=True)):
-        if isinstance(b, (int, float)):
-            out.append(torch.full_like(x, float(b)))
+        if is_real(b):
+            out.append(torch.full_like(x, as_float(f"baselines[{i}]", b)))  # (NaN/inf: a ValueError)
             continue
         if not isinstance(b, torch.Tensor):
             raise TypeError(f"baselines[{i}] must be a number or a tensor, got {type(b).__name__}")
@@ -111,8 +115,8 @@ def format_targets(target: TargetType, B: int) -> torch.Tensor | None:
         raise ValueError(f"target has shape {tuple(target.shape)}: give one index, or one per example ({B})")
     if isinstance(target, bool):
         raise TypeError("target must be an int, a tuple, a list or a tensor of indices, got a bool")
-    if isinstance(target, int):
-        return torch.full((B, 1), target, dtype=torch.long)
+    if is_int(target):
+        return torch.full((B, 1), int(target), dtype=torch.long)
     if isinstance(target, tuple):
         return torch.tensor(target, dtype=torch.long).view(1, -1).expand(B, -1)
     if isinstance(target, list):
@@ -147,6 +151,13 @@ def select_targets(out: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     return out[(torch.arange(M, device=out.device), *idx.unbind(1))]
 
 
+def refuse_transforms(name: str) -> None:
+    """Attribution is not differentiable: inside a torch.func transform, a clear error."""
+    if functorch_active():
+        raise RuntimeError(f"{name} is not differentiable and cannot run inside a torch.func transform "
+                           "(grad, vmap, jvp, ...): it detaches its inputs and returns tensors with no graph")
+
+
 def check_steps(n_steps: int | str, method: str, tol: float | torch.Tensor, max_steps: int) -> None:
     if method not in METHODS + GRADIENT_METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS + GRADIENT_METHODS)}, got {method!r}")
@@ -156,10 +167,10 @@ def check_steps(n_steps: int | str, method: str, tol: float | torch.Tensor, max_
         t = torch.as_tensor(tol, dtype=torch.float64)
         if t.numel() == 0 or not bool((t > 0).all()) or not bool(torch.isfinite(t).all()):
             raise ValueError(f"tol must be > 0 (and finite), got {tol}")
-        if not isinstance(max_steps, int) or max_steps < 3:
+        if not is_int(max_steps) or max_steps < 3:
             raise ValueError(f"max_steps must be an int ≥ 3, got {max_steps!r}")
         return
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
+    if not is_int(n_steps):
         raise TypeError(f"n_steps must be a positive int or 'auto', got {type(n_steps).__name__}")
     if n_steps < 1:
         raise ValueError(f"n_steps must be at least 1, got {n_steps}")
@@ -172,12 +183,12 @@ def rows_per_forward(internal_batch_size: int | None, max_memory: int | None,
     if internal_batch_size is not None and max_memory is not None:
         raise ValueError("give internal_batch_size or max_memory, not both")
     if internal_batch_size is not None:
-        if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) \
+        if not is_int(internal_batch_size) \
                 or internal_batch_size < 1:
             raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size!r}")
         return internal_batch_size
     if max_memory is not None:
-        if not isinstance(max_memory, int) or max_memory < 1:
+        if not is_int(max_memory) or max_memory < 1:
             raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
         return measure(max_memory)
     return None
@@ -249,6 +260,10 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     bounds them (the memory a forward+backward keeps alive is measured on one and on two rows:
     the tensors autograd saves, plus the gradients).
 
+    Not differentiable: the attributions are computed from detached inputs with first-order
+    ``torch.autograd.grad`` and carry no graph (an attribution prior that needs ∂IG/∂x must
+    differentiate its own formulation), and a call inside a torch.func transform raises.
+
     ``n_steps="auto"``: nested Romberg rules (2ᵏ + 1 equally spaced points, each level reusing
     every point of the last) are refined per example until |Σ IG − (F(x) − F(x'))| ≤
     ``tol``·|F(x) − F(x')| (``tol`` a number or one per example) or ``max_steps`` points; the
@@ -270,6 +285,7 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
         >>> bool((res.error <= 1e-3 * (res.f_input - res.f_baseline).abs()).all())
         True
     """
+    refuse_transforms("kexue.attribution.integrated_gradients")
     check_steps(n_steps, method, tol, max_steps)
     is_tuple = isinstance(inputs, tuple)
     xs = as_tuple(inputs, "inputs")

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from .._validate import as_int
+
 
 def integrated_gradients_reference(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
                                    baseline: torch.Tensor, *, n_points: int = 2000,
@@ -19,6 +21,8 @@ def integrated_gradients_reference(forward: Callable[[torch.Tensor], torch.Tenso
     """IG at ``x`` (one example, no batch dimension) from ``baseline``, in float64 by the true
     trapezoid rule (weights 1/(n−1), ends halved; they sum to 1).  ``forward`` maps a stack of
     points (n, *x.shape) to their n scalar outputs (rows are independent)."""
+    n_points = as_int("n_points", n_points, minimum=2)
+    chunk = as_int("chunk", chunk, minimum=1)
     x64, b64 = x.detach().double(), baseline.detach().double().expand_as(x)
     alphas = torch.linspace(0, 1, n_points, dtype=torch.float64)
     w = torch.full((n_points,), 1.0 / (n_points - 1), dtype=torch.float64)

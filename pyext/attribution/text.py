@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from .._sharding import run_sharded
+from .._validate import is_int
 from ..cpu_linear import replaced_forwards
-from .api import GRADIENT_METHODS, check_steps, max_level_for
+from .api import GRADIENT_METHODS, check_steps, max_level_for, refuse_transforms
 from .engine import integrate_auto, integrate_fixed
 from .gemm import onednn_linears_with_grad
 from .quadrature import rule
@@ -237,7 +238,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     interpolated.  Under ``torchrun`` (torch.distributed initialised, world size > 1) the texts
     are shared among the ranks and gathered on rank 0 (other ranks return None).
 
-    Returns a :class:`TokenAttribution` for a string, a list of them for a list.
+    Returns a :class:`TokenAttribution` for a string, a list of them for a list.  Not
+    differentiable (scores carry no graph; inside a torch.func transform it raises).
 
     Example::
 
@@ -247,6 +249,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
         >>> r = token_attributions(model, tok, "a gripping, funny film", target=1)  # doctest: +SKIP
         >>> r.tokens, r.scores, r.delta                                                # doctest: +SKIP
     """
+    refuse_transforms("kexue.attribution.token_attributions")
     single = isinstance(texts, str)
     tlist = [texts] if single else list(texts)
     if not all(isinstance(t, str) for t in tlist):
@@ -256,7 +259,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
         raise ValueError(f"tol is a list of {len(tols)} entries for {len(tlist)} texts")
     if method not in GRADIENT_METHODS:
         check_steps(n_steps, method, torch.tensor(tols, dtype=torch.float64), max_steps)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     kind = model_kind(model)
     mod = resolve_layer(model, layer)
@@ -325,7 +328,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             if isinstance(t, str):
                 cont[j, es[j].n_prompt:] = True
             elif t is not None:
-                if isinstance(t, bool) or not isinstance(t, int):
+                if not is_int(t):
                     raise TypeError(f"target must be an int, a string or None, got {type(t).__name__}")
                 size = model.config.vocab_size if kind == "causal" else model.config.num_labels
                 if not -size <= t < size:

@@ -21,7 +21,8 @@ from .. import (
     _ext,  # noqa: F401  (loads the schemas)
     cpu_linear,
 )
-from .._autograd import needs_differentiable_backward, reference_vjp
+from .._autograd import functional_vjp, needs_differentiable_backward, reference_vjp, register_functorch_reference
+from .._validate import meta_check, meta_dtype, meta_float, meta_shape
 from .reference import accumulation_dtype, row_losses
 
 
@@ -58,6 +59,7 @@ def _grad_rows(g, weight, out):
 
 def linear_ce_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
                       chunk_size, kernel):
+    check_meta("linear_cross_entropy_fwd", hidden, weight, target, bias, logit_bias, class_weight, chunk_size, kernel)
     fwd, _ = _chunk_ops(kernel)
     N = hidden.shape[0]
     acc = accumulation_dtype(hidden.dtype)
@@ -74,6 +76,8 @@ def linear_ce_forward(hidden, weight, target, bias, logit_bias, class_weight, la
 
 def linear_ce_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing,
                        z_loss, ignore_index, chunk_size, kernel):
+    check_meta("linear_cross_entropy_bwd", hidden, weight, target, bias, logit_bias, class_weight, chunk_size, kernel,
+               grad_loss, lse)
     _, bwd_inplace = _chunk_ops(kernel)
     N = hidden.shape[0]
     acc = accumulation_dtype(weight.dtype)
@@ -98,8 +102,31 @@ def linear_ce_backward(grad_loss, hidden, weight, target, bias, logit_bias, clas
     return grad_hidden, grad_weight.to(weight.dtype), gb
 
 
+def check_meta(op, hidden, weight, target, bias, logit_bias, class_weight, chunk_size, kernel, grad_loss=None,
+               lse=None):
+    """What the eager path checks without reading data (the per-chunk kernels' checks, the matmul's)."""
+    meta_check(hidden.dim() == 2, op, f"hidden must have shape (N, H), got {tuple(hidden.shape)}")
+    meta_check(weight.dim() == 2, op, f"weight must have shape (C, H), got {tuple(weight.shape)}")
+    meta_float(op, "hidden", hidden)
+    meta_check(weight.dtype == hidden.dtype, op, f"weight has dtype {weight.dtype} but hidden has {hidden.dtype}")
+    N, H = hidden.shape
+    C = weight.shape[0]
+    meta_check(weight.shape[1] == H, op, f"weight has {weight.shape[1]} columns but hidden has H = {H}")
+    meta_check(C >= 1, op, "weight must have at least one class (C >= 1)")
+    meta_shape(op, "target", target, (N,), f"(N,) = ({N},)")
+    meta_dtype(op, "target", target, (torch.int64,), "int64")
+    for name, t in (("bias", bias), ("logit_bias", logit_bias), ("class_weight", class_weight)):
+        meta_shape(op, name, t, (C,), f"(C,) = ({C},)")
+    meta_check(chunk_size >= 1, op, f"chunk_size must be >= 1, got {chunk_size}")
+    meta_check(kernel in ("native", "triton"), op, f"kernel must be 'native' or 'triton', got {kernel!r}")
+    meta_shape(op, "grad_loss", grad_loss, (N,), f"(N,) = ({N},)")
+    meta_shape(op, "lse", lse, (N,), f"(N,) = ({N},)")
+
+
 def fake_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
                  chunk_size, kernel):
+    check_meta("linear_cross_entropy_fwd", hidden, weight, target, bias, logit_bias, class_weight, chunk_size,
+               kernel)
     acc = accumulation_dtype(hidden.dtype)
     N = hidden.shape[0]
     return hidden.new_empty((N,), dtype=acc), hidden.new_empty((N,), dtype=acc)
@@ -107,6 +134,8 @@ def fake_forward(hidden, weight, target, bias, logit_bias, class_weight, label_s
 
 def fake_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing, z_loss,
                   ignore_index, chunk_size, kernel):
+    check_meta("linear_cross_entropy_bwd", hidden, weight, target, bias, logit_bias, class_weight, chunk_size,
+               kernel, grad_loss, lse)
     gb = weight.new_empty((weight.shape[0],)) if bias is not None else weight.new_empty((0,))
     return hidden.new_empty(hidden.shape), weight.new_empty(weight.shape), gb
 
@@ -141,8 +170,30 @@ def _backward(ctx, grad_loss, grad_lse):
     return gh, gw, None, gb if bias is not None else None, None, None, None, None, None, None, None
 
 
+def functorch_forward(hidden, weight, target, bias, logit_bias, class_weight, label_smoothing, z_loss,
+                      ignore_index, chunk_size, kernel):
+    """The forward op under torch.func: the reference rows of the whole logits (no chunking)."""
+    return row_losses(torch.nn.functional.linear(hidden, weight, bias), target, logit_bias, class_weight,
+                      label_smoothing, z_loss, ignore_index)
+
+
+def functorch_backward(grad_loss, hidden, weight, target, bias, logit_bias, class_weight, lse, label_smoothing,
+                       z_loss, ignore_index, chunk_size, kernel):
+    """The backward op under torch.func: the reference's vjp (grad_bias empty without bias)."""
+
+    def fn(h, w, b):
+        return functorch_forward(h, w, target, b, logit_bias, class_weight, label_smoothing, z_loss, ignore_index,
+                                 chunk_size, kernel)[:1]
+
+    gh, gw, gb = functional_vjp(fn, (hidden, weight, bias), (grad_loss,))
+    gb = weight.new_empty((0,)) if gb is None else gb.to(weight.dtype)
+    return gh.to(hidden.dtype), gw.to(weight.dtype), gb
+
+
 torch.library.impl("kexue::linear_cross_entropy_fwd", "CompositeExplicitAutograd")(linear_ce_forward)
 torch.library.impl("kexue::linear_cross_entropy_bwd", "CompositeExplicitAutograd")(linear_ce_backward)
 torch.library.register_fake("kexue::linear_cross_entropy_fwd")(fake_forward)
 torch.library.register_fake("kexue::linear_cross_entropy_bwd")(fake_backward)
 torch.library.register_autograd("kexue::linear_cross_entropy_fwd", _backward, setup_context=_setup_context)
+register_functorch_reference("kexue::linear_cross_entropy_fwd", functorch_forward)
+register_functorch_reference("kexue::linear_cross_entropy_bwd", functorch_backward)

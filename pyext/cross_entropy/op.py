@@ -20,22 +20,60 @@ from __future__ import annotations
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
-from .._autograd import needs_differentiable_backward, reference_vjp
+from .._autograd import (
+    functional_vjp,
+    needs_differentiable_backward,
+    reference_vjp,
+    refuse_functorch,
+    register_functorch_reference,
+)
+from .._validate import meta_check, meta_dtype, meta_float, meta_shape
 from .reference import accumulation_dtype, row_losses
 
 
+def check_meta(op, logits, target, bias, weight, grad_loss=None, lse=None):
+    """What the eager kernels check without reading data (csrc/cross_entropy, check_inputs)."""
+    meta_check(logits.dim() == 2, op, f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    meta_float(op, "logits", logits)
+    N, C = logits.shape
+    meta_check(C >= 1, op, "logits must have at least one class")
+    meta_shape(op, "target", target, (N,), f"(N,) = ({N},)")
+    meta_dtype(op, "target", target, (torch.int64,), "int64")
+    meta_shape(op, "bias", bias, (C,), f"(C,) = ({C},)")
+    meta_shape(op, "weight", weight, (C,), f"(C,) = ({C},)")
+    meta_shape(op, "grad_loss", grad_loss, (N,), f"(N,) = ({N},)")
+    meta_shape(op, "lse", lse, (N,), f"(N,) = ({N},)")
+
+
 def fake_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    check_meta("cross_entropy_fwd", logits, target, bias, weight)
     acc = accumulation_dtype(logits.dtype)
     N = logits.shape[0]
     return logits.new_empty((N,), dtype=acc), logits.new_empty((N,), dtype=acc)
 
 
 def fake_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    check_meta("cross_entropy_bwd", logits, target, bias, weight, grad_loss, lse)
     return logits.new_empty(logits.shape)
 
 
 def fake_backward_inplace(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    check_meta("cross_entropy_bwd_inplace", logits, target, bias, weight, grad_loss, lse)
     return None
+
+
+def functorch_forward(logits, target, bias, weight, label_smoothing, z_loss, ignore_index, inplace_backward):
+    """The forward op under torch.func: the reference rows (ℓ, lse) in the accumulation dtype."""
+    return row_losses(logits, target, bias, weight, label_smoothing, z_loss, ignore_index)
+
+
+def functorch_backward(grad_loss, logits, target, bias, weight, lse, label_smoothing, z_loss, ignore_index):
+    """The backward op under torch.func: the reference's vjp in the logits, in their dtype."""
+
+    def fn(x):
+        return row_losses(x, target, bias, weight, label_smoothing, z_loss, ignore_index)[:1]
+
+    return functional_vjp(fn, (logits,), (grad_loss,))[0].to(logits.dtype).contiguous()
 
 
 def differentiable_backward(grad_loss, logits, target, bias, weight, options):
@@ -75,6 +113,20 @@ def register_autograd(fwd_name: str, bwd_op, bwd_inplace_op) -> None:
         return grad, None, None, None, None, None, None, None
 
     torch.library.register_autograd(fwd_name, backward, setup_context=setup_context)
+    n_out = len(getattr(torch.ops.kexue, fwd_name.split("::")[-1]).default._schema.returns)
+    register_functorch_reference(fwd_name, functorch_forward if n_out == 2 else _with_flag(functorch_forward))
+    register_functorch_reference(bwd_op.name(), functorch_backward)
+    refuse_functorch(bwd_inplace_op.name(), "it writes the gradient over the logits; call kexue.cross_entropy "
+                     "(or the non-in-place backward op) inside the transform")
+
+
+def _with_flag(forward):
+    """A forward that also returns the Triton ops' error flag (int32 (1,), 0 = no error)."""
+
+    def wrapped(logits, *args):
+        return (*forward(logits, *args), torch.zeros((1,), dtype=torch.int32, device=logits.device))
+
+    return wrapped
 
 
 torch.library.register_fake("kexue::cross_entropy_fwd")(fake_forward)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import check_float_matrix
+from .._validate import check_float_matrix, is_int, is_real, unwrap_functorch
 from .op import native_probs, native_sample, schemas_loaded
 from .reference import row_params, sample_reference, sampling_probs_reference
 
@@ -57,7 +57,11 @@ def _resolve(backend: str, device: str) -> str:
 
 
 def check_finite_rows(logits: torch.Tensor) -> None:
-    """A NaN or +inf logit, or an all −inf row, is an error (eagerly on CPU; device assert elsewhere)."""
+    """A NaN or +inf logit, or an all −inf row, is an error (eagerly on CPU, inside torch.func
+    transforms too; device assert elsewhere)."""
+    if logits.device.type == "cpu" and not torch.compiler.is_compiling():
+        logits = unwrap_functorch(logits).detach()
+        logits = logits.reshape(-1, logits.shape[-1])  # (vmap: the batch's rows in turn)
     bad = torch.isnan(logits) | torch.isposinf(logits)
     masked = torch.isneginf(logits).all(dim=1)
     if eager_cpu(logits):
@@ -71,17 +75,17 @@ def check_finite_rows(logits: torch.Tensor) -> None:
         torch._assert_async(~(bad.any() | masked.any()), "kexue.sample: logits has NaN/+inf or an all -inf row")
 
 
-def _per_row_check(name: str, v, B: int, device, *, is_int: bool, ok, what: str) -> None:
+def _per_row_check(name: str, v, B: int, device, *, integer: bool, ok, what: str) -> None:
     if v is None:
         return
     if isinstance(v, bool):
-        raise TypeError(f"{name} must be {'an int' if is_int else 'a float'} or a (B,) tensor, got a bool")
+        raise TypeError(f"{name} must be {'an int' if integer else 'a float'} or a (B,) tensor, got a bool")
     if isinstance(v, torch.Tensor):
         if v.dim() not in (0, 1) or (v.dim() == 1 and v.shape[0] != B):
             raise ValueError(f"{name} must be a scalar or have shape (B,) = ({B},), got {tuple(v.shape)}")
-        if is_int and (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool):
+        if integer and (v.is_floating_point() or v.is_complex() or v.dtype == torch.bool):
             raise TypeError(f"{name} must be an integer tensor, got {v.dtype}")
-        if not is_int and not v.is_floating_point():
+        if not integer and not v.is_floating_point():
             raise TypeError(f"{name} must be a float tensor, got {v.dtype}")
         if v.device != device:
             raise ValueError(f"{name} is on {v.device} but logits is on {device}")
@@ -91,9 +95,9 @@ def _per_row_check(name: str, v, B: int, device, *, is_int: bool, ok, what: str)
                 i = int(bad.reshape(-1).nonzero()[0, 0])
                 raise ValueError(f"{name} must be {what}, got {v.reshape(-1)[i].item()!r} (row {i})")
         return
-    if is_int and not isinstance(v, int):
+    if integer and not is_int(v):
         raise TypeError(f"{name} must be an int or a (B,) tensor, got {v!r}")
-    if not is_int and not isinstance(v, (int, float)):
+    if not integer and not is_real(v):
         raise TypeError(f"{name} must be a float or a (B,) tensor, got {v!r}")
     if not bool(ok(torch.tensor(v, dtype=torch.float64))):
         raise ValueError(f"{name} must be {what}, got {v!r}")
@@ -114,8 +118,8 @@ def _check_keep(keep, B: int, V: int, device) -> None:
             raise ValueError(f"keep is on {keep.device} but logits is on {device}")
         ids, lowest = keep, (-1 if keep.dim() == 2 else 0)
     else:
-        items = [keep] if isinstance(keep, int) else list(keep) if isinstance(keep, Sequence) else None
-        if items is None or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        items = [int(keep)] if is_int(keep) else list(keep) if isinstance(keep, Sequence) else None
+        if items is None or not all(is_int(i) for i in items):
             raise TypeError(f"keep must be a token id, a sequence of ids or an int64 tensor, got {keep!r}")
         ids, lowest = torch.tensor(items, dtype=torch.int64), 0
     if eager_cpu(ids) and ids.numel():
@@ -131,10 +135,10 @@ def check_sampling_args(logits, temperature, top_k, top_p, keep) -> None:
     if V == 0:
         raise ValueError("logits must have at least one token (V >= 1)")
     dev = logits.device
-    _per_row_check("temperature", temperature, B, dev, is_int=False,
+    _per_row_check("temperature", temperature, B, dev, integer=False,
                    ok=lambda t: (t > 0) & torch.isfinite(t), what="> 0 and finite")
-    _per_row_check("top_k", top_k, B, dev, is_int=True, ok=lambda t: t >= 1, what=">= 1 (or None)")
-    _per_row_check("top_p", top_p, B, dev, is_int=False, ok=lambda t: (t > 0) & (t <= 1), what="in (0, 1]")
+    _per_row_check("top_k", top_k, B, dev, integer=True, ok=lambda t: t >= 1, what=">= 1 (or None)")
+    _per_row_check("top_p", top_p, B, dev, integer=False, ok=lambda t: (t > 0) & (t <= 1), what="in (0, 1]")
     _check_keep(keep, B, V, dev)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .._validate import as_int, is_int
 from .api import sample as fused_sample
 
 STRATEGIES = ("greedy", "sample", "beam")
@@ -61,6 +62,8 @@ class GenerateOutput:
 
 def non_termination_ratio(out: GenerateOutput, L: int | None = None) -> float:
     """r_L: the fraction of sequences without eos within the first L generated tokens (L = max_len if None)."""
+    if L is not None:
+        L = as_int("L", L, minimum=1)
     ended = out.terminated if L is None else out.terminated & (out.lengths <= L)
     return float((~ended).double().mean()) if ended.numel() else 0.0
 
@@ -110,12 +113,13 @@ def generate(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+    if not is_int(max_len) or max_len < 1:
         raise ValueError(f"max_len must be an int >= 1, got {max_len!r}")
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+    if not is_int(beam_size) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
-    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0:
+    if not is_int(eos_id) or eos_id < 0:
         raise ValueError(f"eos_id must be a token id (int >= 0), got {eos_id!r}")
+    max_len, beam_size, eos_id = int(max_len), int(beam_size), int(eos_id)
     if sample_kw and strategy != "sample":
         raise ValueError(f"{sorted(sample_kw)} only apply to strategy='sample'")
     rows = _as_batch(prompts)
@@ -140,6 +144,15 @@ def generate(
     return GenerateOutput(seqs, lengths, terminated, scores)
 
 
+def check_vocabulary(logits, eos_id: int) -> None:
+    """The first step's logits are (batch, V) with eos_id < V: an eos the model cannot emit would
+    make every sequence run to max_len silently."""
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(f"step_fn must return logits of shape (batch, V), got {getattr(logits, 'shape', logits)!r}")
+    if eos_id >= logits.shape[-1]:
+        raise ValueError(f"eos_id={eos_id} is out of range for the step_fn's vocabulary of V = {logits.shape[-1]}")
+
+
 def _step_by_step(step_fn, prompts, strategy, max_len, eos_id, pad, reorder_state, generator, sample_kw):
     B = prompts.shape[0]
     seqs = torch.full((B, max_len), pad, dtype=torch.int64)
@@ -148,6 +161,7 @@ def _step_by_step(step_fn, prompts, strategy, max_len, eos_id, pad, reorder_stat
     scores = torch.zeros(B, dtype=torch.float64)
     active = torch.arange(B)  # rows of the outputs that are still decoding (the model's batch)
     logits, state = step_fn(prompts, None)
+    check_vocabulary(logits, eos_id)
     for t in range(max_len):
         logp = torch.log_softmax(logits.double(), dim=-1)
         if strategy == "greedy":
@@ -179,6 +193,7 @@ def _beam(step_fn, prompts, beam_size, max_len, eos_id, pad, reorder_state):
     out_term = torch.zeros(B, dtype=torch.bool)
     out_score = torch.full((B,), float("-inf"), dtype=torch.float64)
     logits, state = step_fn(prompts, None)
+    check_vocabulary(logits, eos_id)
     # live beams: rows of the model's batch; each has (prompt b, tokens so far, score)
     beam_prompt = torch.arange(B)
     beam_tokens = torch.zeros((B, 0), dtype=torch.int64)

@@ -24,9 +24,11 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor
 
+from .._validate import is_int, is_real
+
 
 def _eos_list(eos_token_id) -> list[int]:
-    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id) if isinstance(
+    ids = [eos_token_id] if is_int(eos_token_id) else list(eos_token_id) if isinstance(
         eos_token_id, (Sequence, torch.Tensor)) else None
     if not ids or not all(isinstance(int(i), int) and not isinstance(i, bool) and int(i) >= 0 for i in ids):
         raise ValueError(f"eos_token_id must be a token id or a non-empty list of ids, got {eos_token_id!r}")
@@ -46,7 +48,7 @@ class ConsistentTopKLogitsWarper(LogitsProcessor):
 
     def __init__(self, top_k: int, eos_token_id: int | Sequence[int], filter_value: float = -float("inf"),
                  min_tokens_to_keep: int = 1):
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        if not is_int(top_k) or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         self.top_k = max(top_k, min_tokens_to_keep)
         self.eos = _eos_list(eos_token_id)
@@ -63,9 +65,9 @@ class ConsistentTopPLogitsWarper(LogitsProcessor):
 
     def __init__(self, top_p: float, eos_token_id: int | Sequence[int], filter_value: float = -float("inf"),
                  min_tokens_to_keep: int = 1):
-        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+        if not is_real(top_p) or not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be a float in (0, 1], got {top_p!r}")
-        if isinstance(min_tokens_to_keep, bool) or not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep < 1:
+        if not is_int(min_tokens_to_keep) or min_tokens_to_keep < 1:
             raise ValueError(f"min_tokens_to_keep must be an int >= 1, got {min_tokens_to_keep!r}")
         self.top_p = float(top_p)
         self.eos = _eos_list(eos_token_id)

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .._validate import is_int, is_real
+
 MODES = ("st", "nmst")
 
 
@@ -56,17 +58,17 @@ class SelfTerminatingHead(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 < eps < 1.0:
+        if not is_real(eps) or not 0.0 < eps < 1.0:
             raise ValueError(f"eps must be a float in (0, 1), got {eps!r}")
-        if isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int) or eos_token_id < 0:
+        if not is_int(eos_token_id) or eos_token_id < 0:
             raise ValueError(f"eos_token_id must be a token id (int >= 0), got {eos_token_id!r}")
-        if isinstance(context_len, bool) or not isinstance(context_len, int) or context_len < 0:
+        if not is_int(context_len) or context_len < 0:
             raise ValueError(f"context_len must be an int >= 0, got {context_len!r}")
         self.lm_head = lm_head
-        self.eos_token_id = eos_token_id
+        self.eos_token_id = int(eos_token_id)
         self.eps = float(eps)
         self.mode = mode
-        self.context_len = context_len
+        self.context_len = int(context_len)
 
     def extra_repr(self) -> str:
         return f"eos_token_id={self.eos_token_id}, eps={self.eps}, mode={self.mode!r}, context_len={self.context_len}"
@@ -95,7 +97,8 @@ class SelfTerminatingHead(nn.Module):
         rest = zf.index_fill(-1, torch.tensor([eos], device=z.device), float("-inf")).log_softmax(-1)
         out = rest + log_keep[..., None]
         out = out.index_copy(-1, torch.tensor([eos], device=z.device), log1mexp(log_keep)[..., None])
-        return out, STState(log_keep[:, -1], state.t + T)
+        last = log_keep[:, -1] if T else state.log_keep.to(zf.dtype)  # (T = 0: the state is unchanged)
+        return out, STState(last, state.t + T)
 
     def forward(self, h: torch.Tensor, state: STState | None = None, return_state: bool = False):
         """Log-probabilities (B, T, V) for hidden states h (B, T, D) (or (T, D)), continuing ``state``."""
@@ -123,4 +126,6 @@ class SelfTerminatingHead(nn.Module):
     def eos_lower_bound(self, n: torch.Tensor | int) -> torch.Tensor:
         """1 − (1 − ε)^n: the guaranteed p(eos) after n positions past the context."""
         n = torch.as_tensor(n, dtype=torch.float64)
+        if bool((n < 0).any()) or bool(torch.isnan(n).any()):
+            raise ValueError(f"n must be a count of positions (>= 0), got {n.tolist()!r}")
         return -torch.expm1(n * math.log1p(-self.eps))

@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schema and the CPU kernel of kexue::eisner)
-from .._validate import as_int
+from .._validate import as_int, meta_check, meta_dtype, meta_shape
 
 Tree = int | tuple  # a leaf (word index) or a tuple of subtrees
 
@@ -206,7 +206,14 @@ def eisner_reference(scores: torch.Tensor, lengths: torch.Tensor | None = None, 
 
 @torch.library.register_fake("kexue::eisner")
 def _eisner_fake(scores, lengths, single_root):
-    torch._check(scores.dim() == 3, lambda: "kexue.probe.eisner: scores must be (B, n+1, n+1)")
+    op = "eisner"
+    meta_check(scores.dim() == 3, op, f"scores must have shape (B, n+1, n+1), got {tuple(scores.shape)}")
+    meta_check(scores.shape[1] == scores.shape[2], op,
+               f"scores must be square in its last two dims, got {tuple(scores.shape)}")
+    meta_check(scores.shape[1] >= 1, op, "scores must have at least the root node (n+1 >= 1)")
+    meta_check(scores.is_floating_point(), op, f"scores must be a floating tensor, got {scores.dtype}")
+    meta_shape(op, "lengths", lengths, (scores.shape[0],), f"(B,) = ({scores.shape[0]},)")
+    meta_dtype(op, "lengths", lengths, (torch.int64,), "int64")
     return scores.new_empty((scores.shape[0], scores.shape[1]), dtype=torch.int64)
 
 

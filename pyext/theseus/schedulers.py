@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import math
 
+from .._validate import is_int, is_real
+
 
 def _check_probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+    if not is_real(value) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return float(value)
 
@@ -63,7 +65,7 @@ class ConstantReplacing(ReplacingScheduler):
     def __init__(self, p: float = 0.5, replacing_steps: int | None = None) -> None:
         super().__init__()
         self.rate = _check_probability("p", p)
-        if replacing_steps is not None and (isinstance(replacing_steps, bool) or not isinstance(replacing_steps, int)
+        if replacing_steps is not None and (not is_int(replacing_steps)
                                             or replacing_steps < 1):
             raise ValueError(f"replacing_steps must be an int >= 1 or None, got {replacing_steps!r} "
                              "(0 would skip the replacing phase: fine-tune kexue.theseus.wrap(...).successor() "
@@ -95,7 +97,7 @@ class LinearReplacing(ReplacingScheduler):
     def __init__(self, base: float = 0.3, slope: float = 0.0006) -> None:
         super().__init__()
         self.base = _check_probability("base", base)
-        if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not math.isfinite(slope) or slope < 0:
+        if not is_real(slope) or not math.isfinite(slope) or slope < 0:
             raise ValueError(f"slope must be a finite number >= 0, got {slope!r}")
         self.slope = float(slope)
 

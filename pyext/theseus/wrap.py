@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from .._validate import is_int
 from .schedulers import ConstantReplacing, ReplacingScheduler
 
 # Dotted paths, tried in order from the model and from its ``base_model``, to the list of
@@ -345,7 +346,7 @@ def wrap(model: nn.Module, num_layers: int | None = None, ratio: int = 2, init: 
         raise ValueError("model is already wrapped by kexue.theseus.wrap")
     if init not in ("first", "every_nth"):
         raise ValueError(f"init must be 'first' or 'every_nth', got {init!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     if scheduler is None:
         scheduler = ConstantReplacing(0.5)
@@ -355,12 +356,12 @@ def wrap(model: nn.Module, num_layers: int | None = None, ratio: int = 2, init: 
     path, layers = find_layers(model, layers_attr)
     n = len(layers)
     if num_layers is not None:
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        if not is_int(num_layers) or num_layers < 1:
             raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
         if n % num_layers:
             raise ValueError(f"num_layers={num_layers} does not divide the {n} layers of {type(model).__name__}")
         ratio = n // num_layers
-    elif isinstance(ratio, bool) or not isinstance(ratio, int) or ratio < 1:
+    elif not is_int(ratio) or ratio < 1:
         raise ValueError(f"ratio must be an int >= 1, got {ratio!r}")
     elif n % ratio:
         raise ValueError(f"ratio={ratio} does not divide the {n} layers of {type(model).__name__} "

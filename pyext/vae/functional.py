@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from .._validate import is_int, is_real
+
 Reduction = Literal["sum", "mean", "none"]
 Likelihood = Literal["bernoulli", "gaussian"]
 REDUCTIONS = ("sum", "mean", "none")
@@ -100,7 +102,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: Reduction 
     """
     check_mu_logvar(mu, logvar)
     _check_reduction(reduction)
-    if not isinstance(free_bits, (int, float)) or not math.isfinite(free_bits) or free_bits < 0:
+    if not is_real(free_bits) or not math.isfinite(free_bits) or free_bits < 0:
         raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits!r}")
     per_unit = 0.5 * (mu.square() + torch.expm1(logvar) - logvar)  # expm1: exp(l) - 1 - l without cancellation
     if free_bits > 0:
@@ -146,6 +148,9 @@ def reconstruction_log_likelihood(recon: torch.Tensor, x: torch.Tensor, *, likel
     if recon.shape != x.shape:
         raise ValueError(f"the decoder output and x must have the same shape, got {tuple(recon.shape)} and "
                          f"{tuple(x.shape)}")
+    if not is_int(batch_dims) or batch_dims < 0:
+        raise ValueError(f"batch_dims must be an int >= 0, got {batch_dims!r}")
+    batch_dims = int(batch_dims)
     if x.dim() < batch_dims:
         raise ValueError(f"x has {x.dim()} axes, fewer than its {batch_dims} batch axes")
     if not _tracing(x) and not bool(torch.isfinite(x).all()):
@@ -183,7 +188,7 @@ def elbo(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.T
         torch.Size([8])
     """
     check_mu_logvar(mu, logvar)
-    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+    if not is_real(beta) or not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     batch_dims = mu.dim() - 1
     _check_tensor(x, "x")

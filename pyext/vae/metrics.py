@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from .._validate import is_int, is_real
 from .functional import LOG_2PI, reconstruction_log_likelihood
 from .models import VAE
 
@@ -20,8 +21,9 @@ def _check_model(model: object, what: str, *, stochastic: bool = True) -> None:
 
 def iter_batches(data: torch.Tensor | Iterable, batch_size: int) -> Iterator[torch.Tensor]:
     """The input batches of ``data``: a tensor (split along axis 0) or an iterable of tensors / (x, ...) tuples."""
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
     if isinstance(data, torch.Tensor):
         if data.dim() == 0 or data.shape[0] == 0:
             raise ValueError(f"data must hold at least one example, got shape {tuple(data.shape)}")
@@ -55,10 +57,11 @@ def iw_log_likelihood(model: VAE, x: torch.Tensor, k: int = 100, *, chunk: int =
         torch.Size([3])
     """
     _check_model(model, "iw_log_likelihood")
-    if not isinstance(k, int) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k must be an int >= 1 (the number of importance samples), got {k!r}")
-    if not isinstance(chunk, int) or chunk < 1:
+    if not is_int(chunk) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    k, chunk = int(k), int(chunk)
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
         raise ValueError("x must be a tensor (B, *event) with B >= 1")
     mu, logvar = model.encode(x)
@@ -100,6 +103,6 @@ def active_units(model: VAE, data: torch.Tensor | Iterable, threshold: float = 1
         >>> active_units(mlp_vae(latent_dim=5), torch.rand(64, 1, 28, 28)) <= 5
         True
     """
-    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+    if not is_real(threshold) or not math.isfinite(threshold) or threshold < 0:
         raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
     return int((latent_activity(model, data, batch_size=batch_size) > threshold).sum())

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .._validate import is_int
 from .functional import LIKELIHOODS, Likelihood, elbo, reconstruction_log_likelihood, reparameterize
 
 
@@ -117,9 +118,9 @@ class AE(VAE):
 
 # ------------------------------------------------------------------------------------------- builders
 def _check_builder(latent_dim: int, image_shape: tuple[int, ...]) -> None:
-    if not isinstance(latent_dim, int) or latent_dim < 1:
+    if not is_int(latent_dim) or latent_dim < 1:
         raise ValueError(f"latent_dim must be an int >= 1, got {latent_dim!r}")
-    if not image_shape or any(not isinstance(s, int) or s < 1 for s in image_shape):
+    if not image_shape or any(not is_int(s) or s < 1 for s in image_shape):
         raise ValueError(f"image_shape must be a tuple of positive ints, got {image_shape!r}")
 
 
@@ -129,7 +130,7 @@ def mlp_networks(latent_dim: int, *, image_shape: tuple[int, ...] = (1, 28, 28),
 
     The default is pytorch/examples' MLP, 784-400-20 (there with d = 20)."""
     _check_builder(latent_dim, image_shape)
-    if any(not isinstance(h, int) or h < 1 for h in hidden):
+    if any(not is_int(h) or h < 1 for h in hidden):
         raise ValueError(f"hidden must hold positive ints, got {hidden!r}")
     n = math.prod(image_shape)
     enc: list[nn.Module] = [nn.Flatten()]

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
+from .._validate import is_int, is_real
 from .metrics import iter_batches
 from .models import VAE
 
@@ -31,11 +32,11 @@ def fit(model: VAE, data: torch.Tensor | Iterable, epochs: int, *, batch_size: i
     """
     if not isinstance(model, VAE):
         raise TypeError(f"fit needs a kexue.vae.VAE or AE, got {type(model).__name__}")
-    if not isinstance(epochs, int) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if not is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+    if not is_real(beta) or not math.isfinite(beta) or beta < 0:
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
     if isinstance(data, torch.Tensor) and (data.dim() == 0 or data.shape[0] == 0):
         raise ValueError(f"data must hold at least one example, got shape {tuple(data.shape)}")
