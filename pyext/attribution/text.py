@@ -27,6 +27,7 @@ from torch import nn
 from .._sharding import run_sharded
 from ..cpu_linear import replaced_forwards
 from .api import GRADIENT_METHODS, check_steps, max_level_for
+from . import bert_fast
 from .engine import integrate_auto, integrate_fixed
 from .gemm import onednn_linears_with_grad
 from .quadrature import rule
@@ -211,7 +212,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
                        n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
-                       fast_linear: bool = False) -> TokenAttribution | list[TokenAttribution] | None:
+                       fast_linear: bool = False, fast_path: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
 
     IG_t = Σ_h (e_th − e'_th) ∫₀¹ ∂F(e' + α(e − e'))/∂e_th dα, with e the output of ``layer``
@@ -232,6 +233,9 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     ``method="gradient" | "gradient_x_input"`` gives those instead (with ``n_steps`` ignored).
     ``batch_size``: rows (step × text) per forward, default a budget of 8 192 tokens.
     ``fast_linear``: CPU float32 linear layers through oneDNN (see the module docstring).
+    ``fast_path``: for a ``BertForSequenceClassification`` in eval mode with ``layer="embeddings"``,
+    a hand-written exact integrand (:mod:`kexue.attribution.bert_fast`: layer 0's Q/K/V affine in
+    α, the last layer on [CLS] only, no autograd); ``False`` forces the autograd integrand.
 
     Texts of equal token length share forwards (no padding); the attention mask is never
     interpolated.  Under ``torchrun`` (torch.distributed initialised, world size > 1) the texts
@@ -270,7 +274,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
 
     def work(mine: list[int]) -> list[TokenAttribution]:
         return _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
-                                baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear)
+                                baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear,
+                                fast_path)
 
     result = run_sharded([len(e.ids) for e in enc], work)
     if result is None:  # a rank other than 0
@@ -279,7 +284,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
 
 
 def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets, baseline, n_steps, tols, method,
-                     max_steps, batch_size, fast_linear) -> list[TokenAttribution]:
+                     max_steps, batch_size, fast_linear, fast_path=True) -> list[TokenAttribution]:
     device = next(model.parameters()).device
     groups: dict[int, list[int]] = {}
     for n, e in enumerate(enc):
@@ -360,6 +365,8 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
                 (g,) = torch.autograd.grad(f.sum(), z)
             return (g,), f.detach()
 
+        if fast_path and kind == "classifier" and bert_fast.support(model, layer) is None:
+            evaluate = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt_d, fast_linear)  # noqa: F811
         rows = batch_size or max(1, DEFAULT_TOKEN_BUDGET // L)
         shape, G = e_x.shape[1:], len(es)
         diff = (e_x - e_b).to(torch.float64)
