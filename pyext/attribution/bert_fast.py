@@ -162,36 +162,44 @@ class BertClassifierIntegrand:
             return onednn_linear(x, w, b)
         return F.linear(x, w, b)
 
-    def _back(self, g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """g W: the input gradient of a linear layer."""
+    def _back(self, g: torch.Tensor, w: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        """g W (+ add): the input gradient of a linear layer (plus another gradient)."""
         if self.use_onednn:
             wt = self._wt.get(id(w))
             if wt is None:
                 wt = self._wt[id(w)] = w.t().contiguous()
-            return onednn_linear(g, wt, None)
-        return g @ w
+            out = onednn_linear(g, wt, None)
+            return out if add is None else out.add_(add)
+        if add is None:
+            return g @ w
+        g2 = g.reshape(-1, g.shape[-1])
+        return torch.addmm(add.reshape(-1, add.shape[-1]), g2, w).view(*g.shape[:-1], w.shape[-1])
 
     # -- attention -------------------------------------------------------------------------------
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (R, L, D) -> (R, H, L, dh)
-        R, L, _ = x.shape
-        return x.view(R, L, self.H, self.dh).transpose(1, 2)
+    def _split_heads(self, qkv: torch.Tensor, parts: int) -> torch.Tensor:
+        """(R, L, parts·D) -> (parts, R, H, L, dh), contiguous (one copy; bmm then copies nothing)."""
+        R, L, _ = qkv.shape
+        return qkv.view(R, L, parts, self.H, self.dh).permute(2, 0, 3, 1, 4).contiguous()
 
     def _merge(self, x: torch.Tensor) -> torch.Tensor:  # (R, H, L, dh) -> (R, L, D)
         R, _, L, _ = x.shape
         return x.transpose(1, 2).reshape(R, L, self.D)
 
     def _attn_back(self, dctx, p, q, k, v):
-        """softmax(q kᵀ·s) v backward: (dq, dk, dv), all (R, H, ·, dh)."""
-        dv = p.transpose(-1, -2) @ dctx
+        """softmax(q kᵀ·s) v backward: d(q, k, v) as one (R, L, 3D) tensor, Q/K/V blocks of heads."""
+        R, H, L, dh = q.shape
+        out = torch.empty((R, L, 3, H, dh), dtype=q.dtype, device=q.device)
         dp = dctx @ v.transpose(-1, -2)
         ds = p * (dp - (dp * p).sum(-1, keepdim=True))
         ds.mul_(self.scale)
-        return ds @ k, ds.transpose(-1, -2) @ q, dv
+        out[:, :, 0].copy_((ds @ k).transpose(1, 2))
+        out[:, :, 1].copy_((ds.transpose(-1, -2) @ q).transpose(1, 2))
+        out[:, :, 2].copy_((p.transpose(-1, -2) @ dctx).transpose(1, 2))
+        return out.view(R, L, 3 * self.D)
 
     # -- one encoder layer ------------------------------------------------------------------------
     def _layer_fwd(self, h: torch.Tensor, qkv: torch.Tensor, lay: _Layer, keep: bool):
-        R, L, D = h.shape
-        q, k, v = (self._heads(t) for t in qkv.split(D, dim=-1))
+        q, k, v = self._split_heads(qkv, 3)
         p = torch.softmax((q @ k.transpose(-1, -2)).mul_(self.scale), dim=-1)
         ctx = self._merge(p @ v)
         h1, s1 = _ln(self._lin(ctx, lay.wo, lay.bo).add_(h), lay.ln1)
@@ -204,38 +212,57 @@ class BertClassifierIntegrand:
         q, k, v, p, s1, u, s2 = saved
         dx2 = _ln_back(dh2, s2, lay.ln2)
         du = torch.ops.aten.gelu_backward(self._back(dx2, lay.wo2), u)
-        dx1 = _ln_back(dx2 + self._back(du, lay.wi), s1, lay.ln1)
-        dctx = self._heads(self._back(dx1, lay.wo))
-        dq, dk, dv = self._attn_back(dctx, p, q, k, v)
-        return dx1, torch.cat([self._merge(dq), self._merge(dk), self._merge(dv)], dim=-1)
+        dx1 = _ln_back(self._back(du, lay.wi, add=dx2), s1, lay.ln1)
+        R, L, _ = dx1.shape
+        dctx = self._back(dx1, lay.wo).view(R, L, self.H, self.dh).transpose(1, 2)
+        return dx1, self._attn_back(dctx, p, q, k, v)
 
     # -- the last layer and the head: [CLS] row only ----------------------------------------------
+    # Only row 0 has a query.  Its scores q0·K_lᵀ = (q0_h W_k,h)·h_l + q0_h·b_k,h and its context
+    # Σ_l p_l V_l = (Σ_l p_l h_l) W_v,hᵀ + b_v,h are taken through the D-vectors q0_h W_k,h and
+    # Σ_l p_l h_l per head: O(H·D) per token and O(D²) per row, instead of the keys' and values'
+    # GEMMs (2·D² per token) forward and backward.  The same sums, reassociated.
     def _last_fwd(self, h: torch.Tensor, lay: _Layer, tgt: torch.Tensor, keep: bool):
         R, L, D = h.shape
-        kv = self._lin(h, lay.wqkv[D:], lay.bqkv[D:])
-        k, v = (self._heads(t) for t in kv.split(D, dim=-1))
+        H, dh = self.H, self.dh
+        wk = lay.wqkv[D:2 * D].view(H, dh, D)
+        wv = lay.wqkv[2 * D:].view(H, dh, D)
+        bk, bv = lay.bqkv[D:2 * D].view(H, dh), lay.bqkv[2 * D:].view(H, dh)
         h0 = h[:, 0]
-        q = self._lin(h0, lay.wqkv[:D], lay.bqkv[:D]).view(R, self.H, 1, self.dh)
-        p = torch.softmax((q @ k.transpose(-1, -2)).mul_(self.scale), dim=-1)  # (R, H, 1, L)
-        ctx = (p @ v).reshape(R, D)
+        q = self._lin(h0, lay.wqkv[:D], lay.bqkv[:D]).view(R, H, dh)
+        a = torch.bmm(q.transpose(0, 1), wk).transpose(0, 1)  # (R, H, D): q_h W_k,h
+        c = (q * bk).sum(-1, keepdim=True)  # (R, H, 1)
+        p = torch.softmax(torch.baddbmm(c, a, h.transpose(1, 2)).mul_(self.scale), dim=-1)  # (R, H, L)
+        ph = torch.bmm(p, h)  # (R, H, D)
+        ctx = (torch.bmm(ph.transpose(0, 1), wv.transpose(1, 2)).transpose(0, 1) + bv).reshape(R, D)
         h1, s1 = _ln(self._lin(ctx, lay.wo, lay.bo).add_(h0), lay.ln1)
         u = self._lin(h1, lay.wi, lay.bi)
         h2, s2 = _ln(self._lin(F.gelu(u), lay.wo2, lay.bo2).add_(h1), lay.ln2)
         pooled = torch.tanh(self._lin(h2, self.wp, self.bp))
         logits = self._lin(pooled, self.wc, self.bc)
         f = logits.gather(1, tgt.view(-1, 1)).squeeze(1)
-        return f, ((q, k, v, p, s1, u, s2, pooled) if keep else None)
+        return f, ((h, a, p, s1, u, s2, pooled) if keep else None)
 
     def _last_back(self, saved, lay: _Layer, tgt: torch.Tensor) -> torch.Tensor:
-        q, k, v, p, s1, u, s2, pooled = saved
-        R, D = pooled.shape
+        h, a, p, s1, u, s2, pooled = saved
+        R, L, D = h.shape
+        H, dh = self.H, self.dh
+        wk = lay.wqkv[D:2 * D].view(H, dh, D)
+        wv = lay.wqkv[2 * D:].view(H, dh, D)
+        bk = lay.bqkv[D:2 * D].view(H, dh)
         dpre = self.wc[tgt] * (1 - pooled * pooled)
         dx2 = _ln_back(self._back(dpre, self.wp), s2, lay.ln2)
         du = torch.ops.aten.gelu_backward(self._back(dx2, lay.wo2), u)
-        dx1 = _ln_back(dx2 + self._back(du, lay.wi), s1, lay.ln1)
-        dctx = self._back(dx1, lay.wo).view(R, self.H, 1, self.dh)
-        dq, dk, dv = self._attn_back(dctx, p, q, k, v)
-        dh = self._back(torch.cat([self._merge(dk), self._merge(dv)], dim=-1), lay.wqkv[D:])
+        dx1 = _ln_back(self._back(du, lay.wi, add=dx2), s1, lay.ln1)
+        dctx = self._back(dx1, lay.wo).view(R, H, dh)
+        dph = torch.bmm(dctx.transpose(0, 1), wv).transpose(0, 1)  # (R, H, D)
+        dp = torch.bmm(dph, h.transpose(1, 2))  # (R, H, L)
+        ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+        ds.mul_(self.scale)
+        da = torch.bmm(ds, h)  # (R, H, D)
+        dq = torch.bmm(da.transpose(0, 1), wk.transpose(1, 2)).transpose(0, 1) + ds.sum(-1, keepdim=True) * bk
+        # rows l: Σ_h p_hl dph_h (values) + Σ_h ds_hl a_h (keys), one bmm
+        dh = torch.bmm(torch.cat([p, ds], 1).transpose(1, 2), torch.cat([dph, a], 1))
         dh[:, 0] += dx1 + self._back(dq.reshape(R, D), lay.wqkv[:D])
         return dh
 
@@ -259,7 +286,7 @@ class BertClassifierIntegrand:
         dh = self._last_back(s_last, self.layers[-1], tgt)
         for i in range(len(self.layers) - 2, 0, -1):
             dres, dqkv = self._layer_back(dh, saved[i], self.layers[i])
-            dh = dres + self._back(dqkv, self.layers[i].wqkv)
+            dh = self._back(dqkv, self.layers[i].wqkv, add=dres)
         dres, dqkv = self._layer_back(dh, saved[0], self.layers[0])
         return f, (dres, dqkv)
 
@@ -269,7 +296,7 @@ class BertClassifierIntegrand:
         if not grad:
             return (), f
         dres, dqkv = parts
-        return (dres + self._back(dqkv, self.layers[0].wqkv),), f
+        return (self._back(dqkv, self.layers[0].wqkv, add=dres),), f
 
     @torch.no_grad()
     def weighted(self, ex: torch.Tensor, alphas: torch.Tensor, w: torch.Tensor):
@@ -282,4 +309,4 @@ class BertClassifierIntegrand:
         sres.index_add_(0, inv, dres * wv)
         sqkv = torch.zeros((len(uniq), *dqkv.shape[1:]), dtype=self.dtype, device=dres.device)
         sqkv.index_add_(0, inv, dqkv * wv)
-        return uniq, (sres + self._back(sqkv, self.layers[0].wqkv),), f
+        return uniq, (self._back(sqkv, self.layers[0].wqkv, add=sres),), f
