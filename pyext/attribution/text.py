@@ -26,8 +26,8 @@ from torch import nn
 
 from .._sharding import run_sharded
 from ..cpu_linear import replaced_forwards
-from .api import GRADIENT_METHODS, check_steps, max_level_for
 from . import bert_fast
+from .api import GRADIENT_METHODS, check_steps, max_level_for
 from .engine import integrate_auto, integrate_fixed
 from .gemm import onednn_linears_with_grad
 from .quadrature import rule
@@ -212,7 +212,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
                        n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
-                       fast_linear: bool = False, fast_path: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
+                       fast_linear: bool = False,
+                       fast_path: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
 
     IG_t = Σ_h (e_th − e'_th) ∫₀¹ ∂F(e' + α(e − e'))/∂e_th dα, with e the output of ``layer``
@@ -319,12 +320,16 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
         tgt = torch.zeros(len(es), dtype=torch.long)
         cont = torch.zeros(len(es), L, dtype=torch.bool)
         need_pred = [j for j, n in enumerate(members) if targets[n] is None]
+        f_x_known = torch.full((len(es),), float("nan"), dtype=torch.float64)
         if need_pred:
             with torch.no_grad():
                 logits = model(**_model_inputs(ids[need_pred], mask[need_pred],
                                                None if tt is None else tt[need_pred])).logits
-            pred = (logits[:, -1] if kind == "causal" else logits).argmax(-1).cpu()
+            last = logits[:, -1] if kind == "causal" else logits
+            pred = last.argmax(-1).cpu()
             tgt[need_pred] = pred
+            if kind == "classifier":  # F(x) of these texts: the predicted class's logit, already here
+                f_x_known[need_pred] = last.max(-1).values.double().cpu()
         for j, n in enumerate(members):
             t = targets[n]
             if isinstance(t, str):
@@ -375,7 +380,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, one, one, rows, device)
             attr = g.to(torch.float64) * (e_x.to(torch.float64) if method == "gradient_x_input" else 1)
             steps = torch.ones(G, dtype=torch.long)
-            f_x = _values(evaluate, G, 1.0, device)
+            f_x = _values(evaluate, G, 1.0, device, f_x_known)
             f_b = torch.full((G,), float("nan"), dtype=torch.float64)
         elif n_steps == "auto":
             st = integrate_auto(evaluate, [shape], G, lambda ex, d=diff: (d[ex],),
@@ -389,7 +394,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, alphas, weights, rows, device)
             attr = g.to(torch.float64) * diff
             steps = torch.full((G,), n_steps, dtype=torch.long)
-            f_x = _values(evaluate, G, 1.0, device)
+            f_x = _values(evaluate, G, 1.0, device, f_x_known)
             f_b = _values(evaluate, G, 0.0, device)
         attr = attr.cpu()
         for j, n in enumerate(members):
@@ -405,7 +410,12 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
     return out  # type: ignore[return-value]
 
 
-def _values(evaluate, G: int, alpha: float, device) -> torch.Tensor:
-    """F at α for every text of a group: one no-grad forward row each."""
-    _, f = evaluate(torch.arange(G, device=device), torch.full((G,), alpha, dtype=torch.float64), grad=False)
-    return f.double().cpu()
+def _values(evaluate, G: int, alpha: float, device, known: torch.Tensor | None = None) -> torch.Tensor:
+    """F at α for every text of a group: one no-grad forward row each (only for the texts whose
+    value is not ``known``, i.e. NaN there)."""
+    out = torch.full((G,), float("nan"), dtype=torch.float64) if known is None else known.clone()
+    todo = torch.nonzero(out.isnan()).flatten()
+    if len(todo):
+        _, f = evaluate(todo.to(device), torch.full((len(todo),), alpha, dtype=torch.float64), grad=False)
+        out[todo] = f.double().cpu()
+    return out
