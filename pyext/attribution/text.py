@@ -10,10 +10,14 @@ How it differs from Captum's ``LayerIntegratedGradients`` (same integral, same r
   FLOP goes to padding and no attention mask has padding in it;
 * the attention mask is the text's own at every step, never interpolated; token type ids and
   position ids are the input's;
+* for ``BertForSequenceClassification`` with ``layer="embeddings"`` (``fast_path=True``, the default)
+  the integrand is hand-written and exact (:mod:`.bert_fast`): layer 0's Q/K/V are affine in α, the
+  weighted gradient is summed before layer 0's last GEMM, the last layer runs on [CLS] only, and no
+  autograd: 0.79× the GEMM FLOPs per point for MiniLM-L6;
 * ``fast_linear=True`` runs CPU float32 linear layers' forward and input gradient through oneDNN
-  (:mod:`.gemm`).  Off by default: on this project's shared AMD EPYC it was slower inside the model
-  (0.64× Captum's time ratio vs 0.87× with torch's linears, bench/RESULTS.md), although oneDNN's
-  GEMMs alone are 1.5-2× MKL's; to be settled by a profile on an unloaded machine.
+  (:mod:`.gemm`, or inside the hand-written integrand).  Off by default: on this project's shared
+  AMD EPYC (family 25, AVX-512 at AVX2's FMA rate) oneDNN and MKL run these GEMMs within ~10% of
+  each other (bench/RESULTS.md).
 """
 
 from __future__ import annotations
