@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--error-sentences", type=int, default=16, help="sentences of the error-against-steps table")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--figures", default=str(FIG))
-    ap.add_argument("--parts", default="speed,rules,profile,fidelity,heatmaps",
+    ap.add_argument("--parts", default="accuracy,speed,rules,profile,fidelity,heatmaps",
                     help="comma-separated sections to run (speed includes the error-against-steps table)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> str:
     else:
         texts, n_fid, reps = pick_sentences(test.texts, args.sentences), args.fidelity, args.repeats
     acc = None
-    if not args.quick:
+    if not args.quick and "accuracy" in args.parts.split(","):
         from kexue.text_classifier import accuracy
 
         acc = accuracy(model, tok, test)
