@@ -342,9 +342,10 @@ def main(argv: list[str] | None = None) -> str:
                   "| rule | points | median rel. error | max rel. error |", "|---|---|---|---|"]
         lines += [f"| {a} | {b} | {c:.1e} | {d:.1e} |" for a, b, c, d in rr]
     n_prof = 4 if args.quick else 50
-    prof = profile(model, tok, texts[:8], n_prof) if "profile" in parts else []
-    lines += ["", f"### Where kexue's time goes (n = {n_prof}, {len(texts[:8])} sentences; self CPU time)", "",
-              "| op | share |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in prof]
+    if "profile" in parts:
+        prof = profile(model, tok, texts[:8], n_prof)
+        lines += ["", f"### Where kexue's time goes (n = {n_prof}, {len(texts[:8])} sentences; self CPU time)", "",
+                  "| op | share |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in prof]
     if "fidelity" in parts:
         _fidelity_lines(lines, fidelity(model, tok, test.texts[:n_fid], 4 if args.quick else "auto"))
     fig_dir = Path(args.figures)
