@@ -81,6 +81,7 @@ def speed(model, tok, texts: list[str], repeats: int, quick: bool) -> dict:
     fns = {
         "captum": lambda: captum_layer_ig(model, tok, texts, n, best_ibs),
         "kexue_n": lambda: token_attributions(model, tok, texts, n_steps=n),
+        "kexue_n_autograd": lambda: token_attributions(model, tok, texts, n_steps=n, fast_path=False),
         "kexue_auto": lambda: token_attributions(model, tok, texts, n_steps="auto", tol=tols, max_steps=129),
     }
     times = time_in_turns(fns, repeats, warmup=0 if quick else 1)
@@ -104,6 +105,56 @@ def error_vs_steps(model, tok, texts: list[str], quick: bool) -> list[tuple]:
         rows.append((f"kexue auto tol={tol:g}", statistics.mean(r.steps for r in res), max(r.steps for r in res),
                      statistics.median(e), max(e)))
     return rows
+
+
+def clenshaw_curtis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The n + 1 Clenshaw-Curtis points (1 - cos(pi j / n)) / 2 on [0, 1] and their weights (n even;
+    nested: the points for n are among those for 2n)."""
+    j = torch.arange(n + 1, dtype=torch.float64)
+    w = torch.zeros(n + 1, dtype=torch.float64)
+    for k in range(n + 1):
+        m = torch.arange(1, n // 2 + 1, dtype=torch.float64)
+        b = torch.where(2 * m == n, 1.0, 2.0)
+        s = float((b / (4 * m * m - 1) * torch.cos(2 * m * k * torch.pi / n)).sum())
+        w[k] = (1.0 if k in (0, n) else 2.0) / n * (1 - s) / 2
+    return (1 - torch.cos(torch.pi * j / n)) / 2, w
+
+
+def rules(model, tok, texts: list[str], quick: bool) -> list[tuple[str, int, float, float]]:
+    """Relative completeness error |Σ_k w_k s(α_k) - (F(x) - F(x'))| / |F(x) - F(x')| of Gauss-Legendre
+    (Captum's rule), Romberg (kexue's nested auto rule) and Clenshaw-Curtis (nested) at equal point
+    counts, s(α) = (x - x')·∇F on the same float32 integrand (the hand-written BERT one)."""
+    from kexue.attribution import bert_fast
+    from kexue.attribution import text as T
+    from kexue.attribution.quadrature import level_points, romberg_weights, rule
+
+    layer = model.bert.embeddings
+    errs: dict[tuple[str, int], list[float]] = {}
+    for t in texts:
+        e = T._encode(tok, t, None)
+        ids, tt = torch.tensor([e.ids]), torch.tensor([e.token_type_ids])
+        mask = torch.ones_like(ids)
+        e_x = T._capture(model, layer, T._model_inputs(ids, mask, tt))
+        e_b = T._capture(model, layer, T._model_inputs(torch.tensor([T._baseline_ids(tok, e, "pad")]), mask, tt))
+        with torch.no_grad():
+            tgt = model(**T._model_inputs(ids, mask, tt)).logits.argmax(-1)
+        ig = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt)
+        de = (e_x - e_b).double()
+
+        def s_at(alphas: torch.Tensor, ig=ig, de=de) -> torch.Tensor:
+            (g,), _ = ig(torch.zeros(len(alphas), dtype=torch.long), alphas)
+            return (g.double() * de).flatten(1).sum(1)
+
+        ends = ig(torch.zeros(2, dtype=torch.long), torch.tensor([1.0, 0.0], dtype=torch.float64), grad=False)[1]
+        df = float(ends[0]) - float(ends[1])
+        gl = (4, 8) if quick else (8, 16, 24, 32, 50, 64)
+        cands = [("Gauss-Legendre", n, *rule("gausslegendre", n)) for n in gl]
+        for k in ((2, 3) if quick else (3, 4, 5, 6)):
+            cands.append(("Romberg", 2**k + 1, level_points(k), romberg_weights(k)))
+            cands.append(("Clenshaw-Curtis", 2**k + 1, *clenshaw_curtis(2**k)))
+        for name, n, a, w in cands:
+            errs.setdefault((name, n), []).append(abs(float((s_at(a) * w).sum()) - df) / max(abs(df), 1e-12))
+    return [(name, n, statistics.median(v), max(v)) for (name, n), v in sorted(errs.items(), key=lambda kv: kv[0][1])]
 
 
 def profile(model, tok, texts: list[str], n: int) -> list[tuple[str, float]]:
@@ -221,7 +272,7 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--error-sentences", type=int, default=16, help="sentences of the error-against-steps table")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--figures", default=str(FIG))
-    ap.add_argument("--parts", default="speed,profile,fidelity,heatmaps",
+    ap.add_argument("--parts", default="accuracy,speed,rules,profile,fidelity,heatmaps",
                     help="comma-separated sections to run (speed includes the error-against-steps table)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -236,7 +287,7 @@ def main(argv: list[str] | None = None) -> str:
     else:
         texts, n_fid, reps = pick_sentences(test.texts, args.sentences), args.fidelity, args.repeats
     acc = None
-    if not args.quick:
+    if not args.quick and "accuracy" in args.parts.split(","):
         from kexue.text_classifier import accuracy
 
         acc = accuracy(model, tok, test)
@@ -261,8 +312,12 @@ def main(argv: list[str] | None = None) -> str:
             "|---|---|---|---|---|",
             f"| Captum LayerIG (per sentence, internal_batch_size={sp['best_ibs']}) | {m['captum']:.2f} | "
             f"{sp['spread']['captum']:.0%} | 1.00 | {sp['n'] * len(texts)} (+2 per sentence) |",
-            f"| kexue n_steps={sp['n']} | {m['kexue_n']:.2f} | {sp['spread']['kexue_n']:.0%} | "
+            f"| kexue n_steps={sp['n']} (default: packed, hand-written BERT integrand) | {m['kexue_n']:.2f} | "
+            f"{sp['spread']['kexue_n']:.0%} | "
             f"{m['captum'] / m['kexue_n']:.2f} | {sp['n'] * len(texts)} (+2 per sentence) |",
+            f"| kexue n_steps={sp['n']}, autograd integrand (`fast_path=False`) | {m['kexue_n_autograd']:.2f} | "
+            f"{sp['spread']['kexue_n_autograd']:.0%} | {m['captum'] / m['kexue_n_autograd']:.2f} | "
+            f"{sp['n'] * len(texts)} (+2 per sentence) |",
             f"| kexue auto (tol = Captum's error per sentence) | {m['kexue_auto']:.2f} | "
             f"{sp['spread']['kexue_auto']:.0%} | {m['captum'] / m['kexue_auto']:.2f} | {sum(sp['auto_steps'])} |",
             "",
@@ -280,10 +335,17 @@ def main(argv: list[str] | None = None) -> str:
         lines += ["", f"### Completeness error against steps ({len(texts[:args.error_sentences])} sentences)", "",
                   "| run | mean steps | max steps | median rel. error | max rel. error |", "|---|---|---|---|---|"]
         lines += [f"| {a} | {b:.1f} | {c} | {d:.2e} | {e:.2e} |" for a, b, c, d, e in ev]
+    if "rules" in parts:
+        rr = rules(model, tok, texts[:args.error_sentences], args.quick)
+        lines += ["", f"### Quadrature rules at equal points ({len(texts[:args.error_sentences])} sentences, relative "
+                  "completeness error of one float32 integrand)", "",
+                  "| rule | points | median rel. error | max rel. error |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c:.1e} | {d:.1e} |" for a, b, c, d in rr]
     n_prof = 4 if args.quick else 50
-    prof = profile(model, tok, texts[:8], n_prof) if "profile" in parts else []
-    lines += ["", f"### Where kexue's time goes (n = {n_prof}, {len(texts[:8])} sentences; self CPU time)", "",
-              "| op | share |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in prof]
+    if "profile" in parts:
+        prof = profile(model, tok, texts[:8], n_prof)
+        lines += ["", f"### Where kexue's time goes (n = {n_prof}, {len(texts[:8])} sentences; self CPU time)", "",
+                  "| op | share |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in prof]
     if "fidelity" in parts:
         _fidelity_lines(lines, fidelity(model, tok, test.texts[:n_fid], 4 if args.quick else "auto"))
     fig_dir = Path(args.figures)

@@ -19,7 +19,8 @@ def test_study_quick(tmp_path):
                          text=True, timeout=900, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
-    for key in ("### Speed", "Captum / provider", "### Completeness error against steps", "### Where kexue's time goes",
+    for key in ("### Speed", "Captum / provider", "### Completeness error against steps", "### Quadrature rules",
+                "### Where kexue's time goes",
                 "### Faithfulness", "deletion AOPC", "random (5 seeds)", "Heatmaps:"):
         assert key in out, key
     assert list(tmp_path.glob("attribution_example_1.png"))

@@ -7,8 +7,11 @@ n_steps = 50:
 
 * ``captum``: Captum 0.9 ``LayerIntegratedGradients`` on the embeddings block, one sentence at a
   time (no padding), when Captum is installed (the reference then);
-* ``torch``: kexue's integrand in plain PyTorch (one sentence per forward, torch's GEMMs);
-* ``kexue``: sentences of equal length packed together, linears through oneDNN.
+* ``torch``: kexue's autograd integrand (``fast_path=False``), one sentence per forward, torch's GEMMs;
+* ``kexue``: the default: sentences of equal length packed together and, for this BERT classifier,
+  the exact hand-written integrand (:mod:`kexue.attribution.bert_fast`: layer 0's Q/K/V affine in α,
+  the last layer on [CLS] only, no autograd), torch's GEMMs;
+* ``kexue_onednn``: the same with ``fast_linear=True`` (its GEMMs through oneDNN).
 
 The full study (64 test sentences, equal-completeness comparison with ``n_steps="auto"``,
 profile, fidelity) is ``python bench/attribution_study.py``.
@@ -78,23 +81,26 @@ def cases(device: torch.device, quick: bool) -> list[BenchCase]:
     texts = SENTENCES[:2] if quick else SENTENCES
     n_steps = 8 if quick else 50
 
-    def kexue(fast: bool, per_text: bool):
+    def kexue(fast_linear: bool, per_text: bool, fast_path: bool = True):
         def run():
             if per_text:
-                return [token_attributions(model, tok, t, n_steps=n_steps, fast_linear=fast) for t in texts]
-            return token_attributions(model, tok, texts, n_steps=n_steps, fast_linear=fast)
+                return [token_attributions(model, tok, t, n_steps=n_steps, fast_linear=fast_linear,
+                                           fast_path=fast_path) for t in texts]
+            return token_attributions(model, tok, texts, n_steps=n_steps, fast_linear=fast_linear,
+                                      fast_path=fast_path)
 
         return lambda: run
 
     tokens = sum(len(tok(t)["input_ids"]) for t in texts)
     case = BenchCase(op="attribution/ig_minilm", shape=f"{len(texts)} texts ({tokens} tok) n={n_steps}",
                      mode="fwd+bwd")
-    case.providers = {"torch": kexue(False, True), "kexue": kexue(True, False)}
+    case.providers = {"torch": kexue(False, True, fast_path=False), "kexue": kexue(False, False),
+                      "kexue_onednn": kexue(True, False)}
     if importlib.util.find_spec("captum") is not None:
         case.providers = {"captum": lambda: (lambda: captum_layer_ig(model, tok, texts, n_steps)), **case.providers}
         case.reference = "captum"
     auto = BenchCase(op="attribution/ig_minilm", shape=f"{len(texts)} texts ({tokens} tok) auto 1e-2",
                      mode="fwd+bwd", reference="kexue_n50")
-    auto.providers = {"kexue_n50": kexue(True, False),
+    auto.providers = {"kexue_n50": kexue(False, False),
                       "kexue_auto": lambda: (lambda: token_attributions(model, tok, texts, n_steps="auto", tol=1e-2))}
     return [case, auto]

@@ -41,8 +41,13 @@ def integrate_fixed(evaluate: Integrand, feature_shapes: Sequence[torch.Size], d
     step = torch.arange(n).repeat_interleave(B)
     ex = torch.arange(B).repeat(n)
     for sl in _chunks(n * B, rows):
-        grads, _ = evaluate(ex[sl].to(device), alphas[step[sl]].to(device))
         w = weights[step[sl]].to(device)
+        if hasattr(evaluate, "weighted"):
+            idx, sums, _ = evaluate.weighted(ex[sl].to(device), alphas[step[sl]].to(device), w)
+            for a, s in zip(acc, sums, strict=True):
+                a.index_add_(0, idx, s.to(a.dtype))
+            continue
+        grads, _ = evaluate(ex[sl].to(device), alphas[step[sl]].to(device))
         for a, g in zip(acc, grads, strict=True):
             wg = g.to(a.dtype) * w.to(a.dtype).view(-1, *([1] * (g.dim() - 1)))
             a.index_add_(0, ex[sl].to(device), wg)
@@ -90,15 +95,24 @@ def integrate_auto(evaluate: Integrand, feature_shapes: Sequence[torch.Size], n_
         sums = [torch.zeros((A, *s), dtype=f64, device=device) for s in feature_shapes]
         for sl in _chunks(n_new * A, rows):
             alphas = pts[new[step[sl]]]
-            grads, values = evaluate(active[ex_local[sl]].to(device), alphas.to(device))
             w = torch.ones(len(alphas), dtype=f64, device=device)
             if level == 0:  # the trapezoid's end weights
                 w = w * 0.5
+            if hasattr(evaluate, "weighted"):  # Σ_rows w·g per example, formed by the integrand
+                uniq, wsums, values = evaluate.weighted(active[ex_local[sl]].to(device), alphas.to(device), w)
+                local = torch.searchsorted(active.to(device), uniq)  # active is sorted
+            else:
+                grads, values = evaluate(active[ex_local[sl]].to(device), alphas.to(device))
+            if level == 0:
                 at_end = alphas.to(device) == 1.0
                 idx = active[ex_local[sl]]
                 vals = values.detach().to(f64).cpu()
                 f_in[idx[at_end.cpu()]] = vals[at_end.cpu()]
                 f_base[idx[~at_end.cpu()]] = vals[~at_end.cpu()]
+            if hasattr(evaluate, "weighted"):
+                for s, ws in zip(sums, wsums, strict=True):
+                    s.index_add_(0, local, ws.to(f64))
+                continue
             for s, g in zip(sums, grads, strict=True):
                 s.index_add_(0, ex_local[sl].to(device), g.to(f64) * w.view(-1, *([1] * (g.dim() - 1))))
         h = 1.0 / 2**level

@@ -10,10 +10,14 @@ How it differs from Captum's ``LayerIntegratedGradients`` (same integral, same r
   FLOP goes to padding and no attention mask has padding in it;
 * the attention mask is the text's own at every step, never interpolated; token type ids and
   position ids are the input's;
+* for ``BertForSequenceClassification`` with ``layer="embeddings"`` (``fast_path=True``, the default)
+  the integrand is hand-written and exact (:mod:`.bert_fast`): layer 0's Q/K/V are affine in α, the
+  weighted gradient is summed before layer 0's last GEMM, the last layer runs on [CLS] only, and no
+  autograd: 0.79× the GEMM FLOPs per point for MiniLM-L6;
 * ``fast_linear=True`` runs CPU float32 linear layers' forward and input gradient through oneDNN
-  (:mod:`.gemm`).  Off by default: on this project's shared AMD EPYC it was slower inside the model
-  (0.64× Captum's time ratio vs 0.87× with torch's linears, bench/RESULTS.md), although oneDNN's
-  GEMMs alone are 1.5-2× MKL's; to be settled by a profile on an unloaded machine.
+  (:mod:`.gemm`, or inside the hand-written integrand).  Off by default: on this project's shared
+  AMD EPYC (family 25, AVX-512 at AVX2's FMA rate) oneDNN and MKL run these GEMMs within ~10% of
+  each other (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 from .._sharding import run_sharded
 from .._validate import is_int
 from ..cpu_linear import replaced_forwards
+from . import bert_fast
 from .api import GRADIENT_METHODS, check_steps, max_level_for, refuse_transforms
 from .engine import integrate_auto, integrate_fixed
 from .gemm import onednn_linears_with_grad
@@ -212,7 +217,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
                        n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
-                       fast_linear: bool = False) -> TokenAttribution | list[TokenAttribution] | None:
+                       fast_linear: bool = False,
+                       fast_path: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
 
     IG_t = Σ_h (e_th − e'_th) ∫₀¹ ∂F(e' + α(e − e'))/∂e_th dα, with e the output of ``layer``
@@ -233,6 +239,9 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     ``method="gradient" | "gradient_x_input"`` gives those instead (with ``n_steps`` ignored).
     ``batch_size``: rows (step × text) per forward, default a budget of 8 192 tokens.
     ``fast_linear``: CPU float32 linear layers through oneDNN (see the module docstring).
+    ``fast_path``: for a ``BertForSequenceClassification`` in eval mode with ``layer="embeddings"``,
+    a hand-written exact integrand (:mod:`kexue.attribution.bert_fast`: layer 0's Q/K/V affine in
+    α, the last layer on [CLS] only, no autograd); ``False`` forces the autograd integrand.
 
     Texts of equal token length share forwards (no padding); the attention mask is never
     interpolated.  Under ``torchrun`` (torch.distributed initialised, world size > 1) the texts
@@ -273,7 +282,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
 
     def work(mine: list[int]) -> list[TokenAttribution]:
         return _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
-                                baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear)
+                                baseline, n_steps, [tols[n] for n in mine], method, max_steps, batch_size, fast_linear,
+                                fast_path)
 
     result = run_sharded([len(e.ids) for e in enc], work)
     if result is None:  # a rank other than 0
@@ -282,7 +292,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
 
 
 def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets, baseline, n_steps, tols, method,
-                     max_steps, batch_size, fast_linear) -> list[TokenAttribution]:
+                     max_steps, batch_size, fast_linear, fast_path=True) -> list[TokenAttribution]:
     device = next(model.parameters()).device
     groups: dict[int, list[int]] = {}
     for n, e in enumerate(enc):
@@ -317,12 +327,16 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
         tgt = torch.zeros(len(es), dtype=torch.long)
         cont = torch.zeros(len(es), L, dtype=torch.bool)
         need_pred = [j for j, n in enumerate(members) if targets[n] is None]
+        f_x_known = torch.full((len(es),), float("nan"), dtype=torch.float64)
         if need_pred:
             with torch.no_grad():
                 logits = model(**_model_inputs(ids[need_pred], mask[need_pred],
                                                None if tt is None else tt[need_pred])).logits
-            pred = (logits[:, -1] if kind == "causal" else logits).argmax(-1).cpu()
+            last = logits[:, -1] if kind == "causal" else logits
+            pred = last.argmax(-1).cpu()
             tgt[need_pred] = pred
+            if kind == "classifier":  # F(x) of these texts: the predicted class's logit, already here
+                f_x_known[need_pred] = last.max(-1).values.double().cpu()
         for j, n in enumerate(members):
             t = targets[n]
             if isinstance(t, str):
@@ -363,6 +377,8 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
                 (g,) = torch.autograd.grad(f.sum(), z)
             return (g,), f.detach()
 
+        if fast_path and kind == "classifier" and bert_fast.support(model, layer) is None:
+            evaluate = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt_d, fast_linear)  # noqa: F811
         rows = batch_size or max(1, DEFAULT_TOKEN_BUDGET // L)
         shape, G = e_x.shape[1:], len(es)
         diff = (e_x - e_b).to(torch.float64)
@@ -371,7 +387,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, one, one, rows, device)
             attr = g.to(torch.float64) * (e_x.to(torch.float64) if method == "gradient_x_input" else 1)
             steps = torch.ones(G, dtype=torch.long)
-            f_x = _values(evaluate, G, 1.0, device)
+            f_x = _values(evaluate, G, 1.0, device, f_x_known)
             f_b = torch.full((G,), float("nan"), dtype=torch.float64)
         elif n_steps == "auto":
             st = integrate_auto(evaluate, [shape], G, lambda ex, d=diff: (d[ex],),
@@ -385,7 +401,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             (g,) = integrate_fixed(evaluate, [shape], [e_x.dtype], G, alphas, weights, rows, device)
             attr = g.to(torch.float64) * diff
             steps = torch.full((G,), n_steps, dtype=torch.long)
-            f_x = _values(evaluate, G, 1.0, device)
+            f_x = _values(evaluate, G, 1.0, device, f_x_known)
             f_b = _values(evaluate, G, 0.0, device)
         attr = attr.cpu()
         for j, n in enumerate(members):
@@ -401,7 +417,12 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
     return out  # type: ignore[return-value]
 
 
-def _values(evaluate, G: int, alpha: float, device) -> torch.Tensor:
-    """F at α for every text of a group: one no-grad forward row each."""
-    _, f = evaluate(torch.arange(G, device=device), torch.full((G,), alpha, dtype=torch.float64), grad=False)
-    return f.double().cpu()
+def _values(evaluate, G: int, alpha: float, device, known: torch.Tensor | None = None) -> torch.Tensor:
+    """F at α for every text of a group: one no-grad forward row each (only for the texts whose
+    value is not ``known``, i.e. NaN there)."""
+    out = torch.full((G,), float("nan"), dtype=torch.float64) if known is None else known.clone()
+    todo = torch.nonzero(out.isnan()).flatten()
+    if len(todo):
+        _, f = evaluate(todo.to(device), torch.full((len(todo),), alpha, dtype=torch.float64), grad=False)
+        out[todo] = f.double().cpu()
+    return out
