@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import statistics
 import sys
@@ -57,7 +58,10 @@ def truncated(predecessor: nn.Module, k: int, train_head: bool = False) -> nn.Mo
     return model
 
 
-def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args, seed: int) -> nn.Module:
+def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args,
+                    seed: int) -> tuple[nn.Module, list[float]]:
+    """The trained 3-layer successor (a plain model of the predecessor's class, eval mode) and the
+    training loss of every step."""
     from kexue import theseus
     from kexue.text_classifier import encode, finetune
 
@@ -69,12 +73,12 @@ def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args,
                  else theseus.LinearReplacing(base=0.3, slope=0.7 / half))
         wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, scheduler=sched, seed=seed,
                                train_head=args.train_head)
-        finetune(wrapped, tokenizer, train, on_step=lambda _: sched.step(), **common)
-        return wrapped.successor()
+        losses = finetune(wrapped, tokenizer, train, on_step=lambda _: sched.step(), **common)
+        return wrapped.successor(), losses
     student = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2, args.train_head)
     if method == "truncation":
-        finetune(student, tokenizer, train, **common)
-        return student.eval()
+        losses = finetune(student, tokenizer, train, **common)
+        return student.eval(), losses
     teacher = predecessor.eval()
 
     def kd_loss(logits, labels, idx):
@@ -86,8 +90,15 @@ def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args,
         ce = torch.nn.functional.cross_entropy(logits.float(), labels)
         return KD_ALPHA * ce + (1 - KD_ALPHA) * KD_TEMPERATURE ** 2 * kl
 
-    finetune(student, tokenizer, train, loss_fn=kd_loss, **common)
-    return student.eval()
+    losses = finetune(student, tokenizer, train, loss_fn=kd_loss, **common)
+    return student.eval(), losses
+
+
+def loss_curve(losses: list[float], parts: int = 10) -> list[float]:
+    """The mean training loss over each tenth of the steps (rounded): the curve to look at."""
+    n = len(losses)
+    cuts = [round(i * n / parts) for i in range(parts + 1)]
+    return [round(statistics.mean(losses[a:b]), 3) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def sentences_per_second(models: dict[str, nn.Module], tokenizer, texts: list[str], args) -> dict[str, float]:
@@ -162,27 +173,26 @@ def main(argv: list[str] | None = None) -> dict:
         from kexue.datasets import TextSplit
 
         test = TextSplit(test.texts[:args.test_limit], test.labels[:args.test_limit], test.scores[:args.test_limit])
-    # speed first (every successor has the shape of the first half of the layers)
-    from kexue import theseus
-
-    last = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2).eval()
-    speed = sentences_per_second({"predecessor": predecessor, "successor": last},
-                                 tokenizer, test.texts[:args.speed_texts], args)
-    print(f"sentences/s (1 thread): {speed}", flush=True)
     base_acc = accuracy(predecessor, tokenizer, test, max_length=args.max_length)
-    runs = []
-    for method in args.methods:
-        for seed in args.seeds:
+    print(f"predecessor: test accuracy {base_acc:.4f} on {len(test.texts)} sentences", flush=True)
+    runs, timed = [], {}
+    for seed in args.seeds:  # seed-major: an interrupted run still has every method for its first seeds
+        for method in args.methods:
             w0, c0 = time.perf_counter(), time.process_time()
-            model = train_successor(method, predecessor, tokenizer, data["train"], args, seed)
+            model, losses = train_successor(method, predecessor, tokenizer, data["train"], args, seed)
             acc = accuracy(model, tokenizer, test, max_length=args.max_length)
             runs.append({"method": method, "seed": seed, "accuracy": acc, "kept": acc / base_acc,
-                         "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0})
-            print(f"{method:15s} seed {seed}: test accuracy {acc:.4f} ({acc / base_acc:.1%} of the predecessor)",
-                  flush=True)
+                         "loss_curve": loss_curve(losses), "wall_s": time.perf_counter() - w0,
+                         "cpu_s": time.process_time() - c0})
+            print(f"{method:15s} seed {seed}: test accuracy {acc:.4f} ({acc / base_acc:.1%} of the predecessor); "
+                  f"training loss by tenths {runs[-1]['loss_curve']}", flush=True)
+            timed.setdefault(method, model)  # the first seed's successor joins the speed run
             if args.out:  # partial results survive an interrupted run
-                args.out.write_text(json.dumps({"predecessor_accuracy": base_acc, "runs": runs, "speed": speed},
-                                               indent=1) + "\n")
+                args.out.write_text(json.dumps({"predecessor_accuracy": base_acc, "runs": runs}, indent=1) + "\n")
+    # speed: the predecessor and each method's successor, side by side in turns
+    speed = sentences_per_second({"predecessor": predecessor, **timed}, tokenizer, test.texts[:args.speed_texts], args)
+    print(f"sentences/s (1 thread): {speed}", flush=True)
+    last = next(iter(timed.values()))
     n_layers = predecessor.config.num_hidden_layers
     summary = {}
     for method in args.methods:
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
                            "kept": statistics.mean(accs) / base_acc, "n": len(accs)}
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "predecessor_accuracy": base_acc, "test_size": len(test), "runs": runs, "summary": summary,
-              "sentences_per_s": speed, "speedup": speed["successor"] / speed["predecessor"],
+              "sentences_per_s": speed,
+              "speedup": {m: speed[m] / speed["predecessor"] for m in timed},
               "layers": {"predecessor": n_layers, "successor": last.config.num_hidden_layers},
               "wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
     print(table(result))
@@ -206,10 +217,10 @@ def table(result: dict) -> str:
              "", "| model | layers | test accuracy (mean ± std) | kept | seeds | sentences/s | speed-up |",
              "|---|---|---|---|---|---|---|",
              f"| predecessor | {layers['predecessor']} | {result['predecessor_accuracy']:.4f} | 100% | - | "
-             f"{speed['predecessor']:.0f} | 1.00x |"]
+             f"{speed['predecessor']:.1f} | 1.00x |"]
     for method, s in result["summary"].items():
         lines.append(f"| {method} | {layers['successor']} | {s['mean']:.4f} ± {s['std']:.4f} | {s['kept']:.1%} | "
-                     f"{s['n']} | {speed['successor']:.0f} | {result['speedup']:.2f}x |")
+                     f"{s['n']} | {speed[method]:.1f} | {result['speedup'][method]:.2f}x |")
     lines.append(f"\ncost: {result['wall_s'] / 60:.1f} wall-minutes, {result['cpu_s'] / 60:.1f} CPU-minutes")
     return "\n".join(lines)
 

@@ -25,5 +25,6 @@ def test_quick_study_runs(tmp_path):
     assert set(result["summary"]) == {"theseus-const", "theseus-linear", "truncation", "kd"}
     assert len(result["runs"]) == 8 and all(0 <= r["accuracy"] <= 1 for r in result["runs"])
     assert result["layers"] == {"predecessor": 4, "successor": 2}
-    assert result["speedup"] > 0
+    assert set(result["speedup"]) == set(result["summary"]) and all(v > 0 for v in result["speedup"].values())
+    assert all(len(r["loss_curve"]) == 4 for r in result["runs"])  # 4 steps: one mean per step
     assert "| theseus-const | 2 |" in proc.stdout
