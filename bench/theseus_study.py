@@ -11,12 +11,15 @@ learning rate and data order, per seed (``--train-head``: the head and pooler to
 
 * theseus-const:  p = 0.5 for the first half of the steps, then the successor alone;
 * theseus-linear: p = min(1, 0.3 + slope·t), reaching 1 at half the steps, then alone;
+  (both start from layers 0-2, the paper's init, or with ``--theseus-init every_nth`` from 1, 3, 5);
 * truncation:     predecessor layers 0-2 fine-tuned;
 * kd:             the same 3 layers, loss 0.5·CE + 0.5·T²·KL(teacher/T ‖ student/T), T = 2,
-                  the teacher's logits computed on each batch.
+                  the teacher's logits computed on each batch;
+* truncation-alt: predecessor layers 1, 3, 5 fine-tuned: the control for Theseus's every_nth init
+                  (the same starting point, no replacing).
 
-Speed: sentences/s of the predecessor and of a 3-layer successor (all successors share that
-shape) over the test sentences, one thread, medians of rounds taken in turns.
+Speed: sentences/s of the predecessor and of each method's successor (first seed) over the test
+sentences, one thread, medians of rounds taken in turns.
 
     python bench/theseus_study.py                 # the study (see --help for its size)
     python bench/theseus_study.py --quick         # a tiny random model on 64 sentences: seconds
@@ -36,22 +39,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
-METHODS = ("theseus-const", "theseus-linear", "truncation", "kd")
+METHODS = ("theseus-const", "theseus-linear", "truncation", "kd", "truncation-alt")
+
+
+def kept_layers(n: int, ratio: int, init: str) -> list[int]:
+    """The predecessor layers a successor starts from: the first n / ratio (``"first"``) or the
+    last of each group of ``ratio`` (``"every_nth"``), as :func:`kexue.theseus.wrap` copies them."""
+    k = n // ratio
+    return list(range(k)) if init == "first" else [g * ratio + ratio - 1 for g in range(k)]
 KD_TEMPERATURE = 2.0
 KD_ALPHA = 0.5
 
 
-def truncated(predecessor: nn.Module, k: int, train_head: bool = False) -> nn.Module:
-    """The predecessor with its first k layers only; those layers train (and the head, pooler
-    included, with ``train_head``), the embeddings stay frozen: the trainable set of Theseus."""
+def truncated(predecessor: nn.Module, k: int | list[int], train_head: bool = False) -> nn.Module:
+    """The predecessor with its first k layers only (or the layers listed); those layers train (and
+    the head, pooler included, with ``train_head``), the embeddings stay frozen: the trainable set
+    of Theseus."""
     from kexue import theseus
-    from kexue.theseus.wrap import _embedding_params
+    from kexue.theseus.wrap import _embedding_params, _set_layer_index
 
     model = copy.deepcopy(predecessor)
     path, layers = theseus.find_layers(model)
     parent_path, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent_path), attr, nn.ModuleList(list(layers)[:k]))
-    model.config.num_hidden_layers = k
+    keep = list(range(k)) if isinstance(k, int) else list(k)
+    setattr(model.get_submodule(parent_path), attr, nn.ModuleList([layers[i] for i in keep]))
+    for new_index, layer in enumerate(model.get_submodule(path)):
+        _set_layer_index(layer, new_index)
+    model.config.num_hidden_layers = len(keep)
     emb = _embedding_params(model)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(path + ".") or (train_head and id(p) not in emb))
@@ -71,12 +85,14 @@ def train_successor(method: str, predecessor: nn.Module, tokenizer, train, args,
     if method.startswith("theseus"):
         sched = (theseus.ConstantReplacing(0.5, replacing_steps=half) if method == "theseus-const"
                  else theseus.LinearReplacing(base=0.3, slope=0.7 / half))
-        wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, scheduler=sched, seed=seed,
-                               train_head=args.train_head)
+        wrapped = theseus.wrap(copy.deepcopy(predecessor), ratio=2, init=args.theseus_init, scheduler=sched,
+                               seed=seed, train_head=args.train_head)
         losses = finetune(wrapped, tokenizer, train, on_step=lambda _: sched.step(), **common)
         return wrapped.successor(), losses
-    student = truncated(predecessor, len(theseus.find_layers(predecessor)[1]) // 2, args.train_head)
-    if method == "truncation":
+    n = len(theseus.find_layers(predecessor)[1])
+    student = truncated(predecessor, kept_layers(n, 2, "every_nth" if method == "truncation-alt" else "first"),
+                        args.train_head)
+    if method in ("truncation", "truncation-alt"):
         losses = finetune(student, tokenizer, train, **common)
         return student.eval(), losses
     teacher = predecessor.eval()
@@ -148,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--speed-texts", type=int, default=256)
     ap.add_argument("--speed-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--theseus-init", choices=("first", "every_nth"), default="first",
+                    help="theseus.wrap's init: the successor starts from layers 0-2 (the paper) or 1, 3, 5")
     ap.add_argument("--train-head", action="store_true", help="every method also trains the head and pooler")
     ap.add_argument("--quick", action="store_true", help="tiny random model, 64 sentences, 3 steps: seconds")
     ap.add_argument("--no-progress", action="store_true")
