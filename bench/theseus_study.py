@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from kexue import theseus
     from kexue.text_classifier import accuracy
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -193,6 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
         test = TextSplit(test.texts[:args.test_limit], test.labels[:args.test_limit], test.scores[:args.test_limit])
     base_acc = accuracy(predecessor, tokenizer, test, max_length=args.max_length)
     print(f"predecessor: test accuracy {base_acc:.4f} on {len(test.texts)} sentences", flush=True)
+    # where each method starts: the successor cut from the predecessor, before any training step
+    n_pred = len(theseus.find_layers(predecessor)[1])
+    untrained = {init: accuracy(truncated(predecessor, kept_layers(n_pred, 2, init)), tokenizer, test,
+                                max_length=args.max_length) for init in ("first", "every_nth")}
+    print(f"untrained 3-layer cuts (layers 0-2 / 1, 3, 5): test accuracy {untrained}", flush=True)
     runs, timed = [], {}
     for seed in args.seeds:  # seed-major: an interrupted run still has every method for its first seeds
         for method in args.methods:
@@ -219,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "kept": statistics.mean(accs) / base_acc, "n": len(accs)}
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "predecessor_accuracy": base_acc, "test_size": len(test), "runs": runs, "summary": summary,
+              "untrained": untrained,
               "sentences_per_s": speed,
               "speedup": {m: speed[m] / speed["predecessor"] for m in timed},
               "layers": {"predecessor": n_layers, "successor": last.config.num_hidden_layers},
@@ -236,6 +243,9 @@ def table(result: dict) -> str:
              "|---|---|---|---|---|---|---|",
              f"| predecessor | {layers['predecessor']} | {result['predecessor_accuracy']:.4f} | 100% | - | "
              f"{speed['predecessor']:.1f} | 1.00x |"]
+    for init, acc in result.get("untrained", {}).items():
+        lines.append(f"| untrained cut ({'layers 0-2' if init == 'first' else 'layers 1, 3, 5'}, 0 steps) | "
+                     f"{layers['successor']} | {acc:.4f} | {acc / result['predecessor_accuracy']:.1%} | - | - | - |")
     for method, s in result["summary"].items():
         lines.append(f"| {method} | {layers['successor']} | {s['mean']:.4f} ± {s['std']:.4f} | {s['kept']:.1%} | "
                      f"{s['n']} | {speed[method]:.1f} | {result['speedup'][method]:.2f}x |")

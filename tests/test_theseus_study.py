@@ -29,3 +29,4 @@ def test_quick_study_runs(tmp_path):
     assert set(result["speedup"]) == set(result["summary"]) and all(v > 0 for v in result["speedup"].values())
     assert all(len(r["loss_curve"]) == 4 for r in result["runs"])  # 4 steps: one mean per step
     assert "| theseus-const | 2 |" in proc.stdout
+    assert set(result["untrained"]) == {"first", "every_nth"} and "| untrained cut (layers 1, 3, 5" in proc.stdout
