@@ -31,6 +31,7 @@ OPS = {
     "vae": "kexue.vae.bench",
     "sample": "kexue.decoding.bench",
     "attribution": "kexue.attribution.bench",
+    "theseus": "kexue.theseus.bench",
 }
 
 
