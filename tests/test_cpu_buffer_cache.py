@@ -149,8 +149,9 @@ def test_forked_child_uses_the_cache_while_the_parent_works(case):
     """DataLoader workers fork: children forked while a thread keeps the cache busy must each finish
     and get exact gradients from the cache.  A smoke test: the race it guards against (a fork while
     the lock is held, a few microseconds per call) is too rare to hit on demand; the cache takes its
-    lock around fork() (pthread_atfork) so that it cannot happen.  One intra-op thread: a fork inside another thread's OpenMP region hangs
-    the child in libgomp whatever the cache does (torch's own hazard, not this test's subject)."""
+    lock around fork() (pthread_atfork) so that it cannot happen.  One intra-op thread: a fork
+    inside another thread's OpenMP region hangs the child in libgomp whatever the cache does
+    (torch's own hazard, not this test's subject)."""
     import multiprocessing as mp
     import threading
 
