@@ -25,6 +25,13 @@ op's reference composite, so every transform sees torch operators it knows; ops 
 expressed that way (in-place backward ops) raise an error that names the op and the public
 function to use (:func:`refuse_functorch`).  Outside transforms the kernels run unchanged.
 
+Forward-mode AD with dual tensors outside torch.func (``torch.autograd.forward_ad``): a custom
+op drops the tangent of a dual input without a word (its registered autograd has no forward
+formula and is not entered when nothing requires grad), so inside a dual level the public
+functions run as the reference too (:func:`forward_ad_active`; tests/test_forward_ad.py).  The raw
+ops called directly with dual tensors still lose the tangent: that is torch's custom-op
+behaviour, and they have no hook there; use the public functions or torch.func.jvp.
+
 Under ``torch.compile`` neither route applies: the kernels stay in the graph (torch.compile has
 no double backward of its own).
 """
@@ -41,6 +48,17 @@ def functorch_active() -> bool:
     if torch.compiler.is_compiling():
         return False
     return torch._C._functorch.peek_interpreter_stack() is not None
+
+
+def forward_ad_active() -> bool:
+    """True inside ``torch.autograd.forward_ad.dual_level()``, where dual tensors may come in.
+
+    The kernels' registered autograd has no forward-mode formula, and a custom op drops the
+    tangents of dual inputs without a word, so there every backend runs as the reference (torch
+    operators, which carry tangents), as under torch.func."""
+    if torch.compiler.is_compiling():
+        return False
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
 
 
 def needs_differentiable_backward() -> bool:

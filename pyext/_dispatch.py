@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import _ext
-from ._autograd import functorch_active
+from ._autograd import forward_ad_active, functorch_active
 
 BACKENDS = ("torch", "cpu", "cuda", "triton")
 
@@ -108,11 +108,14 @@ class OpBackends:
     def resolve(self, backend: str, device: torch.device, info: dict | None = None) -> tuple[str, str]:
         """Returns (backend name, why it was picked); raises ValueError if it cannot run.
 
-        Inside a torch.func transform every backend runs as the reference (see kexue._autograd:
-        the kernels' registered autograd cannot enter functorch), whose results the kernels match."""
+        Inside a torch.func transform or a forward-mode AD dual level every backend runs as the
+        reference (see kexue._autograd: the kernels' registered autograd cannot enter functorch
+        and has no forward-mode formula), whose results the kernels match."""
         name, why = self._resolve(backend, device, info)
         if name != "torch" and functorch_active():
             return "torch", f"{why}; inside a torch.func transform it runs as the reference (torch operators)"
+        if name != "torch" and forward_ad_active():
+            return "torch", f"{why}; inside a forward-mode AD dual level it runs as the reference (torch operators)"
         return name, why
 
     def _resolve(self, backend: str, device: torch.device, info: dict | None) -> tuple[str, str]:
