@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import time
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import kexue
-from kexue.benchmarking import time_in_turns
+from kexue.benchmarking import cpu_model, time_in_turns
 
 
 def minor_faults() -> int:
@@ -44,17 +43,6 @@ def with_env(name: str, value: str, fn: Callable[[], object]) -> Callable[[], ob
             else:
                 os.environ[name] = old
     return run
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def thp_mode() -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,23 +27,12 @@ from collections.abc import Callable
 import torch
 
 import kexue
-from kexue.benchmarking import cpu_gemm_providers, time_in_turns
+from kexue.benchmarking import cpu_gemm_providers, cpu_model, time_in_turns
 
 try:
     from fast_transformers.causal_product import causal_dot_product
 except ImportError:  # optional peer
     causal_dot_product = None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fwd_bwd(fn: Callable, q, k, v, go) -> Callable[[], object]:

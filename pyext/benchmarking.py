@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -44,6 +45,18 @@ class BenchCase:
     reference: str = "torch"
     input_bytes: int = 0  # allocated before the timed function runs
     output_bytes: int = 0  # what the function must return at the least
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the header of every timing table."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _sync(device: torch.device) -> None:
