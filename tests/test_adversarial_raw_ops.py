@@ -185,7 +185,8 @@ ROWS = [
     ("sample/uniform-dtype", sp("sample", u=torch.full((3,), 0.5)), "uniform"),
     ("sample/logits-rank", sp("sample", logits=r(6)), "logits must have shape"),
 ]
-NO_ROWS = {"cpu_isa": "takes no arguments"}
+NO_ROWS = {"cpu_isa": "takes no arguments", "cpu_cache_bytes": "takes no arguments",
+           "cpu_cache_release": "takes no arguments"}
 
 
 def registry() -> list[str]:

@@ -149,7 +149,8 @@ BWD_CASES = {
     "linear_cross_entropy_bwd": "linear_cross_entropy_fwd",
 }
 REFUSED = {"cross_entropy_bwd_inplace": "kexue.cross_entropy", "ce_bwd_inplace_triton": "kexue.cross_entropy"}
-INTEGER_OPS = ("eisner", "probe_masked_batch", "probe_masked_batch_triton", "sample", "sample_triton", "cpu_isa")
+INTEGER_OPS = ("eisner", "probe_masked_batch", "probe_masked_batch_triton", "sample", "sample_triton", "cpu_isa",
+               "cpu_cache_bytes", "cpu_cache_release")
 
 
 def _skip_triton(op: str) -> None:
@@ -306,6 +307,11 @@ def test_integer_ops_under_vmap_and_grad(op):
         if op == "cpu_isa":
             assert K.cpu_isa() in ("avx512", "avx2", "base")
             assert grad(lambda x: (x * len(K.cpu_isa())).sum())(torch.ones(2)).tolist() == [len(K.cpu_isa())] * 2
+            return
+        if op in ("cpu_cache_bytes", "cpu_cache_release"):  # no tensor arguments: constants to a transform
+            n = getattr(K, op)()
+            assert isinstance(n, int) and n >= 0
+            assert grad(lambda x: (x * float(getattr(K, op)() >= 0)).sum())(torch.ones(2)).tolist() == [1.0, 1.0]
             return
         if op == "eisner":
             scores, lengths = _eisner_scores()
