@@ -107,26 +107,28 @@ def error_vs_steps(model, tok, texts: list[str], quick: bool) -> list[tuple]:
     return rows
 
 
-def clenshaw_curtis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The n + 1 Clenshaw-Curtis points (1 - cos(pi j / n)) / 2 on [0, 1] and their weights (n even;
-    nested: the points for n are among those for 2n)."""
-    j = torch.arange(n + 1, dtype=torch.float64)
-    w = torch.zeros(n + 1, dtype=torch.float64)
-    for k in range(n + 1):
-        m = torch.arange(1, n // 2 + 1, dtype=torch.float64)
-        b = torch.where(2 * m == n, 1.0, 2.0)
-        s = float((b / (4 * m * m - 1) * torch.cos(2 * m * k * torch.pi / n)).sum())
-        w[k] = (1.0 if k in (0, n) else 2.0) / n * (1 - s) / 2
-    return (1 - torch.cos(torch.pi * j / n)) / 2, w
+def romberg_weights(level: int) -> torch.Tensor:
+    """The weights that Romberg's R_{level,level} gives to the 2^level + 1 equally spaced points (float64): the
+    nested rule kexue's auto used before Clenshaw-Curtis, kept here for the comparison."""
+    row: list[torch.Tensor] = []
+    for k in range(level + 1):
+        t = torch.zeros(2**level + 1, dtype=torch.float64)
+        t[::2 ** (level - k)] = 1.0 / 2**k
+        t[0] = t[-1] = 0.5 / 2**k
+        new = [t]
+        for m, prev in enumerate(row, start=1):
+            new.append(new[-1] + (new[-1] - prev) / (4**m - 1))
+        row = new
+    return row[-1]
 
 
 def rules(model, tok, texts: list[str], quick: bool) -> list[tuple[str, int, float, float]]:
     """Relative completeness error |Σ_k w_k s(α_k) - (F(x) - F(x'))| / |F(x) - F(x')| of Gauss-Legendre
-    (Captum's rule), Romberg (kexue's nested auto rule) and Clenshaw-Curtis (nested) at equal point
-    counts, s(α) = (x - x')·∇F on the same float32 integrand (the hand-written BERT one)."""
+    (Captum's rule), Romberg (kexue's nested auto rule before) and Clenshaw-Curtis (nested, kexue's auto now) at
+    equal point counts, s(α) = (x - x')·∇F on the same float32 integrand (the hand-written BERT one)."""
     from kexue.attribution import bert_fast
     from kexue.attribution import text as T
-    from kexue.attribution.quadrature import level_points, romberg_weights, rule
+    from kexue.attribution.quadrature import level_points, level_weights, rule
 
     layer = model.bert.embeddings
     errs: dict[tuple[str, int], list[float]] = {}
@@ -150,8 +152,8 @@ def rules(model, tok, texts: list[str], quick: bool) -> list[tuple[str, int, flo
         gl = (4, 8) if quick else (8, 16, 24, 32, 50, 64)
         cands = [("Gauss-Legendre", n, *rule("gausslegendre", n)) for n in gl]
         for k in ((2, 3) if quick else (3, 4, 5, 6)):
-            cands.append(("Romberg", 2**k + 1, level_points(k), romberg_weights(k)))
-            cands.append(("Clenshaw-Curtis", 2**k + 1, *clenshaw_curtis(2**k)))
+            cands.append(("Romberg", 2**k + 1, torch.linspace(0, 1, 2**k + 1, dtype=torch.float64), romberg_weights(k)))
+            cands.append(("Clenshaw-Curtis", 2**k + 1, level_points(k), level_weights(k)))
         for name, n, a, w in cands:
             errs.setdefault((name, n), []).append(abs(float((s_at(a) * w).sum()) - df) / max(abs(df), 1e-12))
     return [(name, n, statistics.median(v), max(v)) for (name, n), v in sorted(errs.items(), key=lambda kv: kv[0][1])]

@@ -3,13 +3,15 @@ reference integral, completeness, batching, torch.compile, bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import kexue.attribution.api as api
 import kexue.attribution.engine as engine
 from kexue.attribution import METHODS, integrated_gradients, integrated_gradients_reference
-from kexue.attribution.quadrature import level_points, romberg_weights, rule
+from kexue.attribution.quadrature import level_points, level_weights, new_point_indices, rule
 
 captum_attr = pytest.importorskip("captum.attr", reason="Captum 0.9 is a test dependency (requirements/bench.txt)")
 
@@ -132,13 +134,36 @@ def test_gradient_methods(float64_default):
 # adaptive steps
 
 
-def test_romberg_weights_integrate_polynomials_exactly():
-    for level in range(6):
-        w, x = romberg_weights(level), level_points(level)
-        assert abs(float(w.sum()) - 1) < 1e-14
-        for p in range(2 * level + 2):
+def test_clenshaw_curtis_levels_nested_positive_and_exact_to_degree_n_plus_1():
+    for level in range(1, 9):
+        n = 2**level
+        w, x = level_weights(level), level_points(level)
+        assert len(w) == len(x) == n + 1 and bool((w > 0).all()) and abs(float(w.sum()) - 1) < 1e-14
+        assert torch.allclose(x[::2], level_points(level - 1), rtol=0, atol=1e-15)  # nested
+        assert torch.equal(torch.sort(torch.cat([x[::2], x[new_point_indices(level)]])).values, x)
+        for p in range(n + 2):
             assert abs(float((w * x**p).sum()) - 1 / (p + 1)) < 1e-13, (level, p)
-        assert abs(float((w * x ** (2 * level + 2)).sum()) - 1 / (2 * level + 3)) > 1e-12  # degree is sharp
+    # sharp at low levels: Simpson (level 1) is not exact for degree 4
+    w, x = level_weights(1), level_points(1)
+    assert abs(float((w * x**4).sum()) - 1 / 5) > 1e-3
+
+
+def test_clenshaw_curtis_beats_romberg_per_point_on_a_bump(float64_default):
+    """The reason auto uses Clenshaw–Curtis: on an IG-like integrand (flat ends, a sharp bump) it
+    is far more accurate at equal points than the Romberg rule kexue used before."""
+    f = lambda a: torch.exp(-((a - 0.55) / 0.06) ** 2)  # noqa: E731
+    exact = 0.06 * math.sqrt(math.pi) / 2 * (math.erf(0.45 / 0.06) + math.erf(0.55 / 0.06))
+    level = 5  # 33 points
+    cc = float((level_weights(level) * f(level_points(level))).sum())
+    ends = 0.5 * (f(torch.tensor(0.0)) + f(torch.tensor(1.0)))
+    trap = [(f(torch.linspace(0, 1, 2**k + 1)).sum() - ends) / 2**k for k in range(level + 1)]
+    row: list = []
+    for t in trap:
+        new = [t]
+        for m, p in enumerate(row, 1):
+            new.append(new[-1] + (new[-1] - p) / (4**m - 1))
+        row = new
+    assert abs(cc - exact) < 0.1 * abs(float(row[-1]) - exact)
 
 
 @pytest.mark.parametrize("tol", [1e-2, 1e-4, 1e-7])

@@ -1,7 +1,7 @@
 """Integrated gradients (Sundararajan et al. 2017): Captum-exact, adaptive, memory-bounded.
 
 - :func:`integrated_gradients`: any differentiable forward, Captum's arguments and rules, plus
-  ``n_steps="auto"`` (nested Romberg rules refined per example until completeness holds) and
+  ``n_steps="auto"`` (nested Clenshaw–Curtis rules refined per example until completeness holds) and
   ``max_memory``; ``method="gradient" | "gradient_x_input"`` for comparison;
 - :func:`token_attributions`: any Hugging Face sequence classifier or causal LM, integrated over
   a layer's output (the embeddings by default) with the work below it done once per example;

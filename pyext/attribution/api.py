@@ -195,7 +195,7 @@ def rows_per_forward(internal_batch_size: int | None, max_memory: int | None,
 
 
 def max_level_for(max_steps: int) -> int:
-    """The deepest Romberg level whose 2^k + 1 points fit in ``max_steps``."""
+    """The deepest Clenshaw–Curtis level whose 2^k + 1 points fit in ``max_steps``."""
     k = 0
     while 2 ** (k + 1) + 1 <= max_steps:
         k += 1
@@ -264,7 +264,7 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     ``torch.autograd.grad`` and carry no graph (an attribution prior that needs ∂IG/∂x must
     differentiate its own formulation), and a call inside a torch.func transform raises.
 
-    ``n_steps="auto"``: nested Romberg rules (2ᵏ + 1 equally spaced points, each level reusing
+    ``n_steps="auto"``: nested Clenshaw–Curtis rules (2ᵏ + 1 Chebyshev points, each level reusing
     every point of the last) are refined per example until |Σ IG − (F(x) − F(x'))| ≤
     ``tol``·|F(x) − F(x')| (``tol`` a number or one per example) or ``max_steps`` points; the
     examples that converged leave the batch.  F(x) and F(x') are the rule's own end points, so

@@ -304,12 +304,17 @@ class BertClassifierIntegrand:
     @torch.no_grad()
     def weighted(self, ex: torch.Tensor, alphas: torch.Tensor, w: torch.Tensor):
         """(texts, (Σ_rows w_r g_r per text,), F per row): layer 0's QKV gradient is summed over
-        the rows of each text before its product with W (one GEMM per text, not per row)."""
+        the rows of each text before its product with W (one GEMM per text, not per row).  ``w``
+        is (rows,), or (rows, M) for M weightings at once (the sums are then (texts, M, L, D))."""
         f, (dres, dqkv) = self._run(ex, alphas, True)
         uniq, inv = torch.unique(ex, return_inverse=True)
-        wv = w.to(self.dtype).view(-1, 1, 1)
-        sres = torch.zeros((len(uniq), *dres.shape[1:]), dtype=self.dtype, device=dres.device)
-        sres.index_add_(0, inv, dres * wv)
-        sqkv = torch.zeros((len(uniq), *dqkv.shape[1:]), dtype=self.dtype, device=dres.device)
-        sqkv.index_add_(0, inv, dqkv * wv)
-        return uniq, (self._back(sqkv, self.layers[0].wqkv, add=sres),), f
+        wm = w.to(self.dtype).view(len(ex), -1)  # (R, M)
+        M = wm.shape[1]
+        sres = torch.zeros((len(uniq), M, *dres.shape[1:]), dtype=self.dtype, device=dres.device)
+        sqkv = torch.zeros((len(uniq), M, *dqkv.shape[1:]), dtype=self.dtype, device=dres.device)
+        for m in range(M):  # one weighting at a time: no (R, M, L, 3D) temporary
+            sres[:, m].index_add_(0, inv, dres * wm[:, m, None, None])
+            sqkv[:, m].index_add_(0, inv, dqkv * wm[:, m, None, None])
+        g = self._back(sqkv.flatten(0, 1), self.layers[0].wqkv, add=sres.flatten(0, 1))
+        g = g.view(len(uniq), M, *dres.shape[1:])
+        return uniq, (g if w.dim() == 2 else g[:, 0],), f

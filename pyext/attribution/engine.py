@@ -4,7 +4,7 @@ An *integrand* is ``evaluate(ex, alphas) -> (grads, values)``: for M (example, �
 returns the gradients of the target output at the points x'_ex + α(x_ex − x'_ex), one tensor
 (M, *feature shape) per input, and the target outputs F there (M,).  The engine packs rows
 into forwards of at most ``rows`` rows, step-major like Captum, and either sums one fixed rule
-(:func:`integrate_fixed`) or refines nested Romberg levels per example until completeness holds
+(:func:`integrate_fixed`) or refines nested Clenshaw–Curtis levels per example until completeness holds
 (:func:`integrate_auto`); examples that have converged leave the batch.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .quadrature import level_points, new_point_indices, romberg_row
+from .quadrature import level_points, level_weights, new_point_indices
 
 Grads = tuple[torch.Tensor, ...]
 Integrand = Callable[[torch.Tensor, torch.Tensor], tuple[Grads, torch.Tensor]]
@@ -58,8 +58,8 @@ def integrate_fixed(evaluate: Integrand, feature_shapes: Sequence[torch.Size], d
 class AutoState:
     """Per-example results of :func:`integrate_auto`."""
 
-    integrals: Grads  # R_{k,k} per example, float64
-    previous: Grads  # R_{k-1,k-1}
+    integrals: Grads  # the accepted level's Σ_j w_j ∇F(α_j) per example, float64
+    previous: Grads  # the level before it
     steps: torch.Tensor  # (B,) points evaluated
     f_input: torch.Tensor  # (B,) F(x)
     f_baseline: torch.Tensor  # (B,) F(x')
@@ -69,76 +69,72 @@ class AutoState:
 def integrate_auto(evaluate: Integrand, feature_shapes: Sequence[torch.Size], n_examples: int,
                    diffs: Callable[[torch.Tensor], Grads], tol: torch.Tensor, max_level: int, min_level: int,
                    rows: int | None, device: torch.device) -> AutoState:
-    """Romberg levels min_level.. until |Σ attr − (F(x) − F(x'))| ≤ tol·|F(x) − F(x')| per example.
+    """Clenshaw–Curtis levels until |Σ attr − (F(x) − F(x'))| ≤ tol·|F(x) − F(x')| per example.
 
-    ``diffs(ex)`` gives (x − x') for the examples ``ex``; attributions are R_{k,k} · (x − x').
-    Level 0 evaluates α ∈ {0, 1} (F(x'), F(x) and their gradients); each further level adds the
-    midpoints.  Levels below ``min_level`` are refined without testing; after it, converged
-    examples stop and only the others evaluate the next level's new points."""
+    ``diffs(ex)`` gives (x − x') for the examples ``ex``; attributions are the level's integral ·
+    (x − x').  Level 0 evaluates α ∈ {0, 1} (F(x'), F(x) and their gradients); each further level
+    adds its new points.  A point's gradient goes, when it is evaluated, into the running sum of
+    every level from its own to ``max_level``, with that level's weight (a level's weights differ
+    from the one before's at the old points too): so no gradient is kept per point.  Levels
+    below ``min_level`` are refined without testing; after it, converged examples stop and only
+    the others evaluate the next level's new points."""
     B = n_examples
     f64 = torch.float64
-    table: list[list[torch.Tensor]] = [[] for _ in feature_shapes]  # Romberg row per input: k+1 × (B, *s)
-    trap = [torch.zeros((B, *s), dtype=f64, device=device) for s in feature_shapes]
-    integrals = [torch.zeros((B, *s), dtype=f64, device=device) for s in feature_shapes]
-    previous = [torch.zeros((B, *s), dtype=f64, device=device) for s in feature_shapes]
+    n_levels = max_level + 1
+    # sums[i]: (B, levels, *s) running Σ_j w_j^(m) g_j over the points evaluated so far, per level m
+    sums = [torch.zeros((B, n_levels, *s), dtype=f64, device=device) for s in feature_shapes]
+    weights = [level_weights(m) for m in range(n_levels)]
+    accepted = torch.full((B,), max_level, dtype=torch.long)
     steps = torch.zeros(B, dtype=torch.long)
     f_in = torch.zeros(B, dtype=f64)
     f_base = torch.zeros(B, dtype=f64)
     converged = torch.zeros(B, dtype=torch.bool)
     active = torch.arange(B)
-    for level in range(max_level + 1):
+    for level in range(n_levels):
         pts = level_points(level)
         new = new_point_indices(level)
+        # the new points' weights at every level from this one on: index j of level k is j·2^(m−k) at level m
+        w_new = torch.stack([weights[m][new * 2 ** (m - level)] for m in range(level, n_levels)], 1)
         n_new, A = len(new), len(active)
         step = torch.arange(n_new).repeat_interleave(A)
         ex_local = torch.arange(A).repeat(n_new)
-        sums = [torch.zeros((A, *s), dtype=f64, device=device) for s in feature_shapes]
         for sl in _chunks(n_new * A, rows):
             alphas = pts[new[step[sl]]]
-            w = torch.ones(len(alphas), dtype=f64, device=device)
-            if level == 0:  # the trapezoid's end weights
-                w = w * 0.5
-            if hasattr(evaluate, "weighted"):  # Σ_rows w·g per example, formed by the integrand
-                uniq, wsums, values = evaluate.weighted(active[ex_local[sl]].to(device), alphas.to(device), w)
-                local = torch.searchsorted(active.to(device), uniq)  # active is sorted
+            w = w_new[step[sl]].to(device)  # (rows, levels still ahead)
+            ex_rows = active[ex_local[sl]]
+            if hasattr(evaluate, "weighted"):  # Σ_rows w·g per example and level, formed by the integrand
+                uniq, wsums, values = evaluate.weighted(ex_rows.to(device), alphas.to(device), w)
+                for acc, ws in zip(sums, wsums, strict=True):
+                    acc[uniq, level:] += ws.to(f64)
             else:
-                grads, values = evaluate(active[ex_local[sl]].to(device), alphas.to(device))
+                grads, values = evaluate(ex_rows.to(device), alphas.to(device))
+                idx = ex_rows.to(device)
+                for acc, g in zip(sums, grads, strict=True):
+                    wg = w.view(*w.shape, *([1] * (g.dim() - 1))) * g.to(f64).unsqueeze(1)
+                    acc[:, level:].index_add_(0, idx, wg)
             if level == 0:
-                at_end = alphas.to(device) == 1.0
-                idx = active[ex_local[sl]]
+                at_end = (alphas == 1.0).cpu()
                 vals = values.detach().to(f64).cpu()
-                f_in[idx[at_end.cpu()]] = vals[at_end.cpu()]
-                f_base[idx[~at_end.cpu()]] = vals[~at_end.cpu()]
-            if hasattr(evaluate, "weighted"):
-                for s, ws in zip(sums, wsums, strict=True):
-                    s.index_add_(0, local, ws.to(f64))
-                continue
-            for s, g in zip(sums, grads, strict=True):
-                s.index_add_(0, ex_local[sl].to(device), g.to(f64) * w.view(-1, *([1] * (g.dim() - 1))))
-        h = 1.0 / 2**level
+                f_in[ex_rows[at_end]] = vals[at_end]
+                f_base[ex_rows[~at_end]] = vals[~at_end]
         steps[active] += n_new
-        act = active.to(device)
-        for i in range(len(feature_shapes)):
-            t = sums[i] * h if level == 0 else trap[i][act] / 2 + h * sums[i]
-            trap[i][act] = t
-            row = romberg_row([r[act] for r in table[i]], t)
-            table[i].append(torch.zeros_like(trap[i]))
-            for r, v in zip(table[i], row, strict=True):
-                r[act] = v
-            previous[i][act] = integrals[i][act] if level else row[-1]
-            integrals[i][act] = row[-1]
         if level < min_level:
             continue
         ex_dev = active.to(device)
         d = diffs(ex_dev)
-        total = sum((integrals[i][ex_dev] * d[i].to(f64)).flatten(1).sum(1) for i in range(len(d))).cpu()
+        total = sum((acc[ex_dev, level] * di.to(f64)).flatten(1).sum(1) for acc, di in zip(sums, d, strict=True)).cpu()
         df = f_in[active] - f_base[active]
         ok = (total - df).abs() <= tol[active] * df.abs()
         converged[active[ok]] = True
+        accepted[active[ok]] = level
         active = active[~ok]
         if len(active) == 0:
             break
-    return AutoState(tuple(integrals), tuple(previous), steps, f_in, f_base, converged)
+    at = torch.arange(B, device=device)
+    acc_lv, prev_lv = accepted.to(device), (accepted - 1).clamp_min(0).to(device)
+    integrals = tuple(acc[at, acc_lv] for acc in sums)
+    previous = tuple(acc[at, prev_lv] for acc in sums)
+    return AutoState(integrals, previous, steps, f_in, f_base, converged)
 
 
 def _saved_bytes(evaluate: Integrand, n: int, device: torch.device) -> int:

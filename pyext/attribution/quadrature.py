@@ -7,15 +7,18 @@
   so in float64 the two differ by that rounding only (relative 2⁻²⁴ per weight).
   ``riemann_trapezoid``'s weights sum to (n−1)/n, as Captum's do (each weight is 1/n, both
   ends halved), so it is not the textbook trapezoid rule.
-* Nested rules for ``n_steps="auto"``: Romberg integration.  Level k evaluates the 2ᵏ + 1
-  equally spaced points j/2ᵏ (both ends included, so F(x') and F(x) come free with the
-  gradients); the points of level k are all points of level k + 1, so refining one level costs
-  only the 2ᵏ⁻¹ new points.  The trapezoid sums T_k = T_{k−1}/2 + 2⁻ᵏ Σ_new g are extrapolated,
-  R_{k,m} = R_{k,m−1} + (R_{k,m−1} − R_{k−1,m−1})/(4ᵐ − 1), so a level keeps only one row of
-  the table (k + 1 sums of the size of the input), never the gradients of every point.  R_{k,k}
-  integrates polynomials of degree 2k + 1 exactly, and its error falls as h^{2k+2} for smooth
-  integrands (Euler–Maclaurin); |R_{k,k} − R_{k−1,k−1}| estimates the error of R_{k−1,k−1} and
-  is the usual (conservative) error estimate of R_{k,k}.
+* Nested rules for ``n_steps="auto"``: Clenshaw–Curtis.  Level k evaluates the 2ᵏ + 1
+  Chebyshev points α_j = (1 − cos(π j / 2ᵏ)) / 2, j = 0..2ᵏ (both ends included, so F(x') and
+  F(x) come free with the gradients); the points of level k are the even-j points of level
+  k + 1, so refining one level costs only its 2ᵏ⁻¹ new points.  The level-k rule integrates
+  polynomials of degree 2ᵏ + 1 exactly, and for analytic integrands it converges like
+  Gauss–Legendre at the same number of points (Trefethen, "Is Gauss quadrature better than
+  Clenshaw–Curtis?", SIAM Review 2008).  On IG's integrands it is much better per point than the
+  Romberg rules kexue used before: on the MiniLM classifier's 8 test sentences the relative
+  completeness error at 33 / 65 points is 2.4e-4 / 8.9e-7 against Romberg's 2.0e-3 / 5.6e-5
+  (bench/RESULTS.md, issue 12).  A level's weights change the weights of the old points too, so
+  the engine adds each point's gradient, when it is evaluated, to one running sum per level it
+  belongs to (:func:`level_weights`): memory (levels × input size), never one gradient per point.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ def rule(method: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def level_points(level: int) -> torch.Tensor:
-    """The 2^level + 1 equally spaced points j / 2^level of Romberg level ``level`` (float64)."""
-    return torch.arange(2**level + 1, dtype=torch.float64) / 2**level
+    """The 2^level + 1 Clenshaw–Curtis points (1 − cos(π j / 2^level)) / 2 on [0, 1] (float64,
+    ascending; level 0 is {0, 1})."""
+    n = 2**level
+    return (1 - torch.cos(torch.pi * torch.arange(n + 1, dtype=torch.float64) / n)) / 2
 
 
 def new_point_indices(level: int) -> torch.Tensor:
@@ -59,23 +64,18 @@ def new_point_indices(level: int) -> torch.Tensor:
     return torch.arange(1, n, 2)
 
 
-def romberg_row(prev_row: list[torch.Tensor], trapezoid: torch.Tensor) -> list[torch.Tensor]:
-    """Row k of the Romberg table from row k − 1 and the trapezoid sum T_k (any tensors)."""
-    row = [trapezoid]
-    for m, prev in enumerate(prev_row, start=1):
-        row.append(row[-1] + (row[-1] - prev) / (4**m - 1))
-    return row
-
-
-def romberg_weights(level: int) -> torch.Tensor:
-    """The weights that R_{level,level} gives to :func:`level_points` (float64; for tests and
-    documentation: the engine never forms them)."""
-    row: list[torch.Tensor] = []
-    for k in range(level + 1):
-        n = 2**k
-        t = torch.zeros(2**level + 1, dtype=torch.float64)
-        stride = 2 ** (level - k)
-        t[::stride] = 1.0 / n
-        t[0] = t[-1] = 0.5 / n
-        row = romberg_row(row, t)
-    return row[-1]
+def level_weights(level: int) -> torch.Tensor:
+    """The Clenshaw–Curtis weights of :func:`level_points` on [0, 1] (float64, positive, sum 1):
+    w_j = c_j / n · (1 − Σ_{m=1}^{n/2} b_m cos(2π m j / n) / (4m² − 1)) / 2 with n = 2^level,
+    c_j = 1 at both ends and 2 inside, b_m = 1 for m = n/2 and 2 otherwise (level 0: the
+    trapezoid ½, ½)."""
+    n = 2**level
+    if n == 1:
+        return torch.full((2,), 0.5, dtype=torch.float64)
+    j = torch.arange(n + 1, dtype=torch.float64).view(-1, 1)
+    m = torch.arange(1, n // 2 + 1, dtype=torch.float64).view(1, -1)
+    b = torch.where(2 * m == n, 1.0, 2.0)
+    s = (b / (4 * m * m - 1) * torch.cos(2 * torch.pi * m * j / n)).sum(1)
+    c = torch.full((n + 1,), 2.0, dtype=torch.float64)
+    c[0] = c[-1] = 1.0
+    return c / n * (1 - s) / 2

@@ -232,7 +232,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
 
     ``baseline``: ``"pad"`` (special tokens such as [CLS]/[SEP] kept, the rest [PAD]), ``"mask"``
     (the same with [MASK]), ``"zero"`` (e' = 0), or a float tensor broadcastable to the layer's
-    output of one text (length × hidden).  ``n_steps``: ``"auto"`` (nested Romberg rules refined
+    output of one text (length × hidden).  ``n_steps``: ``"auto"`` (nested Clenshaw–Curtis rules refined
     per text until |Σ IG − (F(x) − F(x'))| ≤ ``tol``·|F(x) − F(x')| (``tol``: one number, or one per
     text), at most ``max_steps``
     points) or an int (Captum's ``method`` rule, ``gausslegendre`` by default);
