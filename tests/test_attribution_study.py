@@ -24,3 +24,12 @@ def test_study_quick(tmp_path):
                 "### Faithfulness", "deletion AOPC", "random (5 seeds)", "Heatmaps:"):
         assert key in out, key
     assert list(tmp_path.glob("attribution_example_1.png"))
+
+
+@pytest.mark.parametrize("part,key", [("sweep", "auto at each sentence's Captum error"), ("panels", "Boole tol")])
+def test_quadrature_script_quick(part, key):
+    script = Path(__file__).resolve().parents[1] / "bench" / "attribution_quadrature.py"
+    res = subprocess.run([sys.executable, str(script), part, "--quick"], capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert key in res.stdout

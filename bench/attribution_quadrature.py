@@ -1,0 +1,153 @@
+"""Integrated-gradients quadrature on the fine-tuned MiniLM classifier (issue 12, RESULTS.md).
+
+Two measurements behind the "equal completeness error" paragraphs of bench/RESULTS.md:
+
+* ``sweep``: ``n_steps="auto"`` at tolerances 1e-1 … 1e-4 on the first N test sentences (mean/max
+  steps, median/max relative completeness error), then auto with each sentence's own Captum
+  Gauss-Legendre n = 50 error as its tol (steps used, sentences that reach it).  Run it on an
+  older commit to compare rules (that is how the Romberg column was made).
+* ``panels``: the integrand s(α) = (e − e')·∇F and F(α) sampled on 2^10 + 1 equally spaced points
+  per sentence, then locally adaptive composite rules simulated on those samples.  Each panel's
+  error is known exactly, Q_[a,b](s) − (F(b) − F(a)), because every forward gives F with ∂F; the
+  panels whose error exceeds their share of tol·|ΔF| are bisected (Simpson or Boole panels, both
+  nested under bisection).  Reports points used and the error reached, next to Gauss-Legendre.
+
+``python bench/attribution_quadrature.py sweep --sentences 16``;
+``python bench/attribution_quadrature.py panels --sentences 8``; ``--quick`` for the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attribution_study import captum_layer_ig, classifier, rel_completeness  # noqa: E402
+
+from kexue.attribution import token_attributions  # noqa: E402
+from kexue.datasets import movie_snippets  # noqa: E402
+
+PANEL_WEIGHTS = {2: np.array([1, 4, 1]) / 6, 4: np.array([7, 32, 12, 32, 7]) / 90}  # Simpson, Boole
+PANEL_NAMES = {2: "Simpson", 4: "Boole"}
+
+
+def sweep(model, tok, texts: list[str], tols: tuple[float, ...]) -> list[str]:
+    out = ["| tol | mean steps | max steps | median rel. error | max rel. error |", "|---|---|---|---|---|"]
+    for tol in tols:
+        res = token_attributions(model, tok, texts, n_steps="auto", tol=tol, max_steps=129)
+        e = [rel_completeness(r) for r in res]
+        out.append(f"| {tol:g} | {statistics.mean(r.steps for r in res):.1f} | {max(r.steps for r in res)} | "
+                   f"{statistics.median(e):.2e} | {max(e):.2e} |")
+    try:
+        cap = captum_layer_ig(model, tok, texts, 50, 25)
+    except ImportError:
+        return [*out, "", "captum not installed: equal-error run skipped"]
+    ours = token_attributions(model, tok, texts, n_steps=50)
+    tol_each = [max(abs(d) / max(abs(r.f_input - r.f_baseline), 1e-12), 1e-7) for r, (_, d) in zip(ours, cap,
+                                                                                                   strict=True)]
+    auto = token_attributions(model, tok, texts, n_steps="auto", tol=tol_each, max_steps=129)
+    ok = sum(rel_completeness(r) <= t for r, t in zip(auto, tol_each, strict=True))
+    steps = [r.steps for r in auto]
+    return [*out, "", "Captum GL-50 relative error per sentence: " + " ".join(f"{t:.1e}" for t in tol_each),
+            f"auto at each sentence's Captum error: steps {steps}, mean {statistics.mean(steps):.1f}, "
+            f"reached {ok}/{len(auto)}"]
+
+
+def sample(model, tok, text: str, level: int) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
+    """s(α) and F(α) at the 2^level + 1 equally spaced points, and the Gauss-Legendre sums."""
+    from kexue.attribution import bert_fast
+    from kexue.attribution import text as T
+    from kexue.attribution.quadrature import rule
+
+    e = T._encode(tok, text, None)
+    ids, tt = torch.tensor([e.ids]), torch.tensor([e.token_type_ids])
+    mask = torch.ones_like(ids)
+    layer = model.bert.embeddings
+    e_x = T._capture(model, layer, T._model_inputs(ids, mask, tt))
+    e_b = T._capture(model, layer, T._model_inputs(torch.tensor([T._baseline_ids(tok, e, "pad")]), mask, tt))
+    with torch.no_grad():
+        tgt = model(**T._model_inputs(ids, mask, tt)).logits.argmax(-1)
+    ig = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt)
+    de = (e_x - e_b).double()
+
+    def at(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, f = [], []
+        for c in range(0, len(a), 64):
+            (g,), v = ig(torch.zeros(len(a[c:c + 64]), dtype=torch.long), a[c:c + 64])
+            s.append((g.double() * de).flatten(1).sum(1))
+            f.append(v.double().flatten())
+        return torch.cat(s), torch.cat(f)
+
+    s, f = at(torch.arange(2**level + 1, dtype=torch.float64) / 2**level)
+    gl = {}
+    for n in (16, 32, 50, 64):
+        a, w = rule("gausslegendre", n)
+        gl[n] = float((at(a)[0] * w).sum())
+    return s.numpy(), f.numpy(), gl
+
+
+def adaptive_panels(s: np.ndarray, f: np.ndarray, tol: float, order: int) -> tuple[int, float]:
+    """Points used and relative completeness error of the locally adaptive composite rule."""
+    N = len(s) - 1
+    W = PANEL_WEIGHTS[order]
+    df = f[-1] - f[0]
+    panels = [(0, N // 2), (N // 2, N)]
+    while True:
+        est, err = [], []
+        for a, b in panels:
+            idx = np.linspace(a, b, order + 1).astype(int)
+            q = (b - a) / N * float((W * s[idx]).sum())
+            est.append(q)
+            err.append(q - (f[b] - f[a]))
+        points = {int(i) for a, b in panels for i in np.linspace(a, b, order + 1).astype(int)}
+        rel = abs(sum(est) - df) / abs(df)
+        split = [abs(e) > tol * abs(df) * (b - a) / N and b - a >= 2 * order for (a, b), e in zip(panels, err,
+                                                                                                 strict=True)]
+        if np.abs(err).sum() <= tol * abs(df) or not any(split):
+            return len(points), rel
+        panels = [half for p, sp in zip(panels, split, strict=True)
+                  for half in (((p[0], (p[0] + p[1]) // 2), ((p[0] + p[1]) // 2, p[1])) if sp else (p,))]
+
+
+def panels(model, tok, texts: list[str], level: int, tols: tuple[float, ...]) -> list[str]:
+    head = "| sentence | tokens | GL 16 / 32 / 50 / 64 rel. error |" + "".join(
+        f" {PANEL_NAMES[o]} tol {t:g}: points, error |" for o in (2, 4) for t in tols)
+    out = [head, "|" + "---|" * (3 + 2 * len(tols))]
+    for i, text in enumerate(texts):
+        s, f, gl = sample(model, tok, text, level)
+        df = f[-1] - f[0]
+        row = f"| {i} | {len(tok(text)['input_ids'])} | " + " / ".join(f"{abs(gl[n] - df) / abs(df):.1e}" for n in gl)
+        for o in (2, 4):
+            for t in tols:
+                p, e = adaptive_panels(s, f, t, o)
+                row += f" | {p}, {e:.1e}"
+        out.append(row + " |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("part", choices=("sweep", "panels"))
+    ap.add_argument("--sentences", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="2 sentences, coarse grid (seconds)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, tok = classifier(torch.device("cpu"))
+    texts = movie_snippets()["test"].texts[:2 if args.quick else args.sentences]
+    if args.part == "sweep":
+        lines = sweep(model, tok, texts, (1e-1,) if args.quick else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4))
+    else:
+        lines = panels(model, tok, texts, 5 if args.quick else 10, (1e-2,) if args.quick else (1e-3, 1e-4, 1e-5))
+    report = "\n".join(lines)
+    print(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()
