@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attribution_study import captum_layer_ig, classifier, rel_completeness  # noqa: E402
+from attribution_study import captum_layer_ig, classifier, path_integrand, rel_completeness  # noqa: E402
 
 from kexue.attribution import token_attributions  # noqa: E402
 from kexue.datasets import movie_snippets  # noqa: E402
@@ -60,28 +60,13 @@ def sweep(model, tok, texts: list[str], tols: tuple[float, ...]) -> list[str]:
 
 def sample(model, tok, text: str, level: int) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
     """s(α) and F(α) at the 2^level + 1 equally spaced points, and the Gauss-Legendre sums."""
-    from kexue.attribution import bert_fast
-    from kexue.attribution import text as T
     from kexue.attribution.quadrature import rule
 
-    e = T._encode(tok, text, None)
-    ids, tt = torch.tensor([e.ids]), torch.tensor([e.token_type_ids])
-    mask = torch.ones_like(ids)
-    layer = model.bert.embeddings
-    e_x = T._capture(model, layer, T._model_inputs(ids, mask, tt))
-    e_b = T._capture(model, layer, T._model_inputs(torch.tensor([T._baseline_ids(tok, e, "pad")]), mask, tt))
-    with torch.no_grad():
-        tgt = model(**T._model_inputs(ids, mask, tt)).logits.argmax(-1)
-    ig = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt)
-    de = (e_x - e_b).double()
+    s_and_f = path_integrand(model, tok, text)
 
     def at(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s, f = [], []
-        for c in range(0, len(a), 64):
-            (g,), v = ig(torch.zeros(len(a[c:c + 64]), dtype=torch.long), a[c:c + 64])
-            s.append((g.double() * de).flatten(1).sum(1))
-            f.append(v.double().flatten())
-        return torch.cat(s), torch.cat(f)
+        parts = [s_and_f(a[c:c + 64]) for c in range(0, len(a), 64)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     s, f = at(torch.arange(2**level + 1, dtype=torch.float64) / 2**level)
     gl = {}

@@ -122,32 +122,40 @@ def romberg_weights(level: int) -> torch.Tensor:
     return row[-1]
 
 
+def path_integrand(model, tok, text: str):
+    """(s, F) for one text on the hand-written BERT integrand (float32 model, [PAD] baseline, predicted class):
+    s(alphas) = (e - e')·∇F at the points (float64, one per point) and F at the points."""
+    from kexue.attribution import bert_fast
+    from kexue.attribution import text as T
+
+    e = T._encode(tok, text, None)
+    ids, tt = torch.tensor([e.ids]), torch.tensor([e.token_type_ids])
+    mask = torch.ones_like(ids)
+    layer = model.bert.embeddings
+    e_x = T._capture(model, layer, T._model_inputs(ids, mask, tt))
+    e_b = T._capture(model, layer, T._model_inputs(torch.tensor([T._baseline_ids(tok, e, "pad")]), mask, tt))
+    with torch.no_grad():
+        tgt = model(**T._model_inputs(ids, mask, tt)).logits.argmax(-1)
+    ig = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt)
+    de = (e_x - e_b).double()
+
+    def s_and_f(alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (g,), f = ig(torch.zeros(len(alphas), dtype=torch.long), alphas)
+        return (g.double() * de).flatten(1).sum(1), f.double().flatten()
+
+    return s_and_f
+
+
 def rules(model, tok, texts: list[str], quick: bool) -> list[tuple[str, int, float, float]]:
     """Relative completeness error |Σ_k w_k s(α_k) - (F(x) - F(x'))| / |F(x) - F(x')| of Gauss-Legendre
     (Captum's rule), Romberg (kexue's nested auto rule before) and Clenshaw-Curtis (nested, kexue's auto now) at
     equal point counts, s(α) = (x - x')·∇F on the same float32 integrand (the hand-written BERT one)."""
-    from kexue.attribution import bert_fast
-    from kexue.attribution import text as T
     from kexue.attribution.quadrature import level_points, level_weights, rule
 
-    layer = model.bert.embeddings
     errs: dict[tuple[str, int], list[float]] = {}
     for t in texts:
-        e = T._encode(tok, t, None)
-        ids, tt = torch.tensor([e.ids]), torch.tensor([e.token_type_ids])
-        mask = torch.ones_like(ids)
-        e_x = T._capture(model, layer, T._model_inputs(ids, mask, tt))
-        e_b = T._capture(model, layer, T._model_inputs(torch.tensor([T._baseline_ids(tok, e, "pad")]), mask, tt))
-        with torch.no_grad():
-            tgt = model(**T._model_inputs(ids, mask, tt)).logits.argmax(-1)
-        ig = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt)
-        de = (e_x - e_b).double()
-
-        def s_at(alphas: torch.Tensor, ig=ig, de=de) -> torch.Tensor:
-            (g,), _ = ig(torch.zeros(len(alphas), dtype=torch.long), alphas)
-            return (g.double() * de).flatten(1).sum(1)
-
-        ends = ig(torch.zeros(2, dtype=torch.long), torch.tensor([1.0, 0.0], dtype=torch.float64), grad=False)[1]
+        s_and_f = path_integrand(model, tok, t)
+        ends = s_and_f(torch.tensor([1.0, 0.0], dtype=torch.float64))[1]
         df = float(ends[0]) - float(ends[1])
         gl = (4, 8) if quick else (8, 16, 24, 32, 50, 64)
         cands = [("Gauss-Legendre", n, *rule("gausslegendre", n)) for n in gl]
@@ -155,7 +163,7 @@ def rules(model, tok, texts: list[str], quick: bool) -> list[tuple[str, int, flo
             cands.append(("Romberg", 2**k + 1, torch.linspace(0, 1, 2**k + 1, dtype=torch.float64), romberg_weights(k)))
             cands.append(("Clenshaw-Curtis", 2**k + 1, level_points(k), level_weights(k)))
         for name, n, a, w in cands:
-            errs.setdefault((name, n), []).append(abs(float((s_at(a) * w).sum()) - df) / max(abs(df), 1e-12))
+            errs.setdefault((name, n), []).append(abs(float((s_and_f(a)[0] * w).sum()) - df) / max(abs(df), 1e-12))
     return [(name, n, statistics.median(v), max(v)) for (name, n), v in sorted(errs.items(), key=lambda kv: kv[0][1])]
 
 
