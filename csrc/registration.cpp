@@ -120,3 +120,43 @@ TORCH_LIBRARY(kexue, m) {
   m.def("cpu_cache_bytes() -> int", []() -> int64_t { return kexue::cpu::cached_buffer_bytes(); });
   m.def("cpu_cache_release() -> int", []() -> int64_t { return kexue::cpu::release_cached_buffers(); });
 }
+
+// Forward-mode AD (torch.autograd.forward_ad): the ops below have no forward-mode formula, and
+// a custom op called with a dual tensor while nothing requires grad goes straight to its kernel,
+// which returns plain outputs: the tangent would be dropped without a word.  Every call passes
+// through the ADInplaceOrView key after autograd, so one boxed kernel there refuses dual inputs
+// with an error naming the op and what to use instead, and otherwise redispatches to the device
+// kernel (cost: one pass over the arguments).  The public functions never get here with dual
+// tensors: inside a dual level they run as their references (kexue._autograd.forward_ad_active).
+// torch.func.jvp does not either: its tensors reach the kernels unwrapped, through the
+// reference route at functorch's key.  The in-place backward op is left to torch's own
+// ADInplaceOrView handling (it bumps the mutated tensor's version counter).
+namespace {
+
+// Forward AD in eager mode has one level (torch refuses nested dual levels).
+constexpr uint64_t kForwardAdLevel = 0;
+
+void refuse_dual_inputs(const c10::OperatorHandle& op, c10::DispatchKeySet keys, torch::jit::Stack* stack) {
+  const auto& args = op.schema().arguments();
+  auto values = torch::jit::last(*stack, args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (!values[i].isTensor()) continue;
+    const at::Tensor& t = values[i].toTensor();
+    TORCH_CHECK(!t.defined() || !t._fw_grad(kForwardAdLevel).defined(), op.schema().name(), ": argument '",
+                args[i].name(),
+                "' is a dual tensor (torch.autograd.forward_ad), and this raw op has no forward-mode "
+                "formula, so its tangent would be lost. Call the public kexue function instead (inside a "
+                "dual level it runs the reference, which carries tangents), or use torch.func.jvp.");
+  }
+  op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(kexue, ADInplaceOrView, m) {
+  for (const char* name : {"linear_attention_fwd", "linear_attention_bwd", "cross_entropy_fwd", "cross_entropy_bwd",
+                           "linear_cross_entropy_fwd", "linear_cross_entropy_bwd", "probe_segment_distance",
+                           "sampling_probs"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&refuse_dual_inputs>());
+  }
+}

@@ -29,8 +29,10 @@ Forward-mode AD with dual tensors outside torch.func (``torch.autograd.forward_a
 op drops the tangent of a dual input without a word (its registered autograd has no forward
 formula and is not entered when nothing requires grad), so inside a dual level the public
 functions run as the reference too (:func:`forward_ad_active`; tests/test_forward_ad.py).  The raw
-ops called directly with dual tensors still lose the tangent: that is torch's custom-op
-behaviour, and they have no hook there; use the public functions or torch.func.jvp.
+differentiable ops refuse dual inputs with an error naming the op and the argument, from a
+kernel at the ADInplaceOrView key that every call passes after autograd: in C++ for the ops
+defined in csrc/registration.cpp (no Python on their hot path), and :func:`refuse_forward_ad`
+for the Python-defined (Triton) ops, registered with their torch.func route.
 
 Under ``torch.compile`` neither route applies: the kernels stay in the graph (torch.compile has
 no double backward of its own).
@@ -41,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 
 def functorch_active() -> bool:
@@ -103,14 +106,47 @@ FUNCTORCH_KEY = "FuncTorchDynamicLayerFrontMode"
 FUNCTORCH_ROUTED: dict[str, str] = {}  # op name -> "reference" or "refused" (what the tests walk)
 
 
-def register_functorch_reference(name: str, fn: Callable) -> None:
+def register_functorch_reference(name: str, fn: Callable, *, differentiable: bool = True) -> None:
     """Inside any torch.func transform, ``kexue::<name>`` runs ``fn`` instead of its kernels.
 
     ``fn`` takes the op's arguments and returns its outputs (same shapes and dtypes) through
     torch operators, so grad, jacrev, hessian, vmap, vmap(grad), jvp and jacfwd all apply to it.
-    Costs what the reference costs (the kernels stay the path outside transforms)."""
+    Costs what the reference costs (the kernels stay the path outside transforms).  A
+    ``differentiable`` op also refuses dual tensors outside torch.func (:func:`refuse_forward_ad`)."""
     _FUNCTORCH_LIB.impl(name.split("::")[-1], fn, FUNCTORCH_KEY)
     FUNCTORCH_ROUTED[name.split("::")[-1]] = "reference"
+    if differentiable:
+        refuse_forward_ad(name)
+
+
+FORWARD_AD_KEY = "ADInplaceOrView"  # after autograd, before the device kernels: every call passes it
+
+
+def dual_input_message(op: str, arg: str) -> str:
+    """The error for a dual tensor reaching a raw op (the C++ kernel in csrc/registration.cpp says the same)."""
+    return (f"{op}: argument '{arg}' is a dual tensor (torch.autograd.forward_ad), and this raw op has no "
+            "forward-mode formula, so its tangent would be lost. Call the public kexue function instead (inside a "
+            "dual level it runs the reference, which carries tangents), or use torch.func.jvp.")
+
+
+def refuse_forward_ad(name: str) -> None:
+    """``kexue::<name>`` raises on a dual input instead of dropping its tangent, through a kernel at
+    the ADInplaceOrView key (the C++-defined ops have theirs in csrc/registration.cpp; this one is
+    for the Python-defined ones and is skipped where a kernel is there already)."""
+    qualified = "kexue::" + name.split("::")[-1]
+    if torch._C._dispatch_has_kernel_for_dispatch_key(qualified, FORWARD_AD_KEY):
+        return
+    op = getattr(torch.ops.kexue, name.split("::")[-1]).default
+    arg_names = [a.name for a in op._schema.arguments]
+
+    def kernel(keyset, *args, **kwargs):
+        if fwAD._current_level >= 0:  # a dual level is open: look for tangents
+            for arg, value in zip(arg_names, args, strict=False):
+                if isinstance(value, torch.Tensor) and fwAD.unpack_dual(value).tangent is not None:
+                    raise RuntimeError(dual_input_message(qualified, arg))
+        return op.redispatch(keyset & torch._C._after_ADInplaceOrView_keyset, *args, **kwargs)
+
+    _FUNCTORCH_LIB.impl(qualified.split("::")[-1], kernel, FORWARD_AD_KEY, with_keyset=True)
 
 
 def refuse_functorch(name: str, use: str) -> None:

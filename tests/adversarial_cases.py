@@ -544,7 +544,7 @@ PROBE_BAD = [
                                                           torch.tensor([0]), 1),
         (ValueError, RuntimeError), "rows", ("value",)),
     Bad("segment-distance/rank", lambda: segment_distance(_g(3), torch.tensor([0]), _g(3), torch.tensor([1]),
-                                                          torch.tensor([0]), 1), ValueError, "2-D", ("rank",)),
+                                                          torch.tensor([0]), 1), ValueError, "(rows, D)", ("rank",)),
     Bad("segment-distance/metric", lambda: segment_distance(_g(3, 4), torch.tensor([0]), _g(3, 4), torch.tensor([1]),
                                                             torch.tensor([0]), 1, metric="l1"),
         ValueError, "metric", ("option",)),

@@ -359,3 +359,37 @@ def test_public_function_and_raw_op_agree_under_grad():
     pub = grad(lambda x: kexue.linear_attention(x, k, v, causal=True).sum())(q)
     raw = grad(lambda x: K.linear_attention_fwd(x, k, v, None, None, None, None, "elu", True, True, 1e-6)[0].sum())(q)
     close(raw, pub, "public vs raw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward-mode AD with dual tensors outside torch.func: the raw ops refuse, naming the argument
+# (kexue._autograd.refuse_forward_ad and csrc/registration.cpp), instead of dropping the tangent.
+
+
+def test_every_differentiable_raw_op_has_the_dual_tensor_check():
+    ops = registry()
+    for o in list(DIFF_CASES) + list(BWD_CASES):
+        if o in ops:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(f"kexue::{o}", "ADInplaceOrView"), o
+
+
+@pytest.mark.parametrize("op", list(DIFF_CASES))
+def test_raw_op_refuses_dual_tensors_by_name(op):
+    import torch.autograd.forward_ad as fwAD
+
+    _skip_triton(op)
+    make, dtype = DIFF_CASES[op]
+    f, x = make(op, dtype)
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match=rf"kexue::{op}: argument '\w+' is a dual tensor"):
+        f(fwAD.make_dual(x, torch.randn_like(x)))
+    f(x)  # outside a dual level the kernel runs
+
+
+def test_raw_backward_op_refuses_dual_tensors():
+    import torch.autograd.forward_ad as fwAD
+
+    x, t = torch.randn(3, 5, dtype=F64), torch.tensor([0, 4, 1])
+    loss, lse = K.cross_entropy_fwd(x, t, None, None, 0.0, 0.0, -100, False)
+    with fwAD.dual_level(), pytest.raises(RuntimeError, match="argument 'logits' is a dual tensor"):
+        K.cross_entropy_bwd(torch.ones_like(loss), fwAD.make_dual(x, torch.randn_like(x)), t, None, None, lse, 0.0,
+                            0.0, -100)

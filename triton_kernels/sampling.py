@@ -175,7 +175,7 @@ def sampling_probs_triton(logits: torch.Tensor, temperature: torch.Tensor, top_k
 register_probs_autograd("kexue::sampling_probs_triton", out_dtype=lambda dtype: torch.float32)
 # (a triton_op gets an autograd kernel that functorch refuses; under torch.func draw by the reference,
 # as kexue.sample does there)
-register_functorch_reference("kexue::sample_triton", sample_reference)
+register_functorch_reference("kexue::sample_triton", sample_reference, differentiable=False)
 
 
 def _raise_bad_rows(tokens: torch.Tensor) -> None:

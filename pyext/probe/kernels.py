@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from .._dispatch import OpBackends, eager_cpu, native_first, triton_kernel_ready
-from .._validate import FLOAT_DTYPES, as_int
+from .._validate import as_int, check_float_matrix
 from .kernels_op import native_masked_batch, native_segment_distance
 from .kernels_reference import (
     METRICS,
@@ -261,13 +261,8 @@ def segment_distance(
         >>> segment_distance(h, rows, h, ref_rows, torch.tensor([0, 0, 2]), 3)
         tensor([7.5000, 0.0000, 0.0000])
     """
-    for name, t in (("h", h), ("ref", ref)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D (rows, D), got shape {tuple(t.shape)}")
-    if h.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"h must be float16, bfloat16, float32 or float64, got {h.dtype}")
+    check_float_matrix(h, "h", "(rows, D)")
+    check_float_matrix(ref, "ref", "(rows, D)")
     if ref.dtype != h.dtype or ref.device != h.device:
         raise TypeError(f"ref ({ref.dtype}, {ref.device}) must match h ({h.dtype}, {h.device})")
     if ref.shape[1] != h.shape[1]:
