@@ -110,8 +110,9 @@ def integrate_auto(evaluate: Integrand, feature_shapes: Sequence[torch.Size], n_
                 grads, values = evaluate(ex_rows.to(device), alphas.to(device))
                 idx = ex_rows.to(device)
                 for acc, g in zip(sums, grads, strict=True):
-                    wg = w.view(*w.shape, *([1] * (g.dim() - 1))) * g.to(f64).unsqueeze(1)
-                    acc[:, level:].index_add_(0, idx, wg)
+                    g64 = g.to(f64)
+                    for m in range(w.shape[1]):  # one level at a time: no (rows, levels, *s) temporary
+                        acc[:, level + m].index_add_(0, idx, g64 * w[:, m].view(-1, *([1] * (g.dim() - 1))))
             if level == 0:
                 at_end = (alphas == 1.0).cpu()
                 vals = values.detach().to(f64).cpu()
@@ -122,7 +123,8 @@ def integrate_auto(evaluate: Integrand, feature_shapes: Sequence[torch.Size], n_
             continue
         ex_dev = active.to(device)
         d = diffs(ex_dev)
-        total = sum((acc[ex_dev, level] * di.to(f64)).flatten(1).sum(1) for acc, di in zip(sums, d, strict=True)).cpu()
+        total = sum((acc[ex_dev, level] * di.to(f64)).flatten(1).sum(1)
+                    for acc, di in zip(sums, d, strict=True)).cpu()
         df = f_in[active] - f_base[active]
         ok = (total - df).abs() <= tol[active] * df.abs()
         converged[active[ok]] = True
