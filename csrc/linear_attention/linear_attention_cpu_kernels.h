@@ -50,6 +50,9 @@ constexpr int64_t kChunkMax = 256;  // the scratch GEMMs are sized for operands 
 // Bytes per task the causal backward may keep its chunk products in (Problem::keep_bytes; 2·G·L·c
 // floats: 1 MiB for a sequence of 4096 tokens at c = 32, G = 1).  Past it they are recomputed.
 constexpr int64_t kKeepBytesDefault = int64_t{64} << 20;
+// Chunks ahead of the one in work whose rows are prefetched (prefetch_rows): 1 measured 6 %
+// faster than none in the causal D64 forward, 2 no better than 1 (noise-level in the backward).
+constexpr int64_t kPrefetchChunks = 1;
 
 // ---------------------------------------------------------------------------------------------
 // Strided access to tensors of any layout (64-bit index arithmetic throughout).
@@ -75,9 +78,10 @@ struct Strided {
 
 // Prefetches rows t..t+c (cols elements each) of x[b, h] into L2, for reading (or writing: out
 // = true): issued one chunk ahead, it overlaps the next chunk's cache misses on the inputs (and
-// the write-allocate reads of the outputs) with this chunk's GEMMs; without it a third of the
-// kernel's time went to those misses (perf, B2 H4 N4096 D64).  Rows with an inner stride != 1
-// are left to the hardware.
+// the write-allocate reads of the outputs) with this chunk's GEMMs.  Those misses (the copies
+// of the rows into scratch) took about a quarter of the kernel's samples (perf, B2 H4 N4096 D64,
+// causal); the prefetch removes part of it (see kPrefetchChunks).  Rows with an inner stride
+// != 1 are left to the hardware.
 template <typename X>
 KEXUE_ALWAYS_INLINE void prefetch_rows(const Strided<X>& x, int64_t b, int64_t h, int64_t t, int64_t c, int64_t cols,
                                        bool out) {
@@ -327,6 +331,7 @@ struct Forward : Problem<S, T> {
     };
 
     // Prefetches of the chunk at lo (if any): k, v and / or the group's q, out rows.
+    const int64_t ahead = kPrefetchChunks * C;  // prefetch distance in tokens
     auto prefetch_kv = [&](int64_t lo) KEXUE_LAMBDA_INLINE {
       if (lo >= L) return;
       const int64_t c = std::min(C, L - lo);
@@ -345,7 +350,7 @@ struct Forward : Problem<S, T> {
     if (!causal) {
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
-        prefetch_kv(lo + C);
+        prefetch_kv(lo + ahead);
         load_kv(lo, c);
         update_state(c);
       }
@@ -354,10 +359,10 @@ struct Forward : Problem<S, T> {
     for (int64_t lo = 0; lo < L; lo += C) {
       const int64_t c = std::min(C, L - lo);
       if (causal) {
-        prefetch_kv(lo + C);
+        prefetch_kv(lo + ahead);
         load_kv(lo, c);
       }
-      prefetch_q_out(lo + C);
+      prefetch_q_out(lo + ahead);
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = hk * G + g;
         const T *Sg, *zg;
@@ -508,6 +513,7 @@ struct Backward : Problem<S, T> {
     };
     // Prefetches of the chunk at lo (if in the sequence): its k, v rows (and dk, dv, to be
     // written) and its q, do rows (and dq) of head g (every head of the group: g < 0).
+    const int64_t ahead = kPrefetchChunks * C;  // prefetch distance in tokens
     auto prefetch_kv = [&](int64_t lo, bool grads) KEXUE_LAMBDA_INLINE {
       if (lo < 0 || lo >= L) return;
       const int64_t c = std::min(C, L - lo);
@@ -638,8 +644,8 @@ struct Backward : Problem<S, T> {
       // Pass 1: forward over chunks, dq.
       for (int64_t ci = 0; ci < nchunks; ++ci) {
         const int64_t lo = ci * C, c = std::min(C, L - lo);
-        prefetch_kv(lo + C, false);
-        prefetch_q(-1, lo + C, true);
+        prefetch_kv(lo + ahead, false);
+        prefetch_q(-1, lo + ahead, true);
         load_k(lo, c);
         transpose(c, F, Bm, ldF, Bt, ldC);
         load_v(lo, c);
@@ -683,8 +689,8 @@ struct Backward : Problem<S, T> {
       for (int64_t g = 0; g < G; ++g) transpose(F, Dv, R + g * F * ldDv, ldDv, Rt + g * Dv * ldF, ldF);
       for (int64_t ci = nchunks - 1; ci >= 0; --ci) {
         const int64_t lo = ci * C, c = std::min(C, L - lo);
-        prefetch_kv(lo - C, true);
-        prefetch_q(-1, lo - C, false);
+        prefetch_kv(lo - ahead, true);
+        prefetch_q(-1, lo - ahead, false);
         load_k(lo, c);
         load_v(lo, c);
         if (!keep) {
@@ -722,7 +728,7 @@ struct Backward : Problem<S, T> {
       // Pass 1: the kv state.
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
-        prefetch_kv(lo + C, false);
+        prefetch_kv(lo + ahead, false);
         load_k(lo, c);
         load_v(lo, c);
         update_state(c);
@@ -734,7 +740,7 @@ struct Backward : Problem<S, T> {
         head_state(g, Sg, zg);
         for (int64_t lo = 0; lo < L; lo += C) {
           const int64_t c = std::min(C, L - lo);
-          prefetch_q(g, lo + C, true);
+          prefetch_q(g, lo + ahead, true);
           load_q(h, lo, c);
           load_do(h, lo, c);
           if (normalize) {
@@ -770,7 +776,7 @@ struct Backward : Problem<S, T> {
       transpose(F, Dv, Rs, ldDv, Rt, ldF);
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
-        prefetch_kv(lo + C, true);
+        prefetch_kv(lo + ahead, true);
         load_k(lo, c);
         load_v(lo, c);
         gemm(c, Dv, F, Bm, ldF, Rs, ldDv, dV, ldDv, false);  // dv = B R
