@@ -9,10 +9,13 @@
 // Work split: one task per (sequence, kv head), run with at::parallel_for.  A task loops over
 // the G = H / Hkv query heads sharing its kv head, so B, V and their products are loaded once
 // per chunk, and dk / dv are summed over the group inside the task (no races, no atomics).
-// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements), never per chunk.
-// Inputs are read through their strides (no .contiguous() copies); half / bf16 are converted to
-// float on load, the accumulation type is float (double for double inputs).  All products are
-// cpu::gemm calls on row-major scratch (register-blocked, FMA; see common/cpu_gemm.h).
+// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements, plus the causal
+// backward's kept chunk products, 2·G·L·kChunkCausal elements up to Problem::keep_bytes), never
+// per chunk.  Inputs are read through their strides (no .contiguous() copies) and prefetched one
+// chunk ahead; half / bf16 are converted to float on load, the accumulation type is float (double
+// for double inputs).  All products are cpu::gemm / gemm_tn (a transposed operand read in place)
+// / gemm_sum (two products in one pass over the output's register tiles) calls on row-major
+// scratch (register-blocked, FMA; see common/cpu_gemm.h).
 //
 // This header holds the kernels (Forward, Backward); each (pass, dtype) pair is compiled in its own
 // translation unit, la_cpu_<pass>_<dtype>.cpp, for every ISA path, so a parallel build spreads
