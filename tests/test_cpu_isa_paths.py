@@ -23,7 +23,8 @@ def test_cpu_kernels_on_a_narrower_isa_path(isa):
     assert which.stdout.strip() in ({"base"} if isa == "base" else {"base", "avx2"}), which.stderr[-2000:]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cpu and not triton",
-         str(ROOT / "tests" / "test_linear_attention.py"), str(ROOT / "tests" / "test_probe_kernels.py")],
+         str(ROOT / "tests" / "test_linear_attention.py"), str(ROOT / "tests" / "test_probe_kernels.py"),
+         str(ROOT / "tests" / "test_linear_attention_cpu_chunk.py")],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout and "failed" not in run.stdout

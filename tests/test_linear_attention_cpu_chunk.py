@@ -1,8 +1,10 @@
 """The CPU linear-attention kernels at any chunk size (KEXUE_LA_CPU_CHUNK, the tuning knob of
 bench/la_cpu_roofline.py): outputs, final state and every gradient equal the float64 reference
 at chunk sizes that divide N, do not, exceed it, and are 1; with GQA, an initial state, a key
-padding mask and each feature map.  A bad value is a clear error.  Also the quick path of
-bench/la_cpu_roofline.py and the CPU branch of measure_ceilings."""
+padding mask and each feature map.  The causal backward keeps its chunk products for its second
+pass (up to KEXUE_LA_CPU_KEEP_MB per task) or recomputes them: both ways equal the reference,
+and each other bit for bit.  A bad value of either knob is a clear error.  Also the quick path
+of bench/la_cpu_roofline.py and the CPU branch of measure_ceilings."""
 
 from __future__ import annotations
 
@@ -25,20 +27,22 @@ def run(backend, q, k, v, S0, z0, mask, causal, fm, normalize):
     return (out, S, z, *torch.autograd.grad(loss, (q, k, v, S0, z0)))
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 32, 100, 256])
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("fm,normalize", [(None, False), ("elu", True), ("taylor", True)])
-def test_any_chunk_size_matches_reference(chunk, causal, fm, normalize, monkeypatch):
-    g = torch.Generator().manual_seed(chunk)
-    B, H, Hkv, N, Dk, Dv = 2, 4, 2, 83, 11, 13
+def problem(seed, fm, dtype=torch.float64, N=83, Dk=11, Dv=13):
+    g = torch.Generator().manual_seed(seed)
+    B, H, Hkv = 2, 4, 2
     F = feature_dim(fm, Dk)
-    q = torch.randn(B, H, N, Dk, generator=g, dtype=torch.float64).requires_grad_()
-    k = torch.randn(B, Hkv, N, Dk, generator=g, dtype=torch.float64).requires_grad_()
-    v = torch.randn(B, Hkv, N, Dv, generator=g, dtype=torch.float64).requires_grad_()
-    S0 = (torch.rand(B, H, F, Dv, generator=g, dtype=torch.float64) * 0.1).requires_grad_()
-    z0 = (torch.rand(B, H, F, generator=g, dtype=torch.float64) + 1).requires_grad_()
+    q = torch.randn(B, H, N, Dk, generator=g, dtype=dtype).requires_grad_()
+    k = torch.randn(B, Hkv, N, Dk, generator=g, dtype=dtype).requires_grad_()
+    v = torch.randn(B, Hkv, N, Dv, generator=g, dtype=dtype).requires_grad_()
+    acc = torch.float64 if dtype == torch.float64 else torch.float32  # the state's dtype
+    S0 = (torch.rand(B, H, F, Dv, generator=g, dtype=acc) * 0.1).requires_grad_()
+    z0 = (torch.rand(B, H, F, generator=g, dtype=acc) + 1).requires_grad_()
     mask = torch.rand(B, N, generator=g) < 0.2
-    args = (q, k, v, S0, z0, mask, causal, fm, normalize)
+    return q, k, v, S0, z0, mask
+
+
+def check_against_reference(chunk, causal, fm, normalize, monkeypatch):
+    args = (*problem(chunk, fm), causal, fm, normalize)
     want = run("torch", *args)
     monkeypatch.setenv("KEXUE_LA_CPU_CHUNK", str(chunk))
     got = run("cpu", *args)
@@ -47,11 +51,44 @@ def test_any_chunk_size_matches_reference(chunk, causal, fm, normalize, monkeypa
         assert (a - b).abs().max() <= TOL * scale, (name, (a - b).abs().max().item())
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 32, 100, 256])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("fm,normalize", [(None, False), ("elu", True), ("taylor", True)])
+def test_any_chunk_size_matches_reference(chunk, causal, fm, normalize, monkeypatch):
+    check_against_reference(chunk, causal, fm, normalize, monkeypatch)
+
+
+@pytest.mark.parametrize("chunk", [7, 32])
+@pytest.mark.parametrize("fm,normalize", [(None, False), (None, True), ("elu", True)])
+def test_recomputed_chunk_products_match_reference(chunk, fm, normalize, monkeypatch):
+    monkeypatch.setenv("KEXUE_LA_CPU_KEEP_MB", "0")  # the second pass recomputes K and M
+    check_against_reference(chunk, True, fm, normalize, monkeypatch)
+
+
+@pytest.mark.parametrize("fm,normalize", [(None, False), ("elu", True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_and_recomputed_chunk_products_agree_bit_for_bit(fm, normalize, dtype, monkeypatch):
+    args = (*problem(3, fm, dtype=dtype, N=150, Dk=64, Dv=64), True, fm, normalize)
+    kept = run("cpu", *args)
+    monkeypatch.setenv("KEXUE_LA_CPU_KEEP_MB", "0")
+    recomputed = run("cpu", *args)
+    for name, a, b in zip(("out", "S", "z", "dq", "dk", "dv", "dS0", "dz0"), kept, recomputed, strict=True):
+        assert torch.equal(a, b), name
+
+
 @pytest.mark.parametrize("value", ["0", "257", "-3", "many"])
 def test_bad_chunk_is_a_clear_error(value, monkeypatch):
     monkeypatch.setenv("KEXUE_LA_CPU_CHUNK", value)
     q = torch.randn(1, 1, 8, 4)
     with pytest.raises(RuntimeError, match="KEXUE_LA_CPU_CHUNK"):
+        kexue.linear_attention(q, q, q, backend="cpu")
+
+
+@pytest.mark.parametrize("value", ["-1", "1048577", "lots", "1.5"])
+def test_bad_keep_mb_is_a_clear_error(value, monkeypatch):
+    monkeypatch.setenv("KEXUE_LA_CPU_KEEP_MB", value)
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(RuntimeError, match="KEXUE_LA_CPU_KEEP_MB"):
         kexue.linear_attention(q, q, q, backend="cpu")
 
 

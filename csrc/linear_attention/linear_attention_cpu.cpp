@@ -118,6 +118,20 @@ int64_t chunk_size(bool causal, int64_t F, int64_t Dv) {
   return v;
 }
 
+// Bytes per task the causal backward keeps its chunk products in: kKeepBytesDefault, or
+// KEXUE_LA_CPU_KEEP_MB MiB (an integer >= 0; 0 recomputes them in the second pass) for tests and
+// A/B timings; read at every call.
+int64_t keep_bytes() {
+  const char* env = std::getenv("KEXUE_LA_CPU_KEEP_MB");
+  if (env == nullptr || *env == '\0') return kKeepBytesDefault;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  constexpr long long kMaxMb = 1LL << 20;  // 1 TiB: anything larger is a typo
+  TORCH_CHECK(end != env && *end == '\0' && v >= 0 && v <= kMaxMb, "KEXUE_LA_CPU_KEEP_MB must be an integer in [0, ",
+              kMaxMb, "], got '", env, "'");
+  return static_cast<int64_t>(v) << 20;
+}
+
 template <typename S, typename T>
 void fill_problem(Problem<S, T>& p, const Checked& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& S0,
@@ -125,6 +139,7 @@ void fill_problem(Problem<S, T>& p, const Checked& c, const at::Tensor& q, const
   p.B = c.B, p.H = c.H, p.Hkv = c.Hkv, p.G = c.H / c.Hkv, p.N = c.N, p.Dk = c.Dk, p.Dv = c.Dv, p.F = c.F;
   p.nseq = c.nseq, p.fm = c.fm, p.causal = causal, p.normalize = normalize, p.eps = static_cast<T>(eps);
   p.chunk = chunk_size(causal, c.F, c.Dv);
+  p.keep_bytes = keep_bytes();
   p.cu = c.cu;
   p.q = Strided<const S>(q), p.k = Strided<const S>(k), p.v = Strided<const S>(v);
   if (mask.has_value() && mask->defined()) {

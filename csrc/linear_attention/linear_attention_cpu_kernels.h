@@ -9,10 +9,13 @@
 // Work split: one task per (sequence, kv head), run with at::parallel_for.  A task loops over
 // the G = H / Hkv query heads sharing its kv head, so B, V and their products are loaded once
 // per chunk, and dk / dv are summed over the group inside the task (no races, no atomics).
-// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements), never per chunk.
-// Inputs are read through their strides (no .contiguous() copies); half / bf16 are converted to
-// float on load, the accumulation type is float (double for double inputs).  All products are
-// cpu::gemm calls on row-major scratch (register-blocked, FMA; see common/cpu_gemm.h).
+// Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements, plus the causal
+// backward's kept chunk products, 2·G·L·kChunkCausal elements up to Problem::keep_bytes), never
+// per chunk.  Inputs are read through their strides (no .contiguous() copies) and prefetched one
+// chunk ahead; half / bf16 are converted to float on load, the accumulation type is float (double
+// for double inputs).  All products are cpu::gemm / gemm_tn (a transposed operand read in place)
+// / gemm_sum (two products in one pass over the output's register tiles) calls on row-major
+// scratch (register-blocked, FMA; see common/cpu_gemm.h).
 //
 // This header holds the kernels (Forward, Backward); each (pass, dtype) pair is compiled in its own
 // translation unit, la_cpu_<pass>_<dtype>.cpp, for every ISA path, so a parallel build spreads
@@ -35,6 +38,7 @@
 namespace kexue::la {
 
 using cpu::gemm;
+using cpu::gemm_tn;
 using cpu::pad_cols;
 using cpu::transpose;
 using cpu::Tri;
@@ -46,6 +50,12 @@ using cpu::Tri;
 constexpr int64_t kChunkCausal = 32;
 constexpr int64_t kChunkNonCausal = 64;
 constexpr int64_t kChunkMax = 256;  // the scratch GEMMs are sized for operands of at most 256 rows
+// Bytes per task the causal backward may keep its chunk products in (Problem::keep_bytes; 2·G·L·c
+// floats: 1 MiB for a sequence of 4096 tokens at c = 32, G = 1).  Past it they are recomputed.
+constexpr int64_t kKeepBytesDefault = int64_t{64} << 20;
+// Chunks ahead of the one in work whose rows are prefetched (prefetch_rows): 1 measured 6 %
+// faster than none in the causal D64 forward, 2 no better than 1 (noise-level in the backward).
+constexpr int64_t kPrefetchChunks = 1;
 
 // ---------------------------------------------------------------------------------------------
 // Strided access to tensors of any layout (64-bit index arithmetic throughout).
@@ -68,6 +78,36 @@ struct Strided {
   // Start of the innermost row at (i0, i1) of a 3-D tensor (elements then step st[2]).
   S* row(int64_t i0, int64_t i1) const { return p + i0 * st[0] + i1 * st[1]; }
 };
+
+// Prefetches rows t..t+c (cols elements each) of x[b, h] into L2, for reading (or writing: out
+// = true): issued one chunk ahead, it overlaps the next chunk's cache misses on the inputs (and
+// the write-allocate reads of the outputs) with this chunk's GEMMs.  Those misses (the copies
+// of the rows into scratch) took about a quarter of the kernel's samples (perf, B2 H4 N4096 D64,
+// causal); the prefetch removes part of it (see kPrefetchChunks).  Rows with an inner stride
+// != 1 are left to the hardware.
+template <typename X>
+KEXUE_ALWAYS_INLINE void prefetch_rows(const Strided<X>& x, int64_t b, int64_t h, int64_t t, int64_t c, int64_t cols,
+                                       bool out) {
+  constexpr int64_t kLine = 64;  // bytes per cache line
+  if (!x || x.st[3] != 1) return;
+  const int64_t bytes = cols * static_cast<int64_t>(sizeof(X));
+  for (int64_t r = 0; r < c; ++r) {
+    const char* p = reinterpret_cast<const char*>(x.row(b, h, t + r));
+    for (int64_t off = 0; off < bytes; off += kLine) {
+      if (out) {
+        __builtin_prefetch(p + off, 1, 2);
+      } else {
+        __builtin_prefetch(p + off, 0, 2);
+      }
+    }
+    if (bytes % kLine == 0 && reinterpret_cast<uintptr_t>(p) % kLine == 0) continue;
+    if (out) {  // the row's last line, when the row does not start on a line
+      __builtin_prefetch(p + bytes - 1, 1, 2);
+    } else {
+      __builtin_prefetch(p + bytes - 1, 0, 2);
+    }
+  }
+}
 
 // dst[r][0:cols] = src[r * rs + c * cs] converted to T, for r < rows.  float16 / bfloat16 go
 // through c10's portable conversions (a _Float16 path would vectorise in the AVX2 path but makes
@@ -104,12 +144,25 @@ KEXUE_ALWAYS_INLINE void store_rows(const T* src, int64_t lds, int64_t rows, int
 // ---------------------------------------------------------------------------------------------
 // Problem description shared by the forward and backward tasks.
 
+// What one task (sequence s, kv head hk) works on, and its scratch layout.
+struct TaskDims {
+  int64_t s = 0, hk = 0, b = 0, t0 = 0, L = 0;  // sequence, kv head, batch row, first token, length
+  int64_t C = 0, F = 0, Dk = 0, Dv = 0, G = 1;  // tokens per chunk, dims, query heads per kv head
+  int64_t nchunks = 0;                          // chunks of the sequence
+  int64_t ldF = 0, ldDv = 0, ldC = 0, ldDk = 0;  // padded leading dims of the scratch matrices
+  bool has_state = false;                       // an initial state was given
+  bool shared = true;                           // the kv prefix state is every head's state (G == 1 or no S0)
+};
+
 template <typename S, typename T>
 struct Problem {
   int64_t B = 0, H = 0, Hkv = 0, G = 1, N = 0, Dk = 0, Dv = 0, F = 0, nseq = 0;
   FeatureMap fm = FeatureMap::None;
   bool causal = false, normalize = true;
   int64_t chunk = 0;  // tokens per chunk (kChunkCausal / kChunkNonCausal unless overridden)
+  // Causal backward: the chunk products K and M of the first pass are kept for the second
+  // (2·G·L·c elements per task) when they take at most this many bytes; recomputed otherwise.
+  int64_t keep_bytes = 0;
   T eps = 0;
   std::vector<int64_t> cu;  // sequence offsets (empty: one sequence per batch row)
   Strided<const S> q, k, v;
@@ -125,15 +178,36 @@ struct Problem {
       b = 0, t0 = cu[s], len = cu[s + 1] - cu[s];
     }
   }
+  // The prologue of every task: task -> (sequence, kv head), chunk and scratch dims.
+  TaskDims task_dims(int64_t task) const {
+    TaskDims d;
+    d.s = task / Hkv, d.hk = task % Hkv;
+    seq(d.s, d.b, d.t0, d.L);
+    d.C = chunk, d.F = F, d.Dk = Dk, d.Dv = Dv, d.G = G;
+    d.nchunks = (d.L + d.C - 1) / d.C;
+    d.ldF = pad_cols(F), d.ldDv = pad_cols(Dv), d.ldC = pad_cols(chunk), d.ldDk = pad_cols(Dk);
+    d.has_state = S0 || z0;
+    d.shared = G == 1 || !d.has_state;
+    return d;
+  }
   KEXUE_ALWAYS_INLINE bool masked(int64_t b, int64_t t) const {
     return mask != nullptr && mask[b * mask_st[0] + t * mask_st[1]];
   }
 
   // X (raw, c x Dk) and Y = φ(X) (c x F) for rows t..t+c of x[b, h]; aux per row (taylor norm).
-  // With key_mask, rows of padded keys get Y = 0.
+  // With key_mask, rows of padded keys get Y = 0.  Without a feature map the rows go straight
+  // into Y (X is not written: nothing reads it then).
   template <int W>
   KEXUE_ALWAYS_INLINE void load_mapped(const Strided<const S>& x, int64_t b, int64_t h, int64_t t, int64_t c, T* X,
                                        int64_t ldx, T* Y, int64_t ldy, T* aux, bool key_mask) const {
+    if (fm == FeatureMap::None) {
+      load_rows(x.row(b, h, t), x.st[2], x.st[3], c, Dk, Y, ldy);
+      if (key_mask && mask != nullptr) {
+        for (int64_t i = 0; i < c; ++i)
+          if (masked(b, t + i)) std::fill(Y + i * ldy, Y + i * ldy + F, T(0));
+      }
+      return;
+    }
     load_rows(x.row(b, h, t), x.st[2], x.st[3], c, Dk, X, ldx);
     for (int64_t i = 0; i < c; ++i) {
       T* y = Y + i * ldy;
@@ -164,14 +238,14 @@ struct Problem {
   }
 };
 
-// den[i] (+)= Σ_{j<=i} K[i][j] over a causal chunk, after zeroing K above the diagonal (the
-// GEMMs that read K with Tri::ALower need real zeros there).
+// Zeroes K above the diagonal over a causal chunk (the GEMMs that read K as a triangular
+// operand need real zeros there) and, when den is given, sets den[i] = Σ_{j<=i} K[i][j].
 template <int W, typename T>
-KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den) {
+KEXUE_ALWAYS_INLINE void causal_mask(T* K, int64_t ldk, int64_t c, T* den) {
   for (int64_t i = 0; i < c; ++i) {
     T* row = K + i * ldk;
     std::fill(row + i + 1, row + c, T(0));
-    den[i] = cpu::sum<W>(row, i + 1);
+    if (den != nullptr) den[i] = cpu::sum<W>(row, i + 1);
   }
 }
 
@@ -179,12 +253,13 @@ KEXUE_ALWAYS_INLINE void causal_mask_rowsum(T* K, int64_t ldk, int64_t c, T* den
 // Forward.
 //
 // Causal, per chunk of c tokens and query head:
-//   K = tril(A Bᵀ)                     c·c·F / 2 FMAs (tiles above the diagonal skipped)
-//   num = K V + A S,  den = K 1 + A z  c·c·Dv / 2 + c·F·Dv FMAs
-// then per chunk and kv head:  S += Bᵀ V, z += Bᵀ 1  (c·F·Dv).
+//   K = tril(A Bᵀ)                     c·c·F FMAs (c·c·F / 2 for chunks wider than a tile)
+//   num = K V + A S,  den = K 1 + A z  c·c·Dv / 2 + c·F·Dv FMAs, one pass over each register
+//                                      tile of num (gemm_sum)
+// then per chunk and kv head:  S += Bᵀ V, z += Bᵀ 1  (c·F·Dv; Bᵀ read in place, gemm_tn).
 // Non-causal: S = S0 + Bᵀ V over all chunks first (N·F·Dv per kv head), then num = A S
-// (N·F·Dv per query head).  Scratch per task: ~8 matrices of kChunk* x (F | Dv) plus the state;
-// no O(N) memory beyond the outputs.
+// (N·F·Dv per query head).  Scratch per task: ~7 matrices of kChunk* x (F | Dv) plus the state;
+// no O(N) memory beyond the outputs.  den is computed only with normalize.
 //
 // With GQA (G > 1) the kv-only prefix P = Σ Bᵀ V is shared by the group and the state of
 // head h is S0_h + P (an F·Dv add per chunk); with G == 1 or no initial state P is the state.
@@ -197,18 +272,15 @@ struct Forward : Problem<S, T> {
   template <int W>
   KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
-    const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
-    int64_t b, t0, L;
-    P_.seq(s, b, t0, L);
-    const int64_t C = P_.chunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
-    const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
-    const bool has_state = P_.S0 || P_.z0;
-    const bool shared = G == 1 || !has_state;
+    const TaskDims d = P_.task_dims(task);
+    const int64_t s = d.s, hk = d.hk, b = d.b, t0 = d.t0, L = d.L, C = d.C, F = d.F, Dv = d.Dv, G = d.G;
+    const int64_t ldF = d.ldF, ldDv = d.ldDv, ldC = d.ldC, ldDk = d.ldDk;
+    const bool has_state = d.has_state, shared = d.shared, causal = P_.causal, normalize = P_.normalize;
 
     cpu::ScratchArena<T> ar;
     const int64_t oX = ar.reserve(C * ldDk), oAux = ar.reserve(C), oA = ar.reserve(C * ldF),
-                  oB = ar.reserve(C * ldF), oBt = ar.reserve(F * ldC), oV = ar.reserve(C * ldDv),
-                  oK = ar.reserve(C * ldC), oO = ar.reserve(C * ldDv), oDen = ar.reserve(C),
+                  oB = ar.reserve(C * ldF), oBt = ar.reserve(causal ? F * ldC : 0), oV = ar.reserve(C * ldDv),
+                  oK = ar.reserve(causal ? C * ldC : 0), oO = ar.reserve(C * ldDv), oDen = ar.reserve(C),
                   oP = ar.reserve(F * ldDv), oPz = ar.reserve(F), oSh = ar.reserve(F * ldDv),
                   oZh = ar.reserve(F), oS0 = ar.reserve((shared ? 0 : G) * F * ldDv),
                   oZ0 = ar.reserve((shared ? 0 : G) * F);
@@ -235,60 +307,87 @@ struct Forward : Problem<S, T> {
       }
       const T* s0 = S0b + g * F * ldDv;
       for (int64_t f = 0; f < F; ++f)
-        for (int64_t d = 0; d < Dv; ++d) Sh[f * ldDv + d] = s0[f * ldDv + d] + P[f * ldDv + d];
+        for (int64_t e = 0; e < Dv; ++e) Sh[f * ldDv + e] = s0[f * ldDv + e] + P[f * ldDv + e];
       for (int64_t f = 0; f < F; ++f) zh[f] = z0b[g * F + f] + pz[f];
       Sg = Sh, zg = zh;
     };
-    // Loads k, v of a chunk into B, Bᵀ, V.
+    // Loads k, v of a chunk into B (and Bᵀ, for the causal K = A Bᵀ) and V.
     auto load_kv = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       P_.template load_mapped<W>(P_.k, b, hk, t0 + lo, c, X, ldDk, Bm, ldF, aux, true);
-      transpose(c, F, Bm, ldF, Bt, ldC);
+      if (causal) transpose(c, F, Bm, ldF, Bt, ldC);
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
     auto update_state = [&](int64_t c) KEXUE_LAMBDA_INLINE {  // P += Bᵀ V, pz += Bᵀ 1
-      gemm(F, Dv, c, Bt, ldC, V, ldDv, P, ldDv, true);
+      gemm_tn(F, Dv, c, Bm, ldF, V, ldDv, P, ldDv, true);
       for (int64_t i = 0; i < c; ++i)
         for (int64_t f = 0; f < F; ++f) pz[f] += Bm[i * ldF + f];
     };
     // out rows lo..lo+c of head h from O (num) and den.
     auto write_out = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
-      if (P_.normalize) {
+      if (normalize) {
         for (int64_t i = 0; i < c; ++i) {
           const T dn = den[i] + P_.eps;
-          for (int64_t d = 0; d < Dv; ++d) O[i * ldDv + d] /= dn;
+          for (int64_t e = 0; e < Dv; ++e) O[i * ldDv + e] /= dn;
         }
       }
       store_rows(O, ldDv, c, Dv, out.row(b, h, t0 + lo), out.st[2], out.st[3]);
     };
 
-    if (!P_.causal) {
+    // Prefetches of the chunk at lo (if any): k, v and / or the group's q, out rows.
+    const int64_t ahead = kPrefetchChunks * C;  // prefetch distance in tokens
+    auto prefetch_kv = [&](int64_t lo) KEXUE_LAMBDA_INLINE {
+      if (lo >= L) return;
+      const int64_t c = std::min(C, L - lo);
+      prefetch_rows(P_.k, b, hk, t0 + lo, c, d.Dk, false);
+      prefetch_rows(P_.v, b, hk, t0 + lo, c, Dv, false);
+    };
+    auto prefetch_q_out = [&](int64_t lo) KEXUE_LAMBDA_INLINE {
+      if (lo >= L) return;
+      const int64_t c = std::min(C, L - lo);
+      for (int64_t g = 0; g < G; ++g) {
+        prefetch_rows(P_.q, b, hk * G + g, t0 + lo, c, d.Dk, false);
+        prefetch_rows(out, b, hk * G + g, t0 + lo, c, Dv, true);
+      }
+    };
+
+    if (!causal) {
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
+        prefetch_kv(lo + ahead);
         load_kv(lo, c);
         update_state(c);
       }
     }
+    prefetch_q_out(0);
     for (int64_t lo = 0; lo < L; lo += C) {
       const int64_t c = std::min(C, L - lo);
-      if (P_.causal) load_kv(lo, c);
+      if (causal) {
+        prefetch_kv(lo + ahead);
+        load_kv(lo, c);
+      }
+      prefetch_q_out(lo + ahead);
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = hk * G + g;
         const T *Sg, *zg;
         head_state(g, Sg, zg);
         P_.template load_mapped<W>(P_.q, b, h, t0 + lo, c, X, ldDk, A, ldF, aux, false);
-        if (P_.causal) {
+        if (causal) {
           gemm(c, c, F, A, ldF, Bt, ldC, K, ldC, false, Tri::OutLower);  // K = A Bᵀ
-          causal_mask_rowsum<W>(K, ldC, c, den);
-          gemm(c, Dv, c, K, ldC, V, ldDv, O, ldDv, false, Tri::ALower);  // O = tril(K) V
-          gemm(c, Dv, F, A, ldF, Sg, ldDv, O, ldDv, true);               // O += A S
+          causal_mask<W>(K, ldC, c, normalize ? den : nullptr);
+          cpu::GemmTerm<T> kv, as;  // O = tril(K) V + A S
+          kv.K = c, kv.A = K, kv.lda = ldC, kv.B = V, kv.ldb = ldDv, kv.tri = Tri::ALower;
+          as.K = F, as.A = A, as.lda = ldF, as.B = Sg, as.ldb = ldDv;
+          cpu::gemm_sum(c, Dv, kv, as, O, ldDv, false);
         } else {
           gemm(c, Dv, F, A, ldF, Sg, ldDv, O, ldDv, false);  // O = A S
-          std::fill(den, den + c, T(0));
+          if (normalize) std::fill(den, den + c, T(0));
         }
-        for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
+        if (normalize) {
+          for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
+        }
         write_out(h, lo, c);
       }
-      if (P_.causal) update_state(c);
+      if (causal) update_state(c);
     }
     // Final state of every head of the group.
     for (int64_t g = 0; g < G; ++g) {
@@ -297,7 +396,7 @@ struct Forward : Problem<S, T> {
       head_state(g, Sg, zg);
       for (int64_t f = 0; f < F; ++f) {
         T* dst = S_out.row(s, h, f);
-        for (int64_t d = 0; d < Dv; ++d) dst[d * S_out.st[3]] = Sg[f * ldDv + d];
+        for (int64_t e = 0; e < Dv; ++e) dst[e * S_out.st[3]] = Sg[f * ldDv + e];
         z_out.row(s, h)[f * z_out.st[2]] = zg[f];
       }
     }
@@ -315,12 +414,15 @@ struct Forward : Problem<S, T> {
 // Causal, two passes over the chunks, nothing of size N·F·Dv stored:
 //   1. forward pass (dq): per chunk and head  K = tril(A Bᵀ), W = tril(Do Vᵀ), U = Do Sᵀ;
 //      den = K 1 + A z, do·num = Σ_j K∘W + Σ_f A∘U, M = r (W - t) (masked),
-//      da = M B + r (U - t zᵀ); then Sᵀ += Vᵀ B.  r_i, t_i are kept for pass 2 (2 scalars per
-//      token and head).  FMAs per chunk and head: c²(F + Dv + F)/2 + c·F·Dv (+ c·F·Dv per kv
-//      head for the state).
-//   2. reverse pass (dk, dv): per chunk and head  Kᵀ, Mᵀ (upper triangles), dv += Kᵀ G + B R,
-//      db += Mᵀ A + V Rᵀ + rz, then R += Aᵀ G, rz -= Aᵀ (r t) (G = r do).  FMAs per chunk and
-//      head: c²(F + 2 Dv + F)/2 + 3 c·F·Dv.  Both passes reload and re-map q, k (O(c·Dk)).
+//      da = M B + r (U - t zᵀ) (without normalize: da = Do Sᵀ + M B in one gemm_sum); then
+//      Sᵀ += Vᵀ B.  r_i, t_i are kept for pass 2 (2 scalars per token and head), and so are K
+//      and M (2·c per token and head, when they fit Problem::keep_bytes; else pass 2 recomputes
+//      them the same way, bit for bit).  FMAs per chunk and head: c²(F + Dv + F/2) + c·F·Dv
+//      (+ c·F·Dv per kv head for the state).
+//   2. reverse pass (dk, dv): per chunk and head  dv += Kᵀ G + B R, db += Mᵀ A + V Rᵀ + rz
+//      (Kᵀ, Mᵀ read in place by gemm_tn's transposed tile, each sum in one pass over its output
+//      tiles), then R += Aᵀ G, rz -= Aᵀ (r t) (G = r do).  FMAs per chunk and head:
+//      c²(F + Dv)/2 + 3 c·F·Dv.  Both passes reload and re-map q, k (O(c·Dk)).
 // Non-causal: pass 1 builds S (kv only), pass 2 per head computes da = r (U - t zᵀ) with
 // U = Do Sᵀ and accumulates R, pass 3 gives db = V (Σ_h R_h)ᵀ + Σ rz, dv = B Σ_h R_h.
 // The feature-map vjp is applied to da / db in the kernel (dk, dv summed over the group).
@@ -335,41 +437,45 @@ struct Backward : Problem<S, T> {
   template <int W>
   KEXUE_ALWAYS_INLINE void run_task(int64_t task) const {
     const auto& P_ = *this;
-    const int64_t s = task / P_.Hkv, hk = task % P_.Hkv;
-    int64_t b, t0, L;
-    P_.seq(s, b, t0, L);
-    const int64_t C = P_.chunk, F = P_.F, Dk = P_.Dk, Dv = P_.Dv, G = P_.G;
-    const int64_t ldF = pad_cols(F), ldDv = pad_cols(Dv), ldC = pad_cols(C), ldDk = pad_cols(Dk);
-    const bool has_state = P_.S0 || P_.z0;
-    const bool shared = G == 1 || !has_state;
-    const bool causal = P_.causal, normalize = P_.normalize;
+    const TaskDims d = P_.task_dims(task);
+    const int64_t s = d.s, hk = d.hk, b = d.b, t0 = d.t0, L = d.L, C = d.C, F = d.F, Dk = d.Dk, Dv = d.Dv, G = d.G;
+    const int64_t ldF = d.ldF, ldDv = d.ldDv, ldC = d.ldC, ldDk = d.ldDk, nchunks = d.nchunks;
+    const bool has_state = d.has_state, shared = d.shared, causal = P_.causal, normalize = P_.normalize;
+    const bool plain = P_.fm == FeatureMap::None;  // no feature map: dq / dk are da / db
+    const bool rz_live = normalize || bool(gz);    // rz (the normaliser's accumulator) is not all 0
+    const int64_t km_elems = G * nchunks * C * ldC;  // one of K, M for the whole sequence
+    const bool keep = causal && 2 * km_elems * static_cast<int64_t>(sizeof(T)) <= P_.keep_bytes;
 
     cpu::ScratchArena<T> ar;
     const int64_t oXq = ar.reserve(C * ldDk), oXk = ar.reserve(C * ldDk), oAuxq = ar.reserve(C),
-                  oAuxk = ar.reserve(C), oA = ar.reserve(C * ldF), oAt = ar.reserve(F * ldC),
-                  oB = ar.reserve(C * ldF), oBt = ar.reserve(F * ldC), oV = ar.reserve(C * ldDv),
-                  oVt = ar.reserve(Dv * ldC), oDo = ar.reserve(C * ldDv), oDot = ar.reserve(Dv * ldC),
-                  oK = ar.reserve(C * ldC), oW = ar.reserve(C * ldC), oU = ar.reserve(C * ldF),
-                  oDA = ar.reserve(C * ldF), oDB = ar.reserve(C * ldF), oDV = ar.reserve(C * ldDv),
-                  oDx = ar.reserve(ldDk), oDen = ar.reserve(C), oRT = ar.reserve(C), oRTt = ar.reserve(C),
-                  oPt = ar.reserve(Dv * ldF), oPz = ar.reserve(F), oSht = ar.reserve(Dv * ldF),
-                  oZh = ar.reserve(F), oS0t = ar.reserve((shared ? 0 : G) * Dv * ldF),
+                  oAuxk = ar.reserve(C), oA = ar.reserve(C * ldF), oB = ar.reserve(C * ldF),
+                  oBt = ar.reserve(causal ? F * ldC : 0), oV = ar.reserve(C * ldDv),
+                  oVt = ar.reserve(causal ? Dv * ldC : 0), oDo = ar.reserve(C * ldDv),
+                  oK = ar.reserve(causal && !keep ? C * ldC : 0), oW = ar.reserve(causal && !keep ? C * ldC : 0),
+                  oKs = ar.reserve(keep ? km_elems : 0), oMs = ar.reserve(keep ? km_elems : 0),
+                  oU = ar.reserve(C * ldF), oDA = ar.reserve(C * ldF), oDB = ar.reserve(C * ldF),
+                  oDV = ar.reserve(C * ldDv), oDx = ar.reserve(ldDk), oDen = ar.reserve(C), oRT = ar.reserve(C),
+                  oRTt = ar.reserve(C), oPt = ar.reserve(Dv * ldF), oPz = ar.reserve(F),
+                  oSht = ar.reserve(Dv * ldF), oZh = ar.reserve(F), oS0t = ar.reserve((shared ? 0 : G) * Dv * ldF),
                   oZ0 = ar.reserve((shared ? 0 : G) * F), oR = ar.reserve(G * F * ldDv),
                   oRt = ar.reserve(G * Dv * ldF), oRz = ar.reserve(G * F),
                   oSave = ar.reserve(causal ? G * L * 2 : 0);
     ar.allocate();
     T *Xq = ar.at(oXq), *Xk = ar.at(oXk), *auxq = ar.at(oAuxq), *auxk = ar.at(oAuxk), *A = ar.at(oA),
-      *At = ar.at(oAt), *Bm = ar.at(oB), *Bt = ar.at(oBt), *V = ar.at(oV), *Vt = ar.at(oVt), *Do = ar.at(oDo),
-      *Dot = ar.at(oDot), *K = ar.at(oK), *Wm = ar.at(oW), *U = ar.at(oU), *dA = ar.at(oDA), *dB = ar.at(oDB),
+      *Bm = ar.at(oB), *Bt = ar.at(oBt), *V = ar.at(oV), *Vt = ar.at(oVt), *Do = ar.at(oDo), *K = ar.at(oK),
+      *Wm = ar.at(oW), *Ks = ar.at(oKs), *Ms = ar.at(oMs), *U = ar.at(oU), *dA = ar.at(oDA), *dB = ar.at(oDB),
       *dV = ar.at(oDV), *dx = ar.at(oDx), *den = ar.at(oDen), *rr = ar.at(oRT), *tt = ar.at(oRTt),
       *Pt = ar.at(oPt), *pz = ar.at(oPz), *Sht = ar.at(oSht), *zh = ar.at(oZh), *S0t = ar.at(oS0t),
       *z0b = ar.at(oZ0), *R = ar.at(oR), *Rt = ar.at(oRt), *rz = ar.at(oRz), *saved = ar.at(oSave);
+    // Where K and M of chunk ci, head g live: the kept store, or the one-chunk scratch.
+    auto k_of = [&](int64_t g, int64_t ci) KEXUE_LAMBDA_INLINE { return keep ? Ks + (g * nchunks + ci) * C * ldC : K; };
+    auto m_of = [&](int64_t g, int64_t ci) KEXUE_LAMBDA_INLINE { return keep ? Ms + (g * nchunks + ci) * C * ldC : Wm; };
 
     // Pt = (kv prefix state)ᵀ, Dv x F (plus S0ᵀ when it is the only head's state).
     if (shared && has_state) {
       P_.load_initial(s, hk * G, Pt, ldF, true, pz);
     } else {
-      for (int64_t d = 0; d < Dv; ++d) std::fill(Pt + d * ldF, Pt + d * ldF + F, T(0));
+      for (int64_t e = 0; e < Dv; ++e) std::fill(Pt + e * ldF, Pt + e * ldF + F, T(0));
       std::fill(pz, pz + F, T(0));
     }
     if (!shared) {
@@ -381,8 +487,8 @@ struct Backward : Problem<S, T> {
         return;
       }
       const T* s0 = S0t + g * Dv * ldF;
-      for (int64_t d = 0; d < Dv; ++d)
-        for (int64_t f = 0; f < F; ++f) Sht[d * ldF + f] = s0[d * ldF + f] + Pt[d * ldF + f];
+      for (int64_t e = 0; e < Dv; ++e)
+        for (int64_t f = 0; f < F; ++f) Sht[e * ldF + f] = s0[e * ldF + f] + Pt[e * ldF + f];
       for (int64_t f = 0; f < F; ++f) zh[f] = z0b[g * F + f] + pz[f];
       Sg = Sht, zg = zh;
     };
@@ -392,7 +498,7 @@ struct Backward : Problem<S, T> {
       T* Rg = R + g * F * ldDv;
       for (int64_t f = 0; f < F; ++f) {
         const T* src = gS ? gS.row(s, h, f) : nullptr;
-        for (int64_t d = 0; d < Dv; ++d) Rg[f * ldDv + d] = src ? src[d * gS.st[3]] : T(0);
+        for (int64_t e = 0; e < Dv; ++e) Rg[f * ldDv + e] = src ? src[e * gS.st[3]] : T(0);
         rz[g * F + f] = gz ? gz.row(s, h)[f * gz.st[2]] : T(0);
       }
     }
@@ -408,8 +514,30 @@ struct Backward : Problem<S, T> {
     auto load_do = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(go.row(b, h, t0 + lo), go.st[2], go.st[3], c, Dv, Do, ldDv);
     };
+    // Prefetches of the chunk at lo (if in the sequence): its k, v rows (and dk, dv, to be
+    // written) and its q, do rows (and dq) of head g (every head of the group: g < 0).
+    const int64_t ahead = kPrefetchChunks * C;  // prefetch distance in tokens
+    auto prefetch_kv = [&](int64_t lo, bool grads) KEXUE_LAMBDA_INLINE {
+      if (lo < 0 || lo >= L) return;
+      const int64_t c = std::min(C, L - lo);
+      prefetch_rows(P_.k, b, hk, t0 + lo, c, Dk, false);
+      prefetch_rows(P_.v, b, hk, t0 + lo, c, Dv, false);
+      if (grads) {
+        prefetch_rows(dk, b, hk, t0 + lo, c, Dk, true);
+        prefetch_rows(dv, b, hk, t0 + lo, c, Dv, true);
+      }
+    };
+    auto prefetch_q = [&](int64_t g, int64_t lo, bool grads) KEXUE_LAMBDA_INLINE {
+      if (lo < 0 || lo >= L) return;
+      const int64_t c = std::min(C, L - lo);
+      for (int64_t h = g < 0 ? hk * G : hk * G + g; h < (g < 0 ? hk * G + G : hk * G + g + 1); ++h) {
+        prefetch_rows(P_.q, b, h, t0 + lo, c, Dk, false);
+        prefetch_rows(go, b, h, t0 + lo, c, Dv, false);
+        if (grads) prefetch_rows(dq, b, h, t0 + lo, c, Dk, true);
+      }
+    };
     auto update_state = [&](int64_t c) KEXUE_LAMBDA_INLINE {  // Pᵀ += Vᵀ B, pz += Bᵀ 1
-      gemm(Dv, F, c, Vt, ldC, Bm, ldF, Pt, ldF, true);
+      gemm_tn(Dv, F, c, V, ldDv, Bm, ldF, Pt, ldF, true);
       for (int64_t i = 0; i < c; ++i)
         for (int64_t f = 0; f < F; ++f) pz[f] += Bm[i * ldF + f];
     };
@@ -424,8 +552,29 @@ struct Backward : Problem<S, T> {
         }
       }
     };
+    // Causal chunk products of head g's rows (A, Do loaded; Bᵀ, Vᵀ of the chunk): Kg = tril(A Bᵀ)
+    // (den = its row sums when given), Wg = tril(Do Vᵀ).
+    auto chunk_products = [&](int64_t c, T* Kg, T* Wg, T* den_or_null) KEXUE_LAMBDA_INLINE {
+      gemm(c, c, F, A, ldF, Bt, ldC, Kg, ldC, false, Tri::OutLower);
+      causal_mask<W>(Kg, ldC, c, den_or_null);
+      gemm(c, c, Dv, Do, ldDv, Vt, ldC, Wg, ldC, false, Tri::OutLower);
+    };
+    // Wg <- M = r (W - t) on and below the diagonal, 0 above (r = 1, t = 0 without normalize).
+    auto to_m = [&](int64_t c, T* Wg) KEXUE_LAMBDA_INLINE {
+      for (int64_t i = 0; i < c; ++i) {
+        T* wr = Wg + i * ldC;
+        if (normalize) {
+          for (int64_t j = 0; j <= i; ++j) wr[j] = rr[i] * (wr[j] - tt[i]);
+        }
+        std::fill(wr + i + 1, wr + c, T(0));
+      }
+    };
     // dq rows of head h from dA (F columns): the feature-map vjp.
     auto write_dq = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
+      if (plain) {
+        store_rows(dA, ldF, c, Dk, dq.row(b, h, t0 + lo), dq.st[2], dq.st[3]);
+        return;
+      }
       for (int64_t i = 0; i < c; ++i) {
         feature_map_vjp_row<W>(P_.fm, Xq + i * ldDk, A + i * ldF, auxq[i], dA + i * ldF, Dk, dx);
         store_rows(dx, ldDk, 1, Dk, dq.row(b, h, t0 + lo + i), 0, dq.st[3]);
@@ -433,26 +582,38 @@ struct Backward : Problem<S, T> {
     };
     // dk, dv rows of the group from dB, dV (padded keys get 0).
     auto write_dkdv = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
-      for (int64_t i = 0; i < c; ++i) {
-        if (P_.masked(b, t0 + lo + i)) {
-          std::fill(dx, dx + Dk, T(0));
-          std::fill(dV + i * ldDv, dV + i * ldDv + Dv, T(0));
-        } else {
-          feature_map_vjp_row<W>(P_.fm, Xk + i * ldDk, Bm + i * ldF, auxk[i], dB + i * ldF, Dk, dx);
+      if (plain) {
+        if (P_.mask != nullptr) {
+          for (int64_t i = 0; i < c; ++i) {
+            if (!P_.masked(b, t0 + lo + i)) continue;
+            std::fill(dB + i * ldF, dB + i * ldF + F, T(0));
+            std::fill(dV + i * ldDv, dV + i * ldDv + Dv, T(0));
+          }
         }
-        store_rows(dx, ldDk, 1, Dk, dk.row(b, hk, t0 + lo + i), 0, dk.st[3]);
+        store_rows(dB, ldF, c, Dk, dk.row(b, hk, t0 + lo), dk.st[2], dk.st[3]);
+      } else {
+        for (int64_t i = 0; i < c; ++i) {
+          if (P_.masked(b, t0 + lo + i)) {
+            std::fill(dx, dx + Dk, T(0));
+            std::fill(dV + i * ldDv, dV + i * ldDv + Dv, T(0));
+          } else {
+            feature_map_vjp_row<W>(P_.fm, Xk + i * ldDk, Bm + i * ldF, auxk[i], dB + i * ldF, Dk, dx);
+          }
+          store_rows(dx, ldDk, 1, Dk, dk.row(b, hk, t0 + lo + i), 0, dk.st[3]);
+        }
       }
       store_rows(dV, ldDv, c, Dv, dv.row(b, hk, t0 + lo), dv.st[2], dv.st[3]);
     };
-    // Do <- G = r ⊙ Do (the Dv columns of g').
+    // Do <- G = r ⊙ Do (the Dv columns of g'); the identity without normalize.
     auto scale_do = [&](int64_t c) KEXUE_LAMBDA_INLINE {
+      if (!normalize) return;
       for (int64_t i = 0; i < c; ++i)
-        for (int64_t d = 0; d < Dv; ++d) Do[i * ldDv + d] *= rr[i];
+        for (int64_t e = 0; e < Dv; ++e) Do[i * ldDv + e] *= rr[i];
     };
     // R_g += Aᵀ G (G in Do), rz_g -= Aᵀ (r t); refreshes Rt_g = R_gᵀ if asked.
     auto accumulate_R = [&](int64_t g, int64_t c, bool refresh_t) KEXUE_LAMBDA_INLINE {
       T* Rg = R + g * F * ldDv;
-      gemm(F, Dv, c, At, ldC, Do, ldDv, Rg, ldDv, true);
+      gemm_tn(F, Dv, c, A, ldF, Do, ldDv, Rg, ldDv, true);
       if (normalize) {
         for (int64_t i = 0; i < c; ++i) {
           const T w = -rr[i] * tt[i];
@@ -460,6 +621,12 @@ struct Backward : Problem<S, T> {
         }
       }
       if (refresh_t) transpose(F, Dv, Rg, ldDv, Rt + g * Dv * ldF, ldF);
+    };
+    // dB += rz_g on every row.
+    auto add_rz = [&](int64_t g, int64_t c) KEXUE_LAMBDA_INLINE {
+      if (!rz_live) return;
+      for (int64_t j = 0; j < c; ++j)
+        for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[g * F + f];
     };
 
     // dS0 / dz0 = the reverse accumulators after the whole sequence.
@@ -469,7 +636,7 @@ struct Backward : Problem<S, T> {
         for (int64_t f = 0; f < F; ++f) {
           if (dS0) {
             T* dst = dS0.row(s, h, f);
-            for (int64_t d = 0; d < Dv; ++d) dst[d * dS0.st[3]] = R[(g * F + f) * ldDv + d];
+            for (int64_t e = 0; e < Dv; ++e) dst[e * dS0.st[3]] = R[(g * F + f) * ldDv + e];
           }
           if (dz0) dz0.row(s, h)[f * dz0.st[2]] = rz[g * F + f];
         }
@@ -478,8 +645,10 @@ struct Backward : Problem<S, T> {
 
     if (causal) {
       // Pass 1: forward over chunks, dq.
-      for (int64_t lo = 0; lo < L; lo += C) {
-        const int64_t c = std::min(C, L - lo);
+      for (int64_t ci = 0; ci < nchunks; ++ci) {
+        const int64_t lo = ci * C, c = std::min(C, L - lo);
+        prefetch_kv(lo + ahead, false);
+        prefetch_q(-1, lo + ahead, true);
         load_k(lo, c);
         transpose(c, F, Bm, ldF, Bt, ldC);
         load_v(lo, c);
@@ -490,31 +659,29 @@ struct Backward : Problem<S, T> {
           head_state(g, Sg, zg);
           load_q(h, lo, c);
           load_do(h, lo, c);
-          gemm(c, c, F, A, ldF, Bt, ldC, K, ldC, false, Tri::OutLower);  // K = A Bᵀ
-          causal_mask_rowsum<W>(K, ldC, c, den);
-          for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
-          gemm(c, c, Dv, Do, ldDv, Vt, ldC, Wm, ldC, false, Tri::OutLower);  // W = Do Vᵀ (in Wm)
-          gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);                 // U = Do Sᵀ
-          for (int64_t i = 0; i < c; ++i) {
-            // do_i·num_i = Σ_{j<=i} K_ij W_ij + a_i·U_i
-            const T* kr = K + i * ldC;
-            const T* wr = Wm + i * ldC;
-            T sacc = 0;
-            if (normalize) sacc = cpu::dot<W>(kr, wr, i + 1) + cpu::dot<W>(A + i * ldF, U + i * ldF, F);
-            tt[i] = sacc;
+          T *Kg = k_of(g, ci), *Mg = m_of(g, ci);
+          chunk_products(c, Kg, Mg, normalize ? den : nullptr);  // Kg = tril(A Bᵀ), Mg = tril(Do Vᵀ)
+          if (normalize) {
+            for (int64_t i = 0; i < c; ++i) den[i] += cpu::dot<W>(A + i * ldF, zg, F);
+            gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);  // U = Do Sᵀ
+            for (int64_t i = 0; i < c; ++i)  // do_i·num_i = Σ_{j<=i} K_ij W_ij + a_i·U_i
+              tt[i] = cpu::dot<W>(Kg + i * ldC, Mg + i * ldC, i + 1) + cpu::dot<W>(A + i * ldF, U + i * ldF, F);
+            finish_rt(c, tt);
+            to_m(c, Mg);
+            for (int64_t i = 0; i < c; ++i) {  // dA = r (U - t zᵀ) + M B
+              T* da = dA + i * ldF;
+              const T* u = U + i * ldF;
+              for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
+            }
+            gemm(c, F, c, Mg, ldC, Bm, ldF, dA, ldF, true, Tri::ALower);
+          } else {
+            finish_rt(c, tt);
+            to_m(c, Mg);
+            cpu::GemmTerm<T> ds, mb;  // dA = Do Sᵀ + M B
+            ds.K = Dv, ds.A = Do, ds.lda = ldDv, ds.B = Sg, ds.ldb = ldF;
+            mb.K = c, mb.A = Mg, mb.lda = ldC, mb.B = Bm, mb.ldb = ldF, mb.tri = Tri::ALower;
+            cpu::gemm_sum(c, F, ds, mb, dA, ldF, false);
           }
-          finish_rt(c, tt);
-          for (int64_t i = 0; i < c; ++i) {  // Wm <- M = r (W - t), zero above the diagonal
-            T* wr = Wm + i * ldC;
-            for (int64_t j = 0; j <= i; ++j) wr[j] = rr[i] * (wr[j] - tt[i]);
-            std::fill(wr + i + 1, wr + c, T(0));
-          }
-          for (int64_t i = 0; i < c; ++i) {  // dA = r (U - t zᵀ) + M B
-            T* da = dA + i * ldF;
-            const T* u = U + i * ldF;
-            for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
-          }
-          gemm(c, F, c, Wm, ldC, Bm, ldF, dA, ldF, true, Tri::ALower);
           write_dq(h, lo, c);
           T* sv = saved + (g * L + lo) * 2;
           for (int64_t i = 0; i < c; ++i) sv[2 * i] = rr[i], sv[2 * i + 1] = tt[i];
@@ -523,37 +690,38 @@ struct Backward : Problem<S, T> {
       }
       // Pass 2: reverse over chunks, dk and dv.
       for (int64_t g = 0; g < G; ++g) transpose(F, Dv, R + g * F * ldDv, ldDv, Rt + g * Dv * ldF, ldF);
-      const int64_t nchunks = (L + C - 1) / C;
       for (int64_t ci = nchunks - 1; ci >= 0; --ci) {
         const int64_t lo = ci * C, c = std::min(C, L - lo);
+        prefetch_kv(lo - ahead, true);
+        prefetch_q(-1, lo - ahead, false);
         load_k(lo, c);
         load_v(lo, c);
+        if (!keep) {
+          transpose(c, F, Bm, ldF, Bt, ldC);
+          transpose(c, Dv, V, ldDv, Vt, ldC);
+        }
         for (int64_t g = 0; g < G; ++g) {
           const int64_t h = hk * G + g;
           const T* sv = saved + (g * L + lo) * 2;
           for (int64_t i = 0; i < c; ++i) rr[i] = sv[2 * i], tt[i] = sv[2 * i + 1];
           load_q(h, lo, c);
-          transpose(c, F, A, ldF, At, ldC);
           load_do(h, lo, c);
-          transpose(c, Dv, Do, ldDv, Dot, ldC);
-          scale_do(c);
-          gemm(c, c, F, Bm, ldF, At, ldC, K, ldC, false, Tri::OutUpper);  // Kᵀ[j][i] = b_j·a_i
-          gemm(c, c, Dv, V, ldDv, Dot, ldC, Wm, ldC, false, Tri::OutUpper);  // Wᵀ[j][i] = v_j·do_i
-          for (int64_t j = 0; j < c; ++j) {  // keep i >= j; Wᵀ <- Mᵀ = r_i (Wᵀ - t_i)
-            T* kr = K + j * ldC;
-            T* wr = Wm + j * ldC;
-            std::fill(kr, kr + j, T(0));
-            std::fill(wr, wr + j, T(0));
-            for (int64_t i = j; i < c; ++i) wr[i] = rr[i] * (wr[i] - tt[i]);
+          T *Kg = k_of(g, ci), *Mg = m_of(g, ci);
+          if (!keep) {  // as in pass 1, bit for bit
+            chunk_products(c, Kg, Mg, nullptr);
+            to_m(c, Mg);
           }
+          scale_do(c);
           const T* Rg = R + g * F * ldDv;
           const bool first = g == 0;
-          gemm(c, Dv, c, K, ldC, Do, ldDv, dV, ldDv, !first, Tri::AUpper);  // dv += Kᵀ G
-          gemm(c, Dv, F, Bm, ldF, Rg, ldDv, dV, ldDv, true);                 // dv += B R
-          gemm(c, F, c, Wm, ldC, A, ldF, dB, ldF, !first, Tri::AUpper);       // db += Mᵀ A
-          gemm(c, F, Dv, V, ldDv, Rt + g * Dv * ldF, ldF, dB, ldF, true);    // db += V Rᵀ
-          for (int64_t j = 0; j < c; ++j)                                     // db += rz
-            for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[g * F + f];
+          cpu::GemmTerm<T> kg, br, ma, vr;
+          kg.K = c, kg.A = Kg, kg.lda = ldC, kg.B = Do, kg.ldb = ldDv, kg.transposed = true, kg.tri = Tri::AUpper;
+          br.K = F, br.A = Bm, br.lda = ldF, br.B = Rg, br.ldb = ldDv;
+          cpu::gemm_sum(c, Dv, kg, br, dV, ldDv, !first);  // dv (+)= Kᵀ G + B R
+          ma.K = c, ma.A = Mg, ma.lda = ldC, ma.B = A, ma.ldb = ldF, ma.transposed = true, ma.tri = Tri::AUpper;
+          vr.K = Dv, vr.A = V, vr.lda = ldDv, vr.B = Rt + g * Dv * ldF, vr.ldb = ldF;
+          cpu::gemm_sum(c, F, ma, vr, dB, ldF, !first);  // db (+)= Mᵀ A + V Rᵀ
+          add_rz(g, c);
           accumulate_R(g, c, true);
         }
         write_dkdv(lo, c);
@@ -563,9 +731,9 @@ struct Backward : Problem<S, T> {
       // Pass 1: the kv state.
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
+        prefetch_kv(lo + ahead, false);
         load_k(lo, c);
         load_v(lo, c);
-        transpose(c, Dv, V, ldDv, Vt, ldC);
         update_state(c);
       }
       // Pass 2: per head, dq and the accumulator R_h = Σ_i a_i g_iᵀ + grad_S.
@@ -575,19 +743,24 @@ struct Backward : Problem<S, T> {
         head_state(g, Sg, zg);
         for (int64_t lo = 0; lo < L; lo += C) {
           const int64_t c = std::min(C, L - lo);
+          prefetch_q(g, lo + ahead, true);
           load_q(h, lo, c);
-          transpose(c, F, A, ldF, At, ldC);
           load_do(h, lo, c);
-          gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);  // U = Do Sᵀ
-          for (int64_t i = 0; i < c; ++i) {
-            den[i] = cpu::dot<W>(A + i * ldF, zg, F);
-            tt[i] = normalize ? cpu::dot<W>(A + i * ldF, U + i * ldF, F) : T(0);
-          }
-          finish_rt(c, tt);
-          for (int64_t i = 0; i < c; ++i) {  // dA = r (U - t zᵀ)
-            T* da = dA + i * ldF;
-            const T* u = U + i * ldF;
-            for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
+          if (normalize) {
+            gemm(c, F, Dv, Do, ldDv, Sg, ldF, U, ldF, false);  // U = Do Sᵀ
+            for (int64_t i = 0; i < c; ++i) {
+              den[i] = cpu::dot<W>(A + i * ldF, zg, F);
+              tt[i] = cpu::dot<W>(A + i * ldF, U + i * ldF, F);
+            }
+            finish_rt(c, tt);
+            for (int64_t i = 0; i < c; ++i) {  // dA = r (U - t zᵀ)
+              T* da = dA + i * ldF;
+              const T* u = U + i * ldF;
+              for (int64_t f = 0; f < F; ++f) da[f] = rr[i] * (u[f] - tt[i] * zg[f]);
+            }
+          } else {
+            gemm(c, F, Dv, Do, ldDv, Sg, ldF, dA, ldF, false);  // dA = Do Sᵀ
+            finish_rt(c, tt);
           }
           write_dq(h, lo, c);
           scale_do(c);
@@ -599,19 +772,19 @@ struct Backward : Problem<S, T> {
       T* Rs = R;  // the sum goes into head 0's accumulator (dS0 / dz0 are written already)
       for (int64_t g = 1; g < G; ++g) {
         for (int64_t f = 0; f < F; ++f) {
-          for (int64_t d = 0; d < Dv; ++d) Rs[f * ldDv + d] += R[(g * F + f) * ldDv + d];
+          for (int64_t e = 0; e < Dv; ++e) Rs[f * ldDv + e] += R[(g * F + f) * ldDv + e];
           rz[f] += rz[g * F + f];
         }
       }
       transpose(F, Dv, Rs, ldDv, Rt, ldF);
       for (int64_t lo = 0; lo < L; lo += C) {
         const int64_t c = std::min(C, L - lo);
+        prefetch_kv(lo + ahead, true);
         load_k(lo, c);
         load_v(lo, c);
         gemm(c, Dv, F, Bm, ldF, Rs, ldDv, dV, ldDv, false);  // dv = B R
         gemm(c, F, Dv, V, ldDv, Rt, ldF, dB, ldF, false);    // db = V Rᵀ + rz
-        for (int64_t j = 0; j < c; ++j)
-          for (int64_t f = 0; f < F; ++f) dB[j * ldF + f] += rz[f];
+        add_rz(0, c);
         write_dkdv(lo, c);
       }
     }
