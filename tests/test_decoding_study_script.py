@@ -21,8 +21,55 @@ def test_decoding_study_quick():
 def test_austen_quick_runs_on_synthetic_sentences():
     mod = load_bench_script("decoding_study")
     rows = mod.main(["--model", "austen", "--quick"])
-    assert len(rows) == len(mod.STRATEGIES) + len(mod.ST_STRATEGIES)  # the baseline, then ST 1e-2
-    assert all(0.0 <= r["r_L"] <= 1.0 and r["test_ppl"] > 1.0 for r in rows)
+    decode = [r for r in rows if r["kind"] == "decode"]
+    models = [r for r in rows if r["kind"] == "model"]
+    assert len(decode) == len(mod.STRATEGIES) + len(mod.ST_STRATEGIES)  # the baseline, then ST 1e-2
+    assert [r["model"] for r in models] == ["baseline", "ST 1e-2"]
+    assert all(0.0 <= r["r_L"] <= 1.0 and r["test_ppl"] > 1.0 for r in decode)
+    assert all(0.0 <= r["loops"] <= r["r_L"] + 1e-12 for r in decode)
+    for r in models:  # the NLL split is exact: termination factor · word factor = the test perplexity
+        assert r["diag_term_factor"] * r["diag_word_factor"] == pytest.approx(r["test_ppl"], rel=1e-4)
+        assert r["diag_ppl"] == pytest.approx(r["test_ppl"], rel=1e-4)
+
+
+def test_austen_quick_model_subset_and_training_seeds():
+    mod = load_bench_script("decoding_study")
+    rows = mod.main(["--model", "austen", "--quick", "--models", "ST 1e-2", "--train-seeds", "0", "1",
+                     "--decode", "deterministic"])
+    assert [(r["model"], r["train_seed"]) for r in rows if r["kind"] == "model"] == [("ST 1e-2", 0), ("ST 1e-2", 1)]
+    assert [r["name"] for r in rows if r["kind"] == "decode"] == [n for n, _ in mod.ST_STRATEGIES] * 2
+
+
+def test_loop_detector():
+    import torch
+
+    mod = load_bench_script("decoding_study")
+    g = torch.Generator().manual_seed(0)
+    assert mod.loop_period(torch.tensor([5] * 300)) == 1
+    assert mod.loop_period(torch.tensor([1, 2, 3, 4, 5, 6, 7] * 40)) == 7
+    assert mod.loop_period(torch.randint(0, 1000, (400,), generator=g)) == 0  # a "long answer"
+    assert mod.loop_period(torch.tensor([1, 2] * 50)) == 0  # shorter than the window: not judged
+    noisy = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 10] * 30)
+    noisy[-150::37] = 99  # a few deviations stay a loop
+    assert mod.loop_period(noisy) == 10
+    long_period = torch.cat([torch.randint(0, 1000, (150,), generator=g)] * 3)  # period 150 > 100
+    assert mod.loop_period(long_period) == 0
+
+
+def test_fisher_and_mcnemar_exact():
+    mod = load_bench_script("decoding_study")
+    assert mod.fisher_exact(7, 10, 3, 10) == pytest.approx(0.1789, abs=1e-4)  # R: fisher.test
+    assert mod.fisher_exact(8, 10, 3, 10) == pytest.approx(0.0698, abs=1e-4)
+    assert mod.fisher_exact(5, 10, 5, 10) == pytest.approx(1.0)
+    assert mod.fisher_exact(20, 20, 0, 20) < 1e-10
+    assert mod.mcnemar_exact(0, 0) == 1.0
+    assert mod.mcnemar_exact(6, 0) == pytest.approx(2 / 64)
+    assert mod.mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for a, b in [(3, 12), (17, 9), (0, 5), (30, 30)]:
+        want = scipy_stats.fisher_exact([[a, 30 - a], [b, 30 - b]]).pvalue
+        assert mod.fisher_exact(a, 30, b, 30) == pytest.approx(want, rel=1e-9)
+        assert mod.mcnemar_exact(a, b) == pytest.approx(scipy_stats.binomtest(a, a + b).pvalue if a + b else 1.0)
 
 
 @pytest.mark.parametrize("mode", [None, "st", "nmst"])
