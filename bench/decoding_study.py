@@ -115,11 +115,12 @@ def compare_unfinished(plain: dict, consistent: dict) -> dict:
 
 
 def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, label: str = "",
-             reorder_state=select_rows, keep_sequences: bool = False) -> list[dict]:
+             reorder_state=select_rows, keep_sequences: bool = False, on_row=None) -> list[dict]:
     """r_L, mean length and the loop share of every strategy (sampling ones: mean ± std over ``seeds``),
     printed as it goes.  Each row also holds, per seed, which prompts did not finish (``unfinished``)
     and the repeat period of each unfinished one (``periods``, 0 = no loop found); with
-    ``keep_sequences`` the generated tokens and lengths too."""
+    ``keep_sequences`` the generated tokens and lengths too.  ``on_row(rows)`` runs after each strategy
+    (e.g. to save what is done so far)."""
     print(f"{'strategy':<32} {'r_L':>14} {'loops':>6} {'mean length':>12} {'s':>7} {'CPU s':>7}")
     rows = []
     for name, kw in strategies:
@@ -150,6 +151,8 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
         if keep_sequences:
             row["outputs"] = outputs
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
         rl = f"{mean_r:.3f} ± {std_r:.3f}" if len(r) > 1 else f"{mean_r:.3f}"
         print(f"{full:<32} {rl:>14} {row['loops']:6.3f} {row['length']:12.1f} {row['wall_s']:7.1f} "
               f"{row['cpu_s']:7.1f}", flush=True)
@@ -516,9 +519,16 @@ def smollm2_study(args) -> list[dict]:
     lengths = collections.Counter(p.numel() for p in prompts)
     print(f"SmolLM2-135M-Instruct (GGUF Q4_1), {len(prompts)} prompts (token lengths {dict(lengths)}), "
           f"eos <|im_end|> = {eos}, L = {args.max_len}, seeds {args.seeds}")
-    strategies = [(n, kw) for n, kw in STRATEGIES if n not in args.skip]
+    named = dict(STRATEGIES)
+    strategies = [(n, named[n]) for n in args.only] if args.only else [(n, kw) for n, kw in STRATEGIES
+                                                                        if n not in args.skip]
+
+    def save(rows):
+        if args.save is not None:
+            torch.save({"args": vars(args), "rows": rows}, args.save)
+
     rows = rl_table(smollm2_step_fn(model), prompts, eos, strategies, args.max_len, args.seeds,
-                    reorder_state=reorder_cache, keep_sequences=args.save is not None)
+                    reorder_state=reorder_cache, keep_sequences=args.save is not None, on_row=save)
     show_examples(rows, tok)
     return rows
 
@@ -535,6 +545,52 @@ def show_examples(rows: list[dict], tok, n_chars: int = 240) -> None:
                 text = tok.decode(out["sequences"][i, : out["lengths"][i]])
                 tail = text[-n_chars:].replace("\n", " / ")
                 print(f"  [{r['strategy']}, {kind}{f', period {per[i]}' if per[i] else ''}] ...{tail}")
+
+
+def merge_rows(files_rows: list[list[dict]]) -> list[dict]:
+    """Rows of the same strategies from runs with disjoint seeds, merged (seed lists concatenated; a
+    deterministic strategy is kept from its first run)."""
+    merged: dict[str, dict] = {}
+    for rows in files_rows:
+        for r in rows:
+            m = merged.get(r["strategy"])
+            if m is None:
+                merged[r["strategy"]] = dict(r, r_list=[sum(u) / len(u) for u in r["unfinished"]],
+                                             len_list=[r["length"]] * r["n_seeds"])
+            elif r["n_seeds"] and m["r_list"] and _is_sampling(r):
+                m["unfinished"] = m["unfinished"] + r["unfinished"]
+                m["periods"] = m["periods"] + r["periods"]
+                m["r_list"] += [sum(u) / len(u) for u in r["unfinished"]]
+                m["len_list"] += [r["length"]] * r["n_seeds"]
+                m["n_seeds"] += r["n_seeds"]
+                m["wall_s"] += r["wall_s"]
+                m["cpu_s"] += r["cpu_s"]
+    out = []
+    for m in merged.values():
+        m["r_L"] = statistics.mean(m["r_list"])
+        m["r_L_std"] = statistics.stdev(m["r_list"]) if len(m["r_list"]) > 1 else 0.0
+        m["length"] = statistics.mean(m["len_list"])
+        flat = [p for seed in m["periods"] for p in seed]
+        m["loops"] = sum(p > 0 for p in flat) / max(1, len(flat))
+        out.append(m)
+    return out
+
+
+def _is_sampling(row: dict) -> bool:
+    return dict(STRATEGIES).get(row.get("name"), {}).get("strategy") == "sample"
+
+
+def summarise(paths: list[str]) -> list[dict]:
+    """The table of saved runs (``--save``): r_L ± std over seeds, the loop share, mean length, CPU time;
+    then plain against consistent sampling (Fisher / McNemar)."""
+    rows = merge_rows([torch.load(p, weights_only=False)["rows"] for p in paths])
+    print(f"{'strategy':<28} {'seeds':>5} {'r_L':>14} {'loops':>6} {'long':>6} {'mean length':>12} {'CPU s':>7}")
+    for r in rows:
+        rl = f"{r['r_L']:.3f} ± {r['r_L_std']:.3f}" if r["n_seeds"] > 1 else f"{r['r_L']:.3f}"
+        print(f"{r['strategy']:<28} {r['n_seeds']:>5} {rl:>14} {r['loops']:6.3f} {r['r_L'] - r['loops']:6.3f} "
+              f"{r['length']:12.1f} {r['cpu_s']:7.0f}")
+    print_comparisons(rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -566,8 +622,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     g.add_argument("--equal-length", action="store_true",
                    help="only prompts of the most common token length (one batch: faster on the CPU)")
     g.add_argument("--skip", nargs="+", default=[], metavar="STRATEGY", help='e.g. --skip "beam 4"')
+    g.add_argument("--only", nargs="+", default=None, metavar="STRATEGY", choices=[n for n, _ in STRATEGIES],
+                   help="run just these strategies, in this order")
+    ap.add_argument("--summarise", nargs="+", default=None, metavar="FILE",
+                    help="print the merged table (and plain-vs-consistent tests) of --save files of one model "
+                         "with disjoint seeds, and exit")
     ap.add_argument("--save", default=None, help="torch.save the rows (sequences included for smollm2) here")
     args = ap.parse_args(argv)
+    if args.summarise:
+        return summarise(args.summarise)
     defaults = {"textgenrnn": (50, 500, [0, 1, 2]), "austen": (100, 1500, [0, 1, 2]), "smollm2": (16, 256, [0])}
     prompts, max_len, seeds = defaults[args.model]
     args.prompts = args.prompts or prompts

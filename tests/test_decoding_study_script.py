@@ -127,3 +127,34 @@ def test_smollm2_step_fn_kv_cache_matches_recomputation(strategy, kw):
         runs.append(generate(fn, prompts, strategy=strategy, eos_id=0, max_len=25, **g, **extra, **kw))
     assert torch.equal(runs[0].sequences, runs[1].sequences)
     assert torch.equal(runs[0].terminated, runs[1].terminated)
+
+
+def test_summarise_merges_seed_runs_like_one_run(tmp_path, capsys):
+    """Runs saved per seed (--save) and merged by --summarise give the table of one run over both seeds."""
+    import torch
+
+    mod = load_bench_script("decoding_study")
+
+    def step_fn(ids, state):  # eos (id 0) 3%, token 1 63%: plain nucleus 0.2 keeps only token 1
+        logits = torch.zeros(ids.shape[0], 6)
+        logits[:, 0], logits[:, 1] = -1.0, 2.0
+        return logits, state
+
+    prompts = [torch.tensor([1, 2]) for _ in range(6)]
+    strategies = [(n, kw) for n, kw in mod.STRATEGIES if n in ("greedy", "nucleus 0.2", "consistent nucleus 0.2")]
+    one = mod.rl_table(step_fn, prompts, 0, strategies, 250, [0, 1])
+    paths = []
+    for seed in (0, 1):
+        path = tmp_path / f"s{seed}.pt"
+        torch.save({"rows": mod.rl_table(step_fn, prompts, 0, strategies, 250, [seed])}, path)
+        paths.append(str(path))
+    merged = mod.main(["--summarise", *paths])
+    assert [r["strategy"] for r in merged] == [r["strategy"] for r in one]
+    for a, b in zip(merged, one, strict=True):
+        assert a["n_seeds"] == b["n_seeds"] and a["unfinished"] == b["unfinished"]
+        assert a["r_L"] == pytest.approx(b["r_L"]) and a["r_L_std"] == pytest.approx(b["r_L_std"])
+        assert a["loops"] == pytest.approx(b["loops"])
+    assert one[0]["r_L"] == 1.0 and one[0]["loops"] == 1.0  # greedy repeats token 1: a period-1 loop
+    assert one[1]["r_L"] == 1.0 and one[1]["loops"] == 1.0  # so does plain nucleus 0.2
+    assert one[2]["r_L"] == 0.0  # consistent nucleus keeps eos (3% a step): every row ends within 250
+    assert "nucleus 0.2 -> consistent" in capsys.readouterr().out
