@@ -30,6 +30,8 @@ def test_austen_quick_runs_on_synthetic_sentences():
     for r in models:  # the NLL split is exact: termination factor · word factor = the test perplexity
         assert r["diag_term_factor"] * r["diag_word_factor"] == pytest.approx(r["test_ppl"], rel=1e-4)
         assert r["diag_ppl"] == pytest.approx(r["test_ppl"], rel=1e-4)
+    st = next(r for r in models if r["model"] == "ST 1e-2")  # ST's p_eos never falls: its envelope is itself
+    assert st["diag_monotone_term_factor"] == pytest.approx(st["diag_term_factor"], rel=1e-4)
 
 
 def test_austen_quick_model_subset_and_training_seeds():
