@@ -80,6 +80,23 @@ def loop_period(tokens: torch.Tensor, window: int = LOOP_WINDOW, max_period: int
     return 0
 
 
+# natural text has many distinct tokens per window: 200-token windows of the Austen test split (SmolLM2's
+# tokenizer) hold 104-150 distinct tokens; the unfinished SmolLM2 answers that drift through near-repeats
+# ("She smiled again. He smiled again.") hold 4-26, which a fixed-period detector misses
+REPETITIVE_MAX_DISTINCT = 50  # at most this many distinct tokens in the last LOOP_WINDOW: repetitive
+
+
+def distinct_tokens(tokens: torch.Tensor, window: int = LOOP_WINDOW) -> int:
+    """The number of distinct tokens in the last ``window`` tokens (0 if the sequence is shorter)."""
+    return 0 if tokens.numel() < window else int(tokens[-window:].unique().numel())
+
+
+def is_repetitive(tokens: torch.Tensor) -> bool:
+    """Unfinished and degenerate: a loop (loop_period > 0) or few distinct tokens (near-repeats)."""
+    d = distinct_tokens(tokens)
+    return loop_period(tokens) > 0 or 0 < d <= REPETITIVE_MAX_DISTINCT
+
+
 def fisher_exact(a: int, n1: int, b: int, n2: int) -> float:
     """Two-sided Fisher's exact test of a/n1 against b/n2 (the hypergeometric tables no likelier than the
     observed one); pure Python so the study needs no scipy."""
@@ -121,14 +138,14 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
     and the repeat period of each unfinished one (``periods``, 0 = no loop found); with
     ``keep_sequences`` the generated tokens and lengths too.  ``on_row(rows)`` runs after each strategy
     (e.g. to save what is done so far)."""
-    print(f"{'strategy':<32} {'r_L':>14} {'loops':>6} {'mean length':>12} {'s':>7} {'CPU s':>7}")
+    print(f"{'strategy':<32} {'r_L':>14} {'loops':>6} {'rep.':>6} {'mean length':>12} {'s':>7} {'CPU s':>7}")
     rows = []
     for name, kw in strategies:
         kw = dict(kw)
         if kw.pop("consistent", False):
             kw["keep"] = eos
         run_seeds = seeds if kw["strategy"] == "sample" else [None]
-        r, lengths, loops, unfinished, periods, outputs = [], [], [], [], [], []
+        r, lengths, loops, unfinished, periods, repetitive, outputs = [], [], [], [], [], [], []
         t0, cpu0 = time.perf_counter(), time.process_time()
         for seed in run_seeds:
             g = {"generator": torch.Generator().manual_seed(seed)} if seed is not None else {}
@@ -137,8 +154,10 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
             lengths.append(float(out.lengths.double().mean()))
             ended = out.terminated.tolist()
             per = [0 if e else loop_period(out.sequences[i, : out.lengths[i]]) for i, e in enumerate(ended)]
+            rep = [not e and is_repetitive(out.sequences[i, : out.lengths[i]]) for i, e in enumerate(ended)]
             unfinished.append([not e for e in ended])
             periods.append(per)
+            repetitive.append(rep)
             loops.append(sum(p > 0 for p in per) / max(1, len(per)))
             if keep_sequences:
                 outputs.append(dict(seed=seed, sequences=out.sequences, lengths=out.lengths, terminated=out.terminated))
@@ -146,7 +165,8 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
         std_r = statistics.stdev(r) if len(r) > 1 else 0.0
         full = f"{label} {name}".strip()
         row = dict(strategy=full, name=name, r_L=mean_r, r_L_std=std_r, length=statistics.mean(lengths), n_seeds=len(r),
-                   loops=statistics.mean(loops), unfinished=unfinished, periods=periods,
+                   loops=statistics.mean(loops), unfinished=unfinished, periods=periods, repetitive=repetitive,
+                   repetitive_share=statistics.mean(sum(x) / max(1, len(x)) for x in repetitive),
                    wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - cpu0)
         if keep_sequences:
             row["outputs"] = outputs
@@ -154,7 +174,8 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
         if on_row is not None:
             on_row(rows)
         rl = f"{mean_r:.3f} ± {std_r:.3f}" if len(r) > 1 else f"{mean_r:.3f}"
-        print(f"{full:<32} {rl:>14} {row['loops']:6.3f} {row['length']:12.1f} {row['wall_s']:7.1f} "
+        print(f"{full:<32} {rl:>14} {row['loops']:6.3f} {row['repetitive_share']:6.3f} {row['length']:12.1f} "
+              f"{row['wall_s']:7.1f} "
               f"{row['cpu_s']:7.1f}", flush=True)
     print_comparisons(rows)
     return rows
@@ -571,6 +592,7 @@ def merge_rows(files_rows: list[list[dict]]) -> list[dict]:
             elif r["n_seeds"] and m["r_list"] and _is_sampling(r):
                 m["unfinished"] = m["unfinished"] + r["unfinished"]
                 m["periods"] = m["periods"] + r["periods"]
+                m["repetitive"] = m["repetitive"] + r["repetitive"]
                 m["r_list"] += [sum(u) / len(u) for u in r["unfinished"]]
                 m["len_list"] += [r["length"]] * r["n_seeds"]
                 m["n_seeds"] += r["n_seeds"]
@@ -583,6 +605,8 @@ def merge_rows(files_rows: list[list[dict]]) -> list[dict]:
         m["length"] = statistics.mean(m["len_list"])
         flat = [p for seed in m["periods"] for p in seed]
         m["loops"] = sum(p > 0 for p in flat) / max(1, len(flat))
+        flat = [x for seed in m["repetitive"] for x in seed]
+        m["repetitive_share"] = sum(flat) / max(1, len(flat))
         out.append(m)
     return out
 
@@ -594,12 +618,20 @@ def _is_sampling(row: dict) -> bool:
 def summarise(paths: list[str]) -> list[dict]:
     """The table of saved runs (``--save``): r_L ± std over seeds, the loop share, mean length, CPU time;
     then plain against consistent sampling (Fisher / McNemar)."""
-    rows = merge_rows([torch.load(p, weights_only=False)["rows"] for p in paths])
-    print(f"{'strategy':<28} {'seeds':>5} {'r_L':>14} {'loops':>6} {'long':>6} {'mean length':>12} {'CPU s':>7}")
+    runs = [torch.load(p, weights_only=False)["rows"] for p in paths]
+    for rows in runs:  # files saved before ``repetitive`` existed: recompute it from the sequences
+        for r in rows:
+            if "repetitive" not in r and "outputs" in r:
+                r["repetitive"] = [[bool(u) and is_repetitive(o["sequences"][i, : o["lengths"][i]])
+                                    for i, u in enumerate(unf)] for o, unf in zip(r["outputs"], r["unfinished"],
+                                                                                   strict=True)]
+    rows = merge_rows(runs)
+    print(f"{'strategy':<28} {'seeds':>5} {'r_L':>14} {'loops':>6} {'repetitive':>10} {'other':>6} "
+          f"{'mean length':>12} {'CPU s':>7}")
     for r in rows:
         rl = f"{r['r_L']:.3f} ± {r['r_L_std']:.3f}" if r["n_seeds"] > 1 else f"{r['r_L']:.3f}"
-        print(f"{r['strategy']:<28} {r['n_seeds']:>5} {rl:>14} {r['loops']:6.3f} {r['r_L'] - r['loops']:6.3f} "
-              f"{r['length']:12.1f} {r['cpu_s']:7.0f}")
+        print(f"{r['strategy']:<28} {r['n_seeds']:>5} {rl:>14} {r['loops']:6.3f} {r['repetitive_share']:10.3f} "
+              f"{r['r_L'] - r['repetitive_share']:6.3f} {r['length']:12.1f} {r['cpu_s']:7.0f}")
     print_comparisons(rows)
     return rows
 

@@ -58,6 +58,22 @@ def test_loop_detector():
     assert mod.loop_period(long_period) == 0
 
 
+def test_repetitive_catches_near_repeats_that_have_no_period():
+    import torch
+
+    mod = load_bench_script("decoding_study")
+    g = torch.Generator().manual_seed(0)
+    subjects, smiled, again, dot = torch.tensor([1, 2, 6, 7]), 3, 4, 5  # "She smiled again. He smiled again. ..."
+    drift = torch.stack([subjects[torch.randint(0, 4, (80,), generator=g)],
+                         *(torch.full((80,), t) for t in (smiled, again, dot))], 1).reshape(-1)
+    assert mod.loop_period(drift) == 0 and mod.distinct_tokens(drift) == 7
+    assert mod.is_repetitive(drift)
+    prose = torch.randint(0, 5000, (400,), generator=g)  # ~196 distinct of 200, like natural text's 104-150
+    assert not mod.is_repetitive(prose)
+    assert mod.is_repetitive(torch.tensor([7, 8, 9] * 100))  # a strict loop is repetitive too
+    assert not mod.is_repetitive(torch.tensor([7, 8, 9] * 10))  # too short to judge
+
+
 def test_fisher_and_mcnemar_exact():
     mod = load_bench_script("decoding_study")
     assert mod.fisher_exact(7, 10, 3, 10) == pytest.approx(0.1789, abs=1e-4)  # R: fisher.test
@@ -156,6 +172,7 @@ def test_summarise_merges_seed_runs_like_one_run(tmp_path, capsys):
         assert a["n_seeds"] == b["n_seeds"] and a["unfinished"] == b["unfinished"]
         assert a["r_L"] == pytest.approx(b["r_L"]) and a["r_L_std"] == pytest.approx(b["r_L_std"])
         assert a["loops"] == pytest.approx(b["loops"])
+        assert a["repetitive"] == b["repetitive"] and a["repetitive_share"] == pytest.approx(b["repetitive_share"])
     assert one[0]["r_L"] == 1.0 and one[0]["loops"] == 1.0  # greedy repeats token 1: a period-1 loop
     assert one[1]["r_L"] == 1.0 and one[1]["loops"] == 1.0  # so does plain nucleus 0.2
     assert one[2]["r_L"] == 0.0  # consistent nucleus keeps eos (3% a step): every row ends within 250
