@@ -3,11 +3,18 @@
     python bench/decoding_study.py [--model textgenrnn] [--prompts 50] [--max-len 500] [--seeds 0 1 2] [--quick]
     python bench/decoding_study.py --model austen  [--epochs 1] [--prompts 100] [--max-len 1500] [--quick]
     python bench/decoding_study.py --model smollm2 [--prompts 16] [--max-len 256] [--quick]
+    python bench/decoding_study.py --model austen --epochs 3 --train-seeds 0 1 [--models baseline "ST 1e-4"]
+        [--decode all|deterministic|none]   (prints the NLL split: termination x word perplexity)
+    python bench/decoding_study.py --model smollm2 --equal-length --only "top-k 2" ... --save A.pt
+    python bench/decoding_study.py --summarise A.pt B.pt   (merges per-seed runs; plain vs consistent tests)
 
 Claim tested: consistent top-k / nucleus sampling (eos kept in the candidate set) and the
 self-terminating (ST / NMST) output layer drive r_L, the fraction of sequences without eos within L
 tokens, to 0, where greedy, beam, top-k and nucleus leave it above 0, at a small perplexity cost.
-Deterministic strategies run once; sampling ones once per seed (mean ± std over seeds).
+Deterministic strategies run once; sampling ones once per seed (mean ± std over seeds).  Unfinished rows
+are classified as loops (a repeat period in their last 200 tokens) or repetitive (a loop, or few distinct
+tokens), and each plain sampling row is tested against its consistent variant (Fisher's exact test on the
+counts, exact McNemar on the (prompt, seed) pairs).
 
 * ``textgenrnn``: kexue.datasets.load_textgenrnn (Reddit titles; eos = ``<s>``); prompts: ``<s>`` +
   the first 10 characters of held-out English sentences (kexue.datasets.movie_snippets, test split).
