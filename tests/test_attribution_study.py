@@ -33,3 +33,12 @@ def test_quadrature_script_quick(part, key):
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stderr[-3000:]
     assert key in res.stdout
+
+
+def test_speed_script_runs():
+    script = Path(__file__).resolve().parents[1] / "bench" / "attribution_speed.py"
+    res = subprocess.run([sys.executable, str(script), "--threads", "1", "--sentences", "1", "--repeats", "1",
+                          "--n-steps", "2"], capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "kexue (default)" in res.stdout and "best Captum / provider" in res.stdout
