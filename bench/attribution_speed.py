@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_study import captum_layer_ig, classifier, cpu_name  # noqa: E402
 
 from kexue.attribution import token_attributions  # noqa: E402
+from kexue.benchmarking import times_in_turns  # noqa: E402
 from kexue.datasets import movie_snippets  # noqa: E402
 
 
@@ -40,15 +41,8 @@ def main(argv: list[str] | None = None) -> str:
            "Captum LayerIG, internal_batch_size=None": lambda: captum_layer_ig(model, tok, texts, n, None),
            "kexue (default)": lambda: token_attributions(model, tok, texts, n_steps=n),
            "kexue, autograd integrand": lambda: token_attributions(model, tok, texts, n_steps=n, fast_path=False)}
-    wall: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(args.repeats + 1):  # round 0 warms up
-        for k, f in fns.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            f()
-            if r:
-                wall[k].append(time.perf_counter() - t0)
-                cpu[k].append(time.process_time() - c0)
+    times = times_in_turns(fns, args.repeats, 1, {"wall": time.perf_counter, "cpu": time.process_time})
+    wall, cpu = times["wall"], times["cpu"]
     captum = [k for k in fns if k.startswith("Captum")]
     best_w = min(statistics.median(wall[k]) for k in captum)
     best_c = min(statistics.median(cpu[k]) for k in captum)

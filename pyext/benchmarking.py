@@ -91,15 +91,23 @@ def time_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: in
     """CPU times (by ``clock``) of each of ``fns`` over ``repeats`` rounds, after ``warmup`` calls
     of each; within every round the functions take turns, so a change of load on a shared
     machine hits them alike."""
+    return times_in_turns(fns, repeats, warmup, {"t": clock})["t"]
+
+
+def times_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                   clocks: dict[str, Callable[[], float]]) -> dict[str, dict[str, list[float]]]:
+    """:func:`time_in_turns` read on several clocks at once (e.g. wall and process CPU time of the
+    same calls): {clock name: {fn name: times}}."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, dict[str, list[float]]] = {c: {name: [] for name in fns} for c in clocks}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = clock()
+            t0 = {c: clock() for c, clock in clocks.items()}
             fn()
-            times[name].append(clock() - t0)
+            for c, clock in clocks.items():
+                times[c][name].append(clock() - t0[c])
     return times
 
 
