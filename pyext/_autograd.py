@@ -141,7 +141,7 @@ def refuse_forward_ad(name: str) -> None:
 
     def kernel(keyset, *args, **kwargs):
         if fwAD._current_level >= 0:  # a dual level is open: look for tangents
-            for arg, value in zip(arg_names, args, strict=False):
+            for arg, value in [*zip(arg_names, args, strict=False), *kwargs.items()]:
                 if isinstance(value, torch.Tensor) and fwAD.unpack_dual(value).tangent is not None:
                     raise RuntimeError(dual_input_message(qualified, arg))
         return op.redispatch(keyset & torch._C._after_ADInplaceOrView_keyset, *args, **kwargs)
