@@ -103,6 +103,23 @@ def test_masks_ties_and_per_row(backend, device):
     assert got[3, 7] == 0
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("opts", [dict(), dict(temperature=1e-3), dict(top_k=2, keep=[2, 4])], ids=repr)
+def test_far_below_the_max_underflows_as_ieee(backend, device, opts):
+    """Tokens 87-104 nats below the max have float32 denormal probabilities, and further down 0.
+    No backend may give them more: the CPU exp once clamped its input at the smallest normal float,
+    so these tokens got 1.2e-38 (a kept set wider than the reference's, and e^-1000 drawn as if it
+    were e^-87)."""
+    x = torch.tensor([[0.0, -90.0, -95.0, -100.0, -110.0, float("-inf"), -1.0]])
+    got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+    ref = _ref(x, opts)  # float64
+    denormal_ulp = 2.0 ** -149
+    assert (got.double() <= ref * (1 + 1e-6) + 2 * denormal_ulp).all(), f"{got} vs {ref}"
+    normal = ref >= torch.finfo(torch.float32).smallest_normal
+    assert torch.allclose(got.double()[normal], ref[normal], rtol=1e-6, atol=0)
+    assert got[0, 5] == 0
+
+
 def test_reference_semantics_by_hand():
     one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
     x = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])

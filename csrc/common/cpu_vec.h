@@ -71,13 +71,15 @@ KEXUE_ALWAYS_INLINE T sum(const T* a, int64_t n) {
 }
 
 // e^x lane-wise for floats: Cephes' expf (x = k ln2 + r, |r| <= ln2/2, degree-7 polynomial, 2^k
-// built in the exponent bits); about 1 ulp on [-87.3, 88], inputs clamped to that range
-// (e^-87.3 is the smallest normal float; below it the result is that instead of a denormal).
+// built in the exponent bits); about 1 ulp on [-87.3, 88].  Below -87.3 (e^x under the smallest
+// normal float) 2^k is applied as two factors 2^(k - k/2) · 2^(k/2), each a normal float, so the
+// last product rounds once into the denormals and reaches 0 as IEEE exp does (x <= -104: 0; -inf:
+// 0).  Inputs above 88 are clamped to 88 (the kernels only pass x <= 0).
 template <int W>
 KEXUE_ALWAYS_INLINE typename Vec<float, W>::type vexp(typename Vec<float, W>::type x) {
   using V = typename Vec<float, W>::type;
   using VI = typename Vec<int32_t, W>::type;
-  const V hi = V{} + 88.0f, lo = V{} - 87.3365478515625f;
+  const V hi = V{} + 88.0f, lo = V{} - 104.0f;  // e^-104 is under half the smallest denormal: 0
   x = x > hi ? hi : x;
   x = x < lo ? lo : x;
   // k = round(x / ln2): adding 1.5 * 2^23 rounds to an integer in the low mantissa bits.
@@ -93,10 +95,14 @@ KEXUE_ALWAYS_INLINE typename Vec<float, W>::type vexp(typename Vec<float, W>::ty
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
   p = p * (r * r) + r + 1.0f;
-  const VI e = (__builtin_convertvector(k, VI) + 127) << 23;  // 2^k, k in [-126, 127]
-  V pow2k;
-  std::memcpy(&pow2k, &e, sizeof(pow2k));
-  return p * pow2k;
+  // 2^k = 2^k1 · 2^k2, k in [-150, 127]: k1 = k >> 1 (floor), k2 = k - k1, both in [-75, 64]
+  const VI ki = __builtin_convertvector(k, VI);
+  const VI k1 = ki >> 1;
+  const VI e1 = (k1 + 127) << 23, e2 = (ki - k1 + 127) << 23;
+  V pow1, pow2;
+  std::memcpy(&pow1, &e1, sizeof(pow1));
+  std::memcpy(&pow2, &e2, sizeof(pow2));
+  return (p * pow1) * pow2;
 }
 
 // y[i] = elu(x[i]) + 1 = (x > 0 ? x + 1 : e^x).

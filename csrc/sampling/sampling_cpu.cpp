@@ -203,7 +203,7 @@ struct SampleJob {
     cpu::exp_n<W>(w.data(), w.data(), n);
     double Z = 0.0;
     for (int64_t j = 0; j < n; ++j) {
-      if (a[idx ? idx[j] : j] == -inf) w[j] = 0;  // (vexp clamps its input: a masked token is 0 here)
+      if (a[idx ? idx[j] : j] == -inf) w[j] = 0;  // a masked token: exactly 0 (vexp gives 0 too)
       Z += static_cast<double>(w[j]);
     }
     acc_t tau = 0;
