@@ -103,6 +103,46 @@ def test_restricted_last_layer_equals_full_layer(tiny):
         assert _err(f, expect) < 1e-5 and _err(g, expect) < 1e-6
 
 
+def test_restricted_last_layer_computes_only_the_valid_rows(tiny, monkeypatch):
+    """With ``valid``, the top layer's products run on the valid rows only (the probe pads each
+    word's read positions to the longest word's); those rows equal the full layer's, the others
+    are 0."""
+    model, _ = tiny
+    ids = torch.randint(5, len(VOCAB), (4, 9))
+    am = torch.ones(4, 9, dtype=torch.long)
+    am[2, 5:] = 0
+    pos = torch.tensor([[1, 2, 0], [8, 8, 3], [0, 4, 4], [5, 6, 7]])
+    valid = torch.tensor([[True, True, False], [True, False, False], [True, True, True], [False, True, True]])
+    top = model.encoder.layer[2]
+    fed = []
+    inner = top.intermediate.forward
+    monkeypatch.setattr(top.intermediate, "forward", lambda x: fed.append(x.shape[0]) or inner(x))
+    with torch.inference_mode():
+        got = enc.read_hidden_rows(model, ids, am, pos, [1, 3], valid=valid)
+        hs = model(input_ids=ids, attention_mask=am, output_hidden_states=True).hidden_states
+    assert fed[0] == int(valid.sum())
+    expect = hs[3].gather(1, pos[..., None].expand(4, 3, hs[3].shape[-1]))
+    assert _err(got[1][valid], expect[valid]) < 1e-5
+    assert (got[1][~valid] == 0).all()
+    assert _err(got[0], hs[1].gather(1, pos[..., None].expand(4, 3, hs[1].shape[-1]))) < 1e-6
+
+
+def test_batches_hold_one_length(tiny, monkeypatch):
+    """No product runs on padding: every batch the engine forms holds sequences of one length
+    (sentences of different token counts are never padded together)."""
+    model, tok = tiny
+    masks = []
+    inner = enc.read_hidden_rows
+
+    def spy(model, ids, am, *args, **kw):
+        masks.append(am.clone())
+        return inner(model, ids, am, *args, **kw)
+
+    monkeypatch.setattr(enc, "read_hidden_rows", spy)
+    kp.impact_matrices(model, tok, SENTENCES, progress=False, batch_size=7)
+    assert len(masks) > len(SENTENCES) and all(bool(m.all()) for m in masks)
+
+
 @pytest.mark.parametrize("route", ["torch", "onednn"])
 @pytest.mark.parametrize("layers", [[1], [2, 3], [0, 3]])
 def test_first_layer_projections_are_shared_exactly(tiny, layers, route, monkeypatch):

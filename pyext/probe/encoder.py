@@ -99,24 +99,35 @@ def _restrictable(layer: nn.Module) -> bool:
 
 
 def bert_layer_rows(layer: nn.Module, hidden: torch.Tensor, key_mask: torch.Tensor,
-                    positions: torch.Tensor) -> torch.Tensor:
+                    positions: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
     """A BERT-family layer evaluated at ``positions (K, R)`` only: (K, R, D).
 
     hidden (K, T, D) is the layer input, key_mask (K, T) bool marks real (non-padding) tokens.
+    ``valid`` (K, R) bool, optional: only these rows are computed (the query, output and FFN
+    products, 20·D² FLOPs per row); the others are returned as 0.  The probe pads each word's
+    read positions to the longest word's, so most of its rows would otherwise be duplicates.
     """
     sa = layer.attention.self
     K, T, D = hidden.shape
     R = positions.shape[1]
     nh, dh = sa.num_attention_heads, sa.attention_head_size
-    rows = hidden.gather(1, positions[..., None].expand(K, R, D))
-    q = sa.query(rows).view(K, R, nh, dh).transpose(1, 2)
+    rows = hidden.gather(1, positions[..., None].expand(K, R, D)).reshape(K * R, D)
+    sel = None if valid is None else valid.reshape(-1).nonzero().squeeze(1)
+
+    def scatter(x: torch.Tensor) -> torch.Tensor:  # rows at sel -> all K·R rows, 0 elsewhere
+        return x if sel is None else x.new_zeros(K * R, x.shape[-1]).index_copy_(0, sel, x)
+
+    rows_c = rows if sel is None else rows.index_select(0, sel)
+    q = scatter(sa.query(rows_c)).view(K, R, nh, dh).transpose(1, 2)
     k = sa.key(hidden).view(K, T, nh, dh).transpose(1, 2)
     v = sa.value(hidden).view(K, T, nh, dh).transpose(1, 2)
     scale = getattr(sa, "scaling", dh ** -0.5)
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale)
-    ctx = ctx.transpose(1, 2).reshape(K, R, nh * dh)
-    att = layer.attention.output(ctx, rows)
-    return layer.output(layer.intermediate(att), att)
+    ctx = ctx.transpose(1, 2).reshape(K * R, nh * dh)
+    if sel is not None:
+        ctx = ctx.index_select(0, sel)
+    att = layer.attention.output(ctx, rows_c)
+    return scatter(layer.output(layer.intermediate(att), att)).view(K, R, D)
 
 
 def _gather(h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -182,10 +193,12 @@ def eval_mode(model: nn.Module):
 
 def read_hidden_rows(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      positions: torch.Tensor, layers: Sequence[int], *, restrict: bool = True,
-                     share_first: bool = True) -> list[torch.Tensor]:
+                     share_first: bool = True, valid: torch.Tensor | None = None) -> list[torch.Tensor]:
     """``hidden_states[l][k, positions[k, r]]`` for each l in ``layers`` (normalised indices):
     a list of (K, R, D) tensors, in the order of ``layers``.  ``share_first``: project the
-    distinct rows of the first layer's input once (:func:`shared_first_projections`).  Float32
+    distinct rows of the first layer's input once (:func:`shared_first_projections`).
+    ``valid`` (K, R) bool, optional: the rows the caller reads; the restricted top layer
+    computes only these (:func:`bert_layer_rows`), and the other rows are unspecified.  Float32
     linear layers on the CPU run through oneDNN (:mod:`kexue.cpu_linear`: 2.2× torch's default
     GEMM on AMD CPUs, the same float32 products to rounding)."""
     emb, mods = encoder_parts(model)
@@ -219,7 +232,7 @@ def read_hidden_rows(model: nn.Module, input_ids: torch.Tensor, attention_mask: 
 
             def pre_hook(module, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                got[top] = bert_layer_rows(last, hidden, key_mask, positions)
+                got[top] = bert_layer_rows(last, hidden, key_mask, positions, valid)
                 raise _Stop
 
             handles.append(last.register_forward_pre_hook(pre_hook, with_kwargs=True))
