@@ -20,6 +20,7 @@ def test_probe_equal_gemm_quick(monkeypatch):
     out = mod.main(["--quick"])
     assert out["flop_ratio"] > 1
     assert out["torch_speedup"] > 0 and out["torch_fraction"] == pytest.approx(out["torch_speedup"] / out["flop_ratio"])
+    assert out["torch_fraction_min"] > 0
     for key in [k for k in out if k.endswith("_rel")]:
         assert out[key] < 1e-4, key  # the same matrices up to float32 rounding
 
