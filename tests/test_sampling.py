@@ -120,6 +120,25 @@ def test_far_below_the_max_underflows_as_ieee(backend, device, opts):
     assert got[0, 5] == 0
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("T", [1e-300, 1e-40, 1e-6, 1e38], ids=repr)
+def test_any_temperature_without_overflow(backend, device, T):
+    """A tiny temperature is the greedy limit (ties share it), a huge one scales logits near ±3.4e38.
+    Dividing the logits by T first made x / T = ±inf: NaN probabilities on Triton and a false
+    "NaN or +inf" error on the CPU, for temperatures below ~1e-38."""
+    x = torch.tensor([[0.0, 2.0, -3e38, 2.0, 1.5e38], [1.0, -1.0, float("-inf"), 0.5, 1.0]])
+    g = torch.Generator(device=device).manual_seed(0)
+    for opts in (dict(temperature=T), dict(temperature=T, top_k=2, top_p=0.5, keep=2)):
+        got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+        ref = _ref(x, opts)
+        assert torch.isfinite(got).all(), f"{backend} T={T} {opts}: {got}"
+        assert (got.double() - ref).abs().max() <= 1e-6, f"{backend} T={T} {opts}: {got} vs {ref}"
+        tok = kexue.sample(x.to(device), backend=backend, generator=g, **opts).cpu()
+        assert (ref[torch.arange(2), tok] > 0).all()
+    if T < 1e-30:
+        assert torch.equal(got[1], torch.tensor([0.5, 0, 0, 0, 0.5]))
+
+
 def test_reference_semantics_by_hand():
     one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
     x = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])

@@ -6,10 +6,11 @@ Ops (``torch.library.triton_op``, so torch.compile sees the kernels): ``kexue::s
 follows is the comment at the top of csrc/sampling/sampling_cpu.cpp.
 
 Kernel, grid (B,), one program per row streaming BLOCK-wide tiles (no sort, no V-sized scratch):
-  * pass 1: m = max a (a = x / T) and a count of NaN / +inf;
+  * pass 1: m = max x over the logits x and a count of NaN / +inf;
   * top-k (FlashInfer-style pivot search, exact): bisection on the order-preserving int32 key of
-    a for θ_k = the largest key t with #{key(a) >= t} >= k: 32 counting passes;
-  * top-p: bisection on the bits of w = exp(a − m) (positive floats order as their bits) for
+    x for θ_k = the largest key t with #{key(x) >= t} >= k: 32 counting passes;
+  * top-p: bisection on the bits of w = exp((x − m) / T) (``_gap``: no overflow for any T > 0;
+    positive floats order as their bits) for
     τ = the largest t with Σ_{w >= t, a >= θ_k} w >= p·Z: 31 summing passes;
   * Z_K over K = {a >= θ_k, w >= τ} ∪ keep, then the inverse-CDF pass in token order (a tile's
     mass first, ``tl.cumsum`` only in the tile where the running mass crosses u·Z_K).
@@ -49,11 +50,19 @@ def _key(a):
 
 @triton.jit
 def _scaled_block(row, c0, offs, V, s1, T):
-    """Columns c0 + offs of a row, their in-range mask, and the logits over T in float32 (-inf past V)."""
+    """Columns c0 + offs of a row, their in-range mask, and the logits in float32 (-inf past V); T
+    enters through ``_gap``."""
     cols = c0 + offs
     msk = cols < V
-    a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32) / T
+    a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32)
     return cols, msk, a
+
+
+@triton.jit
+def _gap(a, m, T):
+    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T for T >= 1, else (a − m) / T,
+    0 at the max (T may round to 0 in float32)."""
+    return tl.where(T >= 1.0, a / T - m / T, tl.where(a == m, 0.0, (a - m) / T))
 
 
 @triton.jit
@@ -93,7 +102,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     Z = 0.0
     for c0 in range(0, V, BLOCK):
         cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        Z += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(a - m), 0.0), 0)
+        Z += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, T)), 0.0), 0)
     # top-p: τ bits = the largest t with Σ_{bits(w) >= t} w >= p·Z (bisection on [tlo, thi))
     target = p * Z
     tlo = tl.full((), 0, tl.int32)
@@ -103,7 +112,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
         s = 0.0
         for c0 in range(0, V, BLOCK):
             cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-            w = tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(a - m), 0.0)
+            w = tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, T)), 0.0)
             s += tl.sum(tl.where(w.to(tl.int32, bitcast=True) >= mid, w, 0.0), 0)
         ge = s >= target
         tlo = tl.where(ge, mid, tlo)
@@ -113,7 +122,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     ZK = 0.0
     for c0 in range(0, V, BLOCK):
         cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        e = tl.where(msk, tl.exp(a - m), 0.0)
+        e = tl.where(msk, tl.exp(_gap(a, m, T)), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
             kept = kept | (cols == tl.load(keep_ptr + r * K + c))
@@ -125,7 +134,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     last = -1
     for c0 in range(0, V, BLOCK):
         cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        e = tl.where(msk, tl.exp(a - m), 0.0)
+        e = tl.where(msk, tl.exp(_gap(a, m, T)), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
             kept = kept | (cols == tl.load(keep_ptr + r * K + c))
@@ -197,10 +206,15 @@ def sample_triton_checked(logits, temperature, top_k, top_p, keep, uniform):
 
 def sampling_probs_triton_checked(logits, temperature, top_k, top_p, keep):
     probs = torch.ops.kexue.sampling_probs_triton(logits, temperature, top_k, top_p, keep)
-    if logits.device.type == "cpu" and not torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():
+        return probs
+    if logits.device.type == "cpu":
         bad = torch.isnan(logits) | torch.isposinf(logits)
         if bool(bad.any()) or bool(torch.isneginf(logits).all(dim=1).any()):
             from ..decoding.api import check_finite_rows
 
             check_finite_rows(logits)
+    else:  # a bad row's probabilities are NaN: a device-side assertion, no host synchronisation
+        torch._assert_async(torch.isfinite(probs).all(),
+                            "kexue.sampling_probs: a logits row has NaN/+inf or is all -inf")
     return probs

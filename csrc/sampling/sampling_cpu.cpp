@@ -2,10 +2,12 @@
 // pyext/decoding/reference.py; schemas: csrc/registration.cpp).
 //
 // The row-parallel algorithm every backend follows (no backend sorts the vocabulary):
-//   1. a = logits / T; one pass: m = max a, and a NaN or +inf in the row is an error.
-//   2. top-k: the k-th largest value θ_k of a (a selection, not a sort; ties with θ_k kept):
-//      candidates C = {i : a_i >= θ_k} (C = all tokens without top-k).
-//   3. w_i = exp(a_i - m) on C, Z = Σ_C w (w = 0 for a masked token, a = -inf).
+//   1. one pass over the logits x: m = max x, and a NaN or +inf in the row is an error.
+//   2. top-k: the k-th largest value θ_k of x (a selection, not a sort; ties with θ_k kept; the
+//      order of x / T): candidates C = {i : x_i >= θ_k} (C = all tokens without top-k).
+//   3. w_i = exp(g_i) on C with g_i = (x_i − m) / T, computed as x_i / T − m / T when T >= 1 and
+//      as (x_i − m) / T when T < 1 (no overflow for any T > 0: reference.py's scaled_gap);
+//      Z = Σ_C w (w = 0 for a masked token, x = -inf).
 //   4. top-p: the crossing value τ = max{v : Σ_{i∈C, w_i >= v} w_i >= p·Z}; kept K = {i ∈ C : w_i >= τ}
 //      (the smallest prefix by descending probability whose mass reaches p, its crossing token and
 //      every token tied with it kept; the largest token is always kept since τ <= 1).
@@ -171,14 +173,18 @@ struct SampleJob {
     constexpr acc_t inf = std::numeric_limits<acc_t>::infinity();
     acc_t m = -inf;
     bool bad = false;
-    for (int64_t i = 0; i < V; ++i) {
-      const acc_t v = static_cast<acc_t>(xr[i * s1]) / T;
+    for (int64_t i = 0; i < V; ++i) {  // a = the logits themselves (T enters through gap below)
+      const acc_t v = static_cast<acc_t>(xr[i * s1]);
       a[i] = v;
       bad |= !(v < inf);  // NaN or +inf
       m = v > m ? v : m;
     }
     if (bad) return fail(r, kNonFinite);
     if (m == -inf) return fail(r, kAllMasked);
+    const bool scale_first = T >= acc_t(1);
+    const acc_t mT = m / T;
+    // (v - m) / T without overflow; exactly 0 at the max (T may round to 0 in float: the rest is -inf)
+    auto gap = [&](acc_t v) { return scale_first ? v / T - mT : (v == m ? acc_t(0) : (v - m) / T); };
     const int64_t k = top_k[r];
     const bool use_k = k > 0 && k < V;
     int64_t n = V;
@@ -191,14 +197,14 @@ struct SampleJob {
       for (int64_t i = 0; i < V; ++i) {
         if (a[i] >= kth) {
           s.idx.push_back(i);
-          w.push_back(a[i] - m);
+          w.push_back(gap(a[i]));
         }
       }
       n = static_cast<int64_t>(w.size());
       idx = s.idx.data();
     } else {
       w.resize(V);
-      for (int64_t i = 0; i < V; ++i) w[i] = a[i] - m;
+      for (int64_t i = 0; i < V; ++i) w[i] = gap(a[i]);
     }
     cpu::exp_n<W>(w.data(), w.data(), n);
     double Z = 0.0;
@@ -219,7 +225,7 @@ struct SampleJob {
       if (idx) {
         const int64_t* pos = std::lower_bound(idx, idx + n, id);
         in_k = pos != idx + n && *pos == id && w[pos - idx] >= tau;
-        wid = in_k ? acc_t(0) : (a[id] == -inf ? acc_t(0) : static_cast<acc_t>(std::exp(a[id] - m)));
+        wid = in_k ? acc_t(0) : (a[id] == -inf ? acc_t(0) : static_cast<acc_t>(std::exp(gap(a[id]))));
       } else {
         in_k = w[id] >= tau;
         wid = w[id];

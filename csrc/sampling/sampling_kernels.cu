@@ -4,10 +4,11 @@
 // The row algorithm is the one every backend shares (csrc/sampling/sampling_cpu.cpp, top
 // comment); here, as in the Triton kernel, the thresholds are found by sorting-free pivot
 // search (FlashInfer style), exact on the float bits: one CTA of kThreads threads per row,
-//   pass 1        m = max a (a = x / T), NaN / +inf flagged;
+//   pass 1        m = max a over the logits a = x, NaN / +inf flagged;
 //   top-k         θ_k = the largest int32 order key t with #{key(a) >= t} >= k: 32 bisection
 //                 steps, each one counting pass over the row (block reduction);
-//   Z             Σ exp(a − m) over the candidates key(a) >= θ_k;
+//   Z             Σ exp(g) over the candidates key(a) >= θ_k, g = (a − m) / T without overflow
+//                 (Row::gap, reference.py's scaled_gap);
 //   top-p         τ = the largest bit pattern t with Σ_{bits(w) >= t} w >= p·Z: 31 steps;
 //   Z_K, draw     the kept mass (keep ids added), then tiles of kThreads tokens in order: a tile's
 //                 mass by block reduction, and in the tile where the running mass passes u·Z_K
@@ -81,7 +82,12 @@ struct Row {
   const T* x;
   int64_t s1;
   float T_;
-  __device__ __forceinline__ float a(int64_t i) const { return cuda_common::to_float(x[i * s1]) / T_; }
+  __device__ __forceinline__ float a(int64_t i) const { return cuda_common::to_float(x[i * s1]); }
+  // (a − m) / T: a / T − m / T for T >= 1 (no quotient overflows), else (a − m) / T (overflows
+  // only where e^gap = 0 anyway); exactly 0 at the max (T may round to 0 in float)
+  __device__ __forceinline__ float gap(float a, float m) const {
+    return T_ >= 1.f ? a / T_ - m / T_ : (a == m ? 0.f : (a - m) / T_);
+  }
 };
 
 __device__ __forceinline__ bool is_keep(const int64_t* keep, int64_t K, int64_t i) {
@@ -130,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     float z = 0.f;
     for (int64_t i = tid; i < V; i += kThreads) {
       const float a = row.a(i);
-      z += order_key(a) >= theta ? expf(a - m) : 0.f;
+      z += order_key(a) >= theta ? expf(row.gap(a, m)) : 0.f;
     }
     const float Z = block_sum(z, redf);
     // top-p: τ bits = the largest t with Σ_{bits(w) >= t} w >= p·Z
@@ -142,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
         float s = 0.f;
         for (int64_t i = tid; i < V; i += kThreads) {
           const float a = row.a(i);
-          const float w = order_key(a) >= theta ? expf(a - m) : 0.f;
+          const float w = order_key(a) >= theta ? expf(row.gap(a, m)) : 0.f;
           s += bits_of(w) >= mid ? w : 0.f;
         }
         const bool ge = block_sum(s, redf) >= target;
@@ -154,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) sampling_kernel(SamplingParams p) {
     // kept mass, then the draw in token order, tile by tile
     auto kept_weight = [&](int64_t i) -> float {
       const float a = row.a(i);
-      const float e = expf(a - m);
+      const float e = expf(row.gap(a, m));
       const bool kept = (order_key(a) >= theta && bits_of(e) >= tau) || is_keep(keep, p.K, i);
       return kept ? e : 0.f;
     };

@@ -75,7 +75,8 @@ def register_probs_autograd(name: str, out_dtype=accumulation_dtype) -> None:
                               (grad,))[0]
         else:
             g = grad.to(q.dtype)
-            g = q * (g - (q * g).sum(dim=1, keepdim=True)) / temperature.to(q.dtype)[:, None]
+            # (the division in float64: a temperature below float32's range is not a 0 there)
+            g = (q * (g - (q * g).sum(dim=1, keepdim=True))).double() / temperature.double()[:, None]
         return g.to(logits.dtype), None, None, None, None
 
     torch.library.register_autograd(name, backward, setup_context=setup_context)

@@ -24,6 +24,12 @@ A draw with uniform u ∈ [0, 1) is the inverse CDF in token order: the first i 
 Σ_{j∈K, j≤i} q_j > u. Every backend draws this way, so the same u gives the same token (up to
 rounding at a boundary).
 
+Every backend evaluates this the same way, so that no temperature > 0 overflows: θ_k is taken on x
+itself (dividing by T > 0 keeps the order, and rounding x / T could only add ties), and
+a_i − max a = (x_i − m) / T with m = max x, computed as x_i / T − m / T when T ≥ 1 (no quotient
+overflows) and as (x_i − m) / T when T < 1 (x_i − m overflows only where the scaled gap is below
+−3.4e38 anyway, and e^gap = 0). A tiny temperature is then the greedy limit, not x / T = ±inf.
+
 Everything here runs in float64 (the kernels in float32, float64 for float64 logits).
 """
 
@@ -56,19 +62,25 @@ def row_params(B: int, temperature, top_k, top_p, keep, device) -> tuple[torch.T
     return T, k, p, E
 
 
+def scaled_gap(x: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """(x − max x) / T per row without overflow: x / T − m / T for T ≥ 1, (x − m) / T for T < 1, and
+    exactly 0 at the max (T may round to 0 in float32: the other gaps are then −inf, the greedy limit)."""
+    m = x.max(dim=1, keepdim=True).values
+    return torch.where(T >= 1, x / T - m / T, torch.where(x == m, torch.zeros_like(x), (x - m) / T))
+
+
 def kept_weights(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                  keep: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """w_i on K and 0 elsewhere, (B, V) in ``dtype`` (per-row parameters as :func:`row_params` returns
     them; float64 defines the semantics, float32 is the tests' same-precision baseline)."""
-    a = logits.to(dtype) / temperature.to(dtype)[:, None]
-    B, V = a.shape
-    m = a.max(dim=1, keepdim=True).values
-    w_all = torch.exp(a - m)  # own weights (keep ids), 0 for −inf
-    # top-k: the k-th largest value, ties kept
+    x = logits.to(dtype)
+    B, V = x.shape
+    w_all = torch.exp(scaled_gap(x, temperature.to(dtype)[:, None]))  # own weights (keep ids), 0 for −inf
+    # top-k: the k-th largest value (of x: the same order as x / T), ties kept
     k = torch.where((top_k <= 0) | (top_k >= V), torch.full_like(top_k, V), top_k)
-    sorted_a = a.sort(dim=1, descending=True).values
-    theta = sorted_a.gather(1, (k - 1)[:, None])
-    in_c = a >= theta
+    sorted_x = x.sort(dim=1, descending=True).values
+    theta = sorted_x.gather(1, (k - 1)[:, None])
+    in_c = x >= theta
     w = torch.where(in_c, w_all, torch.zeros_like(w_all))
     # top-p: τ = the value at the first descending position whose inclusive cumulative mass reaches p·Z
     Z = w.sum(dim=1, keepdim=True)

@@ -1,12 +1,13 @@
 // Host emulation of the CUDA sampling kernel (csrc/sampling/sampling_kernels.cu) for machines
 // without a GPU: the real launcher (launch_sampling) and kernel, compiled by g++ on the CUDA
 // stand-ins of cuda_host_emu.h, against a reference written here from pyext/decoding/reference.py
-// (float64, sort-based): a = x / T; candidates a >= the k-th largest (ties kept); w = exp(a − max);
+// (float64, sort-based): candidates x >= the k-th largest x (ties kept); w = exp((x − max x) / T);
 // τ = the weight at the first descending position whose cumulative mass reaches p·Z; kept =
 // candidates with w >= τ, plus the keep ids; q = w / Σ kept; the token = the inverse CDF at u in
 // token order.  Checked: the kept set (exact), q (2e-6 absolute: float32 sums), the token (exact),
 // bad rows (NaN, +inf, all −inf) giving −1.  Shapes across one and several CTA tiles, strided
-// logits, every dtype, per-row parameters, ties and −inf masks.
+// logits, every dtype, per-row parameters, ties and −inf masks, temperatures from 1e-300 (float32
+// rounds it to 0: the greedy limit) to 1e38 (on logits near 1e38).
 // Built and run by tests/test_sampling_cuda_emulation.py; exit status 1 on any failure.
 #include <algorithm>
 #include <cmath>
@@ -38,7 +39,7 @@ RowRef reference_row(const std::vector<float>& x, double T, int64_t k, double p,
   std::vector<double> a(V);
   double m = -INFINITY;
   for (int64_t i = 0; i < V; ++i) {
-    a[i] = static_cast<double>(static_cast<float>(x[i] / static_cast<float>(T)));  // the kernel's float32 a
+    a[i] = static_cast<double>(x[i]);  // the logits: top-k on them (the order of x / T)
     if (std::isnan(a[i]) || a[i] == INFINITY) out.bad = true;
     m = std::max(m, a[i]);
   }
@@ -55,7 +56,7 @@ RowRef reference_row(const std::vector<float>& x, double T, int64_t k, double p,
   std::vector<double> w(V), wc(V);
   double Z = 0;
   for (int64_t i = 0; i < V; ++i) {
-    w[i] = std::exp(a[i] - m);
+    w[i] = a[i] == m ? 1.0 : std::exp((a[i] - m) / T);  // (no overflow in double for float logits)
     wc[i] = a[i] >= theta ? w[i] : 0.0;
     Z += wc[i];
   }
@@ -94,9 +95,9 @@ RowRef reference_row(const std::vector<float>& x, double T, int64_t k, double p,
 
 template <typename T>
 void sampling_case(unsigned seed, int64_t B, int64_t V, bool strided, int64_t top_k, double top_p, int K,
-                   bool per_row, bool ties, bool bad_rows) {
+                   bool per_row, bool ties, bool bad_rows, double T0 = 0.8, float scale = 3.f) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> N(0.f, 3.f);
+  std::normal_distribution<float> N(0.f, scale);
   std::uniform_real_distribution<double> U(0.0, 1.0);
   const int64_t s1 = strided ? B : 1, s0 = strided ? 1 : V;  // column-major when strided
   std::vector<T> x(size_t(B * V));
@@ -122,7 +123,7 @@ void sampling_case(unsigned seed, int64_t B, int64_t V, bool strided, int64_t to
   std::vector<double> temp(B), topp(B), uni(B);
   std::vector<int64_t> topk(B), keep(size_t(B * K));
   for (int64_t r = 0; r < B; ++r) {
-    temp[r] = per_row ? 0.5 + U(rng) : 0.8;
+    temp[r] = per_row ? 0.5 + U(rng) : T0;
     topk[r] = per_row ? (r % 3 == 0 ? 0 : 1 + int64_t(U(rng) * V)) : top_k;
     topp[r] = per_row ? (r % 4 == 0 ? 1.0 : 0.05 + 0.95 * U(rng)) : top_p;
     uni[r] = U(rng);
@@ -170,10 +171,10 @@ void sampling_case(unsigned seed, int64_t B, int64_t V, bool strided, int64_t to
   }
   ok &= set_diff == 0 && tok_diff == 0 && worst <= 2e-6;
   g_fail += !ok;
-  printf("%s sampling %s B=%ld V=%ld strided=%d top_k=%ld top_p=%.2f K=%d per_row=%d ties=%d bad=%d: "
+  printf("%s sampling %s B=%ld V=%ld strided=%d top_k=%ld top_p=%.2f K=%d per_row=%d ties=%d bad=%d T=%g: "
          "set_diff=%d tok_diff=%d max|dq|=%.2g\n",
          ok ? "PASS" : "FAIL", kexue_emu::dtype_name<T>(), long(B), long(V), int(strided), long(top_k), top_p, K,
-         int(per_row), int(ties), int(bad_rows), set_diff, tok_diff, worst);
+         int(per_row), int(ties), int(bad_rows), per_row ? -1.0 : T0, set_diff, tok_diff, worst);
 }
 
 int main() {
@@ -190,6 +191,12 @@ int main() {
   }
   sampling_case<float>(seed++, 5, 300, false, 10, 0.8, 1, false, false, true);       // bad rows
   sampling_case<__half>(seed++, 4, 300, true, 0, 0.5, 0, false, false, true);
+  // temperatures that overflow x / T: tiny ones are the greedy limit (ties share it), a huge one
+  // on logits near 1e38
+  sampling_case<float>(seed++, 3, 257, false, 0, 1.0, 1, false, false, false, 1e-40);
+  sampling_case<float>(seed++, 3, 257, false, 5, 0.5, 1, false, true, false, 1e-300);
+  sampling_case<__half>(seed++, 3, 257, false, 0, 0.9, 0, false, true, false, 1e-6);
+  sampling_case<float>(seed++, 3, 257, true, 0, 0.9, 1, false, false, false, 1e38, 1e37f);
   printf("%d failed, %d launches, %d emulation errors\n", g_fail, kexue_emu::g_launches, kexue_emu::g_errors);
   return g_fail != 0 || kexue_emu::g_errors != 0;
 }
