@@ -49,9 +49,8 @@ def _key(a):
 
 
 @triton.jit
-def _scaled_block(row, c0, offs, V, s1, T):
-    """Columns c0 + offs of a row, their in-range mask, and the logits in float32 (-inf past V); T
-    enters through ``_gap``."""
+def _logit_block(row, c0, offs, V, s1):
+    """Columns c0 + offs of a row, their in-range mask, and the logits in float32 (-inf past V)."""
     cols = c0 + offs
     msk = cols < V
     a = tl.load(row + cols.to(tl.int64) * s1, mask=msk, other=-float("inf")).to(tl.float32)
@@ -59,10 +58,10 @@ def _scaled_block(row, c0, offs, V, s1, T):
 
 
 @triton.jit
-def _gap(a, m, T):
-    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T for T >= 1, else (a − m) / T,
-    0 at the max (T may round to 0 in float32)."""
-    return tl.where(T >= 1.0, a / T - m / T, tl.where(a == m, 0.0, (a - m) / T))
+def _gap(a, m, mT, T):
+    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T for T >= 1 (mT = m / T),
+    else (a − m) / T, 0 at the max (T may round to 0 in float32)."""
+    return tl.where(T >= 1.0, a / T - mT, tl.where(a == m, 0.0, (a - m) / T))
 
 
 @triton.jit
@@ -79,11 +78,12 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     m = -float("inf")
     nbad = 0
     for c0 in range(0, V, BLOCK):
-        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
+        cols, msk, a = _logit_block(row, c0, offs, V, s1)
         nbad += tl.sum(tl.where(msk & ((a != a) | (a == float("inf"))), 1, 0), 0)
         m = tl.maximum(m, tl.max(a, 0))
     bad = (nbad > 0) | (m == -float("inf"))
     m = tl.where(bad, 0.0, m)
+    mT = m / T
     # top-k: θ = the k-th largest key (bisection on [lo, hi): #{key >= lo} >= k > #{key >= hi})
     use_k = (k > 0) & (k < V)
     lo = tl.full((), -2147483648, tl.int64)
@@ -92,7 +92,7 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
         mid = lo + (hi - lo) // 2
         cnt = 0
         for c0 in range(0, V, BLOCK):
-            cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
+            cols, msk, a = _logit_block(row, c0, offs, V, s1)
             cnt += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= mid), 1, 0), 0)
         ge = cnt >= k
         lo = tl.where(ge, mid, lo)
@@ -101,8 +101,8 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     # Z over the top-k candidates
     Z = 0.0
     for c0 in range(0, V, BLOCK):
-        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        Z += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, T)), 0.0), 0)
+        cols, msk, a = _logit_block(row, c0, offs, V, s1)
+        Z += tl.sum(tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, mT, T)), 0.0), 0)
     # top-p: τ bits = the largest t with Σ_{bits(w) >= t} w >= p·Z (bisection on [tlo, thi))
     target = p * Z
     tlo = tl.full((), 0, tl.int32)
@@ -111,8 +111,8 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
         mid = tlo + (thi - tlo) // 2
         s = 0.0
         for c0 in range(0, V, BLOCK):
-            cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-            w = tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, T)), 0.0)
+            cols, msk, a = _logit_block(row, c0, offs, V, s1)
+            w = tl.where(msk & (_key(a).to(tl.int64) >= theta), tl.exp(_gap(a, m, mT, T)), 0.0)
             s += tl.sum(tl.where(w.to(tl.int32, bitcast=True) >= mid, w, 0.0), 0)
         ge = s >= target
         tlo = tl.where(ge, mid, tlo)
@@ -121,8 +121,8 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     # Z_K over K = candidates with w >= τ, plus the keep ids (own weight)
     ZK = 0.0
     for c0 in range(0, V, BLOCK):
-        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        e = tl.where(msk, tl.exp(_gap(a, m, T)), 0.0)
+        cols, msk, a = _logit_block(row, c0, offs, V, s1)
+        e = tl.where(msk, tl.exp(_gap(a, m, mT, T)), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
             kept = kept | (cols == tl.load(keep_ptr + r * K + c))
@@ -133,8 +133,8 @@ def _sample_kernel(x_ptr, s0, s1, V, t_ptr, k_ptr, p_ptr, keep_ptr, K, u_ptr, to
     tok = -1
     last = -1
     for c0 in range(0, V, BLOCK):
-        cols, msk, a = _scaled_block(row, c0, offs, V, s1, T)
-        e = tl.where(msk, tl.exp(_gap(a, m, T)), 0.0)
+        cols, msk, a = _logit_block(row, c0, offs, V, s1)
+        e = tl.where(msk, tl.exp(_gap(a, m, mT, T)), 0.0)
         kept = (_key(a).to(tl.int64) >= theta) & (e.to(tl.int32, bitcast=True) >= tau)
         for c in range(0, K):
             kept = kept | (cols == tl.load(keep_ptr + r * K + c))
