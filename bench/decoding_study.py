@@ -638,7 +638,7 @@ def summarise(paths: list[str]) -> list[dict]:
     for r in rows:
         rl = f"{r['r_L']:.3f} ± {r['r_L_std']:.3f}" if r["n_seeds"] > 1 else f"{r['r_L']:.3f}"
         print(f"{r['strategy']:<28} {r['n_seeds']:>5} {rl:>14} {r['loops']:6.3f} {r['repetitive_share']:10.3f} "
-              f"{r['r_L'] - r['repetitive_share']:6.3f} {r['length']:12.1f} {r['cpu_s']:7.0f}")
+              f"{max(r['r_L'] - r['repetitive_share'], 0.0):6.3f} {r['length']:12.1f} {r['cpu_s']:7.0f}")
     print_comparisons(rows)
     return rows
 
