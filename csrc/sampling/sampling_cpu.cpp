@@ -206,12 +206,9 @@ struct SampleJob {
       w.resize(V);
       for (int64_t i = 0; i < V; ++i) w[i] = gap(a[i]);
     }
-    cpu::exp_n<W>(w.data(), w.data(), n);
+    cpu::exp_n<W>(w.data(), w.data(), n);  // a masked token (gap -inf) gets exactly 0
     double Z = 0.0;
-    for (int64_t j = 0; j < n; ++j) {
-      if (a[idx ? idx[j] : j] == -inf) w[j] = 0;  // a masked token: exactly 0 (vexp gives 0 too)
-      Z += static_cast<double>(w[j]);
-    }
+    for (int64_t j = 0; j < n; ++j) Z += static_cast<double>(w[j]);
     acc_t tau = 0;
     const double p = top_p[r];
     if (p < 1.0) tau = crossing_value<acc_t>(w.data(), n, p * Z, s.v<acc_t>(3), s.v<acc_t>(4));
