@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attribution_study import captum_layer_ig, classifier, cpu_name  # noqa: E402
 
 from kexue.attribution import token_attributions  # noqa: E402
-from kexue.benchmarking import times_in_turns  # noqa: E402
+from kexue.benchmarking import spread, times_in_turns  # noqa: E402
 from kexue.datasets import movie_snippets  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> str:
              "|---|---|---|---|---|---|"]
     for k in fns:
         mw, mc = statistics.median(wall[k]), statistics.median(cpu[k])
-        lines.append(f"| {k} | {mw:.2f} | {(max(wall[k]) - min(wall[k])) / mw:.0%} | {best_w / mw:.2f} | {mc:.2f} | "
+        lines.append(f"| {k} | {mw:.2f} | {spread(wall[k]):.0%} | {best_w / mw:.2f} | {mc:.2f} | "
                      f"{best_c / mc:.2f} |")
     report = "\n".join(lines)
     print(report)

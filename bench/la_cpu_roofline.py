@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 import kexue
-from kexue.benchmarking import cpu_gemm_providers, cpu_model, time_in_turns
+from kexue.benchmarking import cpu_gemm_providers, cpu_model, spread, time_in_turns
 
 try:
     from fast_transformers.causal_product import causal_dot_product
@@ -117,10 +117,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         vs = f"{med[peer] / med[name]:6.2f}" if " kexue" in name and peer in med else f"{'':>6}"
         print(f"{name:<34} {med[name] * 1e3:10.1f} {spread(times[name]):7.0%} {rate:8.1f} {rate / ceiling:7.0%} {vs}")
     return {"ceiling_GFLOPs": ceiling, **{name: med[name] for name in rows}}
-
-
-def spread(v: list[float]) -> float:
-    return (max(v) - min(v)) / statistics.median(v)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import torch
 
 import kexue
 import kexue.probe as kp
-from kexue.benchmarking import cpu_model, time_in_turns
+from kexue.benchmarking import cpu_model, spread, time_in_turns
 from kexue.cpu_linear import onednn_available, onednn_linears
 from kexue.probe.bench import pud_sentences
 
@@ -130,10 +130,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         out[f"{path}_speedup"], out[f"{path}_fraction"], out[f"{path}_rel"] = speedup, speedup / ratio, rel
         out[f"{path}_fraction_min"] = fastest / ratio
     return out
-
-
-def spread(v: list[float]) -> float:
-    return (max(v) - min(v)) / statistics.median(v)
 
 
 if __name__ == "__main__":

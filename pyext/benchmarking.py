@@ -64,6 +64,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def spread(times: list[float]) -> float:
+    """(max - min) / median of a list of timings (0 when the median is 0)."""
+    med = statistics.median(times)
+    return (max(times) - min(times)) / med if med > 0 else 0.0
+
+
 def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(median seconds, spread = (max - min) / median) over ``repeats`` runs after ``warmup``."""
     for _ in range(warmup):
@@ -82,8 +88,7 @@ def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    return med, (max(times) - min(times)) / med if med > 0 else 0.0
+    return statistics.median(times), spread(times)
 
 
 def time_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
