@@ -98,10 +98,12 @@ def distinct_tokens(tokens: torch.Tensor, window: int = LOOP_WINDOW) -> int:
     return 0 if tokens.numel() < window else int(tokens[-window:].unique().numel())
 
 
-def is_repetitive(tokens: torch.Tensor) -> bool:
-    """Unfinished and degenerate: a loop (loop_period > 0) or few distinct tokens (near-repeats)."""
-    d = distinct_tokens(tokens)
-    return loop_period(tokens) > 0 or 0 < d <= REPETITIVE_MAX_DISTINCT
+def is_repetitive(tokens: torch.Tensor, period: int | None = None) -> bool:
+    """Unfinished and degenerate: a loop (loop_period > 0; pass ``period`` when it is known) or few
+    distinct tokens (near-repeats)."""
+    if period is None:
+        period = loop_period(tokens)
+    return period > 0 or 0 < distinct_tokens(tokens) <= REPETITIVE_MAX_DISTINCT
 
 
 def fisher_exact(a: int, n1: int, b: int, n2: int) -> float:
@@ -130,12 +132,18 @@ def compare_unfinished(plain: dict, consistent: dict) -> dict:
     test on the pooled counts, and the exact McNemar test pairing each (prompt, seed)."""
     a = [x for seed in plain["unfinished"] for x in seed]
     b = [x for seed in consistent["unfinished"] for x in seed]
-    return dict(plain=sum(a), consistent=sum(b), n=len(a),
-                fisher_p=fisher_exact(sum(a), len(a), sum(b), len(b)),
-                only_plain=sum(x and not y for x, y in zip(a, b, strict=True)),
-                only_consistent=sum(y and not x for x, y in zip(a, b, strict=True)),
-                mcnemar_p=mcnemar_exact(sum(x and not y for x, y in zip(a, b, strict=True)),
-                                        sum(y and not x for x, y in zip(a, b, strict=True))))
+    only_plain = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_consistent = sum(y and not x for x, y in zip(a, b, strict=True))
+    return dict(plain=sum(a), consistent=sum(b), n=len(a), fisher_p=fisher_exact(sum(a), len(a), sum(b), len(b)),
+                only_plain=only_plain, only_consistent=only_consistent,
+                mcnemar_p=mcnemar_exact(only_plain, only_consistent))
+
+
+def shares(row: dict) -> tuple[float, float]:
+    """(loop share, repetitive share) of all (seed, prompt) rows of a strategy."""
+    periods = [p for seed in row["periods"] for p in seed]
+    repetitive = [x for seed in row["repetitive"] for x in seed]
+    return sum(p > 0 for p in periods) / max(1, len(periods)), sum(repetitive) / max(1, len(repetitive))
 
 
 def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, label: str = "",
@@ -152,7 +160,7 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
         if kw.pop("consistent", False):
             kw["keep"] = eos
         run_seeds = seeds if kw["strategy"] == "sample" else [None]
-        r, lengths, loops, unfinished, periods, repetitive, outputs = [], [], [], [], [], [], []
+        r, lengths, unfinished, periods, repetitive, outputs = [], [], [], [], [], []
         t0, cpu0 = time.perf_counter(), time.process_time()
         for seed in run_seeds:
             g = {"generator": torch.Generator().manual_seed(seed)} if seed is not None else {}
@@ -160,21 +168,20 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
             r.append(out.non_termination_ratio())
             lengths.append(float(out.lengths.double().mean()))
             ended = out.terminated.tolist()
-            per = [0 if e else loop_period(out.sequences[i, : out.lengths[i]]) for i, e in enumerate(ended)]
-            rep = [not e and is_repetitive(out.sequences[i, : out.lengths[i]]) for i, e in enumerate(ended)]
+            seqs = [out.sequences[i, : out.lengths[i]] for i in range(len(ended))]
+            per = [0 if e else loop_period(x) for e, x in zip(ended, seqs, strict=True)]
             unfinished.append([not e for e in ended])
             periods.append(per)
-            repetitive.append(rep)
-            loops.append(sum(p > 0 for p in per) / max(1, len(per)))
+            repetitive.append([not e and is_repetitive(x, p) for e, x, p in zip(ended, seqs, per, strict=True)])
             if keep_sequences:
                 outputs.append(dict(seed=seed, sequences=out.sequences, lengths=out.lengths, terminated=out.terminated))
         mean_r = statistics.mean(r)
         std_r = statistics.stdev(r) if len(r) > 1 else 0.0
         full = f"{label} {name}".strip()
         row = dict(strategy=full, name=name, r_L=mean_r, r_L_std=std_r, length=statistics.mean(lengths), n_seeds=len(r),
-                   loops=statistics.mean(loops), unfinished=unfinished, periods=periods, repetitive=repetitive,
-                   repetitive_share=statistics.mean(sum(x) / max(1, len(x)) for x in repetitive),
+                   unfinished=unfinished, periods=periods, repetitive=repetitive,
                    wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - cpu0)
+        row["loops"], row["repetitive_share"] = shares(row)
         if keep_sequences:
             row["outputs"] = outputs
         rows.append(row)
@@ -182,8 +189,7 @@ def rl_table(step_fn, prompts, eos: int, strategies, max_len: int, seeds, *, lab
             on_row(rows)
         rl = f"{mean_r:.3f} ± {std_r:.3f}" if len(r) > 1 else f"{mean_r:.3f}"
         print(f"{full:<32} {rl:>14} {row['loops']:6.3f} {row['repetitive_share']:6.3f} {row['length']:12.1f} "
-              f"{row['wall_s']:7.1f} "
-              f"{row['cpu_s']:7.1f}", flush=True)
+              f"{row['wall_s']:7.1f} {row['cpu_s']:7.1f}", flush=True)
     print_comparisons(rows)
     return rows
 
@@ -610,10 +616,7 @@ def merge_rows(files_rows: list[list[dict]]) -> list[dict]:
         m["r_L"] = statistics.mean(m["r_list"])
         m["r_L_std"] = statistics.stdev(m["r_list"]) if len(m["r_list"]) > 1 else 0.0
         m["length"] = statistics.mean(m["len_list"])
-        flat = [p for seed in m["periods"] for p in seed]
-        m["loops"] = sum(p > 0 for p in flat) / max(1, len(flat))
-        flat = [x for seed in m["repetitive"] for x in seed]
-        m["repetitive_share"] = sum(flat) / max(1, len(flat))
+        m["loops"], m["repetitive_share"] = shares(m)
         out.append(m)
     return out
 
