@@ -96,6 +96,17 @@ TORCH_LIBRARY(kexue, m) {
   // exactly one child.  Returns heads (B, n+1) int64: heads[b, 0] = -1, heads[b, d] the head of
   // word d for d <= lengths[b], -1 beyond.  Not differentiable.
   m.def("eisner(Tensor scores, Tensor lengths, bool single_root) -> Tensor");
+  // Unmasked multi-head softmax attention read from a fused QKV projection (the hand-written
+  // integrated-gradients integrand, kexue.attribution).  See pyext/attribution/reference.py
+  // (attention_qkv_reference) for the exact semantics.  qkv (R, L, 3D) rows [q | k | v], D =
+  // heads * head_dim; returns out (R, L, D) and the attention probabilities (R, heads, L, L), both
+  // in qkv's dtype (float32 or float64).  attention_qkv_bwd: the gradient of
+  // <out, grad_out> + <probs, grad_probs> in qkv, (R, L, 3D), given the forward's probabilities.
+  m.def("attention_qkv_fwd(Tensor qkv, int heads, float scale) -> (Tensor out, Tensor probs)");
+  m.def(
+      "attention_qkv_bwd(Tensor grad_out, Tensor? grad_probs, Tensor qkv, Tensor probs, int heads, float scale) "
+      "-> Tensor");
+
   // Consistent top-k / nucleus sampling (kexue.sample).  See pyext/decoding/reference.py for the
   // exact semantics.  logits (B, V) any strides; per row: temperature (B,) float64 > 0, top_k (B,)
   // int64 (0 = no top-k), top_p (B,) float64 in (0, 1] (1 = no top-p), keep (B, K) int64 token ids

@@ -98,7 +98,26 @@ def sp(op="sampling_probs", **kw):
     return op, args if op == "sampling_probs" else (*args, a["u"])
 
 
+def at(op="attention_qkv_fwd", **kw):
+    a = dict(qkv=r(2, 3, 12), heads=2, scale=0.5, go=r(2, 3, 4), gp=None, probs=r(2, 2, 3, 3))
+    a.update(kw)
+    if op == "attention_qkv_fwd":
+        return op, (a["qkv"], a["heads"], a["scale"])
+    return op, (a["go"], a["gp"], a["qkv"], a["probs"], a["heads"], a["scale"])
+
+
 ROWS = [
+    # attention_qkv_fwd / _bwd
+    ("attn/qkv-rank", at(qkv=r(3, 12)), "qkv must have shape"),
+    ("attn/qkv-half", at(qkv=r(2, 3, 12, dtype=torch.float16)), "float32 or float64"),
+    ("attn/heads-zero", at(heads=0), "heads must be"),
+    ("attn/columns", at(qkv=r(2, 3, 10)), "3 * heads * head_dim"),
+    ("attn/scale", at(scale=float("inf")), "scale must be finite"),
+    ("attn-bwd/grad-out-shape", at("attention_qkv_bwd", go=r(2, 3, 5)), "grad_out must have shape"),
+    ("attn-bwd/probs-shape", at("attention_qkv_bwd", probs=r(2, 1, 3, 3)), "probs must have shape"),
+    ("attn-bwd/dtype", at("attention_qkv_bwd", go=r(2, 3, 4, dtype=F64)), "share a dtype"),
+    ("attn-bwd/grad-probs-shape", at("attention_qkv_bwd", gp=r(2, 2, 3, 2)), "grad_probs must have the shape"),
+    ("attn-bwd/grad-probs-dtype", at("attention_qkv_bwd", gp=r(2, 2, 3, 3, dtype=F64)), "grad_probs must have"),
     # linear_attention_fwd
     ("la/q-rank3", la(q=r(2, 5, 4)), "q must have 4 dims"),
     ("la/q-int", la(q=torch.ones(1, 2, 5, 4, dtype=torch.int32)), "q must be float16"),
@@ -217,7 +236,8 @@ def test_raw_op_eager_and_fake_reject_alike(case):
 def test_valid_rows_pass_both_ways():
     """The builders' defaults are valid calls, eager and fake, with the same output shapes (so
     every row above fails for its one override)."""
-    for make in (la, la_bwd, ce, lambda: ce("cross_entropy_bwd"), lce, lambda: lce("linear_cross_entropy_bwd"), eis,
+    for make in (at, lambda: at("attention_qkv_bwd"),
+                 la, la_bwd, ce, lambda: ce("cross_entropy_bwd"), lce, lambda: lce("linear_cross_entropy_bwd"), eis,
                  mb, sd, sp, lambda: sp("sample")):
         op, args = make()
         out = getattr(K, op)(*args)

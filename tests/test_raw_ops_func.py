@@ -129,7 +129,16 @@ def _probs_case(op: str, dtype):
     return f, x
 
 
+def _attn_case(op: str, dtype):
+    def f(qkv):
+        out, probs = K.attention_qkv_fwd(qkv, 2, 0.4)
+        return torch.cat([out.reshape(-1), probs.reshape(-1)])
+
+    return f, torch.randn(2, 3, 3 * 2 * 2, dtype=dtype, generator=torch.Generator().manual_seed(6))
+
+
 DIFF_CASES = {
+    "attention_qkv_fwd": (_attn_case, F64),
     "linear_attention_fwd": (_la_case, F64),
     "linear_attention_fwd_triton": (_la_case, torch.float32),
     "cross_entropy_fwd": (_ce_case, F64),
@@ -142,6 +151,7 @@ DIFF_CASES = {
 }
 # backward ops: (forward op's case): derivative of ⟨bwd(1, x), t⟩ against eager double backward
 BWD_CASES = {
+    "attention_qkv_bwd": "attention_qkv_fwd",
     "linear_attention_bwd": "linear_attention_fwd",
     "linear_attention_bwd_triton": "linear_attention_fwd_triton",
     "cross_entropy_bwd": "cross_entropy_fwd",
@@ -227,7 +237,13 @@ def test_raw_backward_op_under_torch_func(op):
     bwd = getattr(K, op)
     # rebuild the backward op's arguments from the forward case's closure
     cells = {n: c.cell_contents for n, c in zip(f.__code__.co_freevars, f.__closure__ or (), strict=True)}
-    if op.startswith("linear_attention"):
+    if op == "attention_qkv_bwd":
+        def call_fwd(qkv):
+            return K.attention_qkv_fwd(qkv, 2, 0.4)[0]
+
+        def call_bwd(qkv, go):
+            return bwd(go, None, qkv, K.attention_qkv_fwd(qkv, 2, 0.4)[1], 2, 0.4)
+    elif op.startswith("linear_attention"):
         k, v, S0, z0 = cells["k"], cells["v"], cells["S0"], cells["z0"]
 
         def call_bwd(q, go):

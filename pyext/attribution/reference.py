@@ -4,6 +4,9 @@ IG_i(x) = (x_i − x'_i) ∫₀¹ ∂F(x' + α(x − x'))/∂x_i dα, by the com
 ``n_points`` equally spaced points (error O(1/n²) for smooth integrands: with the default 2 000
 points it is ~1e-7 of the integrand's second derivative).  No batching, no tricks: this defines
 what :func:`kexue.attribution.integrated_gradients` approximates.
+
+Also :func:`attention_qkv_reference`, the definition of the CPU attention kernel that the
+hand-written BERT integrand (:mod:`kexue.attribution.bert_fast`) runs.
 """
 
 from __future__ import annotations
@@ -36,3 +39,16 @@ def integrated_gradients_reference(forward: Callable[[torch.Tensor], torch.Tenso
         (g,) = torch.autograd.grad(out.sum(), z)
         total += (g * w[s:s + chunk].view(-1, *([1] * x.dim()))).sum(0)
     return total * (x64 - b64)
+
+
+def attention_qkv_reference(qkv: torch.Tensor, heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked multi-head softmax attention from a fused QKV projection (``kexue::attention_qkv_fwd``).
+
+    ``qkv`` (R, L, 3D): each row's q, k, v side by side, head h in columns [h·dh, (h+1)·dh) of
+    each (D = heads·dh).  Returns out (R, L, D), out[r, :, h] = P_h v_h with
+    P_h = softmax(q_h k_hᵀ · scale), and P (R, heads, L, L).  Differentiable (torch operators)."""
+    R, L, C = qkv.shape
+    D = C // 3
+    q, k, v = qkv.reshape(R, L, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    p = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
+    return (p @ v).transpose(1, 2).reshape(R, L, D), p
