@@ -136,6 +136,12 @@ struct Views {
   Block<const T> dprobs_rows(int64_t r, int64_t h) const {
     return {dprobs + r * dprobs_s[0] + h * dprobs_s[1], dprobs_s[2], dprobs_s[3]};
   }
+  // q, k, v of row r, head h into L x dh scratch blocks (leading dim ldh).
+  KEXUE_ALWAYS_INLINE void load_qkv(const Dims& d, int64_t r, int64_t h, T* q, T* k, T* v, int64_t ldh) const {
+    load(part(d, r, h, 0), d.L, d.dh, q, ldh);
+    load(part(d, r, h, 1), d.L, d.dh, k, ldh);
+    load(part(d, r, h, 2), d.L, d.dh, v, ldh);
+  }
 };
 
 // Row-wise softmax of s (rows x n, leading dim ld) scaled by `scale`, in place.
@@ -181,9 +187,7 @@ struct ForwardJob {
     T *q = s.at(s.oq), *k = s.at(s.ok), *vv = s.at(s.ov), *o = s.at(s.oo), *kt = s.at(s.ot), *p = s.at(s.os);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / d.H, h = task % d.H;
-      load(v.part(d, r, h, 0), L, dh, q, s.ldh);
-      load(v.part(d, r, h, 1), L, dh, k, s.ldh);
-      load(v.part(d, r, h, 2), L, dh, vv, s.ldh);
+      v.load_qkv(d, r, h, q, k, vv, s.ldh);
       transpose(L, dh, k, s.ldh, kt, s.ldl);                  // kᵀ: dh x L
       gemm(L, L, dh, q, s.ldh, kt, s.ldl, p, s.ldl, false);  // S = q kᵀ
       softmax_rows<W>(p, L, L, s.ldl, static_cast<T>(d.scale));
@@ -207,9 +211,7 @@ struct BackwardJob {
     T *ds = s.at(s.os), *p = s.at(s.op);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / d.H, h = task % d.H;
-      load(v.part(d, r, h, 0), L, dh, q, s.ldh);
-      load(v.part(d, r, h, 1), L, dh, k, s.ldh);
-      load(v.part(d, r, h, 2), L, dh, vv, s.ldh);
+      v.load_qkv(d, r, h, q, k, vv, s.ldh);
       load(v.dout_head(d, r, h), L, dh, g, s.ldh);
       const Block<T> pr = v.probs_rows(r, h);
       load(Block<const T>{pr.p, pr.rs, pr.cs}, L, L, p, s.ldl);
