@@ -82,10 +82,11 @@ def test_consistent_warpers_equal_hf_then_eos_back(dtype):
             x[:, eos[0]] = float("-inf")  # eos masked by an earlier processor: stays -inf
         mtk, k = rng.choice([1, 1, 2, 3]), rng.randint(1, V + 2)
         p = rng.choice([1.0, 0.5, 0.9, 0.3, 0.99, rng.random() or 0.5])
+        kk = max(k, mtk)
         pairs = [(ConsistentTopKLogitsWarper(k, eos_token_id=eos, min_tokens_to_keep=mtk),
-                  TopKLogitsWarper(k, min_tokens_to_keep=mtk), lambda r: _top_k_keep_loop(r, max(k, mtk))),
+                  TopKLogitsWarper(k, min_tokens_to_keep=mtk), lambda r, kk=kk: _top_k_keep_loop(r, kk)),
                  (ConsistentTopPLogitsWarper(p, eos_token_id=eos, min_tokens_to_keep=mtk),
-                  TopPLogitsWarper(p, min_tokens_to_keep=mtk), lambda r: _top_p_keep_loop(r, p, mtk))]
+                  TopPLogitsWarper(p, min_tokens_to_keep=mtk), lambda r, p=p, mtk=mtk: _top_p_keep_loop(r, p, mtk))]
         for ours, theirs, keep_loop in pairs:
             got = ours(None, x.clone())
             assert got.dtype == x.dtype

@@ -79,7 +79,9 @@ class ConsistentTopPLogitsWarper(LogitsProcessor):
             return scores
         probs = scores.float().softmax(dim=-1)
         desc = probs.sort(dim=-1, descending=True).values
-        cross = (desc.cumsum(dim=-1) >= self.top_p).int().argmax(dim=-1, keepdim=True)
+        # the crossing = the number of prefixes whose mass is still below p (no argmax over a mask:
+        # when rounding leaves every prefix below a p next to 1, the crossing is the last token, not 0)
+        cross = (desc.cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
         cross = cross.clamp(min=min(self.min_tokens_to_keep, scores.shape[-1]) - 1)
         tau = desc.gather(-1, cross)
         remove = probs < tau
