@@ -13,9 +13,9 @@ import copy
 
 import pytest
 import torch
+from test_theseus import batch, make, run
 
 from kexue import theseus
-from test_theseus import batch, make, run
 
 DECODERS = ["gpt2", "llama"]
 
