@@ -70,11 +70,12 @@ def test_eval_model_is_the_successor_after_a_mixed_training_step(arch):
         assert torch.equal(got, small.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0))
 
 
+@pytest.mark.parametrize("init", ["first", "every_nth"])
 @pytest.mark.parametrize("arch", DECODERS)
-def test_eval_decoder_with_past_key_values_equals_full_recomputation(arch):
+def test_eval_decoder_with_past_key_values_equals_full_recomputation(arch, init):
     """The wrapper in eval mode, stepped one token at a time with past_key_values on a left-padded
     batch, gives the logits of the exported successor run on the whole sequence at once."""
-    wrapped = theseus.wrap(make(arch), ratio=2, scheduler=theseus.ConstantReplacing(0.5), seed=1)
+    wrapped = theseus.wrap(make(arch), ratio=2, init=init, scheduler=theseus.ConstantReplacing(0.5), seed=1)
     _mixed_step(wrapped, arch)
     with torch.no_grad():  # move the successor off its source layers
         for g in wrapped.groups:
