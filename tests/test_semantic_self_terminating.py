@@ -166,3 +166,35 @@ def test_explicit_context_len_counts_columns():
     assert _until_eos(cg[0, 6:]) == _until_eos(out.sequences[0, 6:])
     # the first generated token's distribution is at column 5: n = 5 - 2 + 1 = 4 positions past the context
     assert float(_p_eos_steps(out.logits, 0)[0]) >= 1 - 0.99 ** 4 - 1e-6
+
+
+def test_generate_from_inputs_embeds_counts_from_the_prompt_end():
+    """Bug (fixed): model.generate(inputs_embeds=...) on a self-terminating model took the prompt
+    length from input_ids only (0 here), so the prompt counted as generated positions."""
+    from kexue.integrations.hf import self_terminating
+
+    model = self_terminating(_tiny_llama("st"), eps=0.01)
+    p = torch.tensor([[1, 9, 8, 3, 7, 11]])
+    kw = dict(do_sample=False, max_new_tokens=40, pad_token_id=0, return_dict_in_generate=True, output_logits=True)
+    by_ids = model.generate(p, **kw)
+    by_embeds = model.generate(inputs_embeds=model.get_input_embeddings()(p).detach(), **kw)
+    want = _until_eos(by_ids.sequences[0, 6:])
+    assert _until_eos(by_embeds.sequences[0]) == want
+    n = len(want)
+    assert torch.allclose(_p_eos_steps(by_embeds.logits, 0)[:n], _p_eos_steps(by_ids.logits, 0)[:n], atol=1e-6)
+
+
+def test_consistent_generate_pads_finished_rows_like_hf():
+    """Bug (fixed): with the model's pad_token_id = 0 and none passed, consistent_generate padded
+    finished rows with the eos id (``0 or eos``), where HF's generate pads with 0."""
+    from kexue.integrations.hf import consistent_generate
+
+    model = _tiny_llama("nmst")  # (a plain model: eos is an ordinary token here)
+    assert model.generation_config.pad_token_id == 0
+    ids = torch.tensor([[1, 5, 6], [1, 9, 8]])
+    free = consistent_generate(model, ids, top_k=1, consistent=False, max_new_tokens=10, eos_token_id=V - 1)
+    eos = int(free[0, 4])  # a token row 0 reaches at its 2nd step and row 1 later
+    assert eos not in free[1, 3:5].tolist() and eos in free[1, 5:].tolist()
+    got = consistent_generate(model, ids, top_k=1, consistent=False, max_new_tokens=10, eos_token_id=eos)
+    want = model.generate(ids, do_sample=False, max_new_tokens=10, eos_token_id=eos)
+    assert torch.equal(got, want[:, :got.shape[1]]), (got, want)
