@@ -71,7 +71,9 @@ def consistent_generate(
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     eos = _eos_ids(model, eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (model.generation_config.pad_token_id or eos[0])
+    if pad_token_id is None:  # (a pad id of 0 is an id, not "none": no `or` here)
+        pad_token_id = model.generation_config.pad_token_id
+    pad = eos[0] if pad_token_id is None else pad_token_id
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     st_hooks = getattr(model, "_kexue_st_hooks", None)  # a self_terminating model: the prompt is the context
@@ -177,8 +179,13 @@ def self_terminating(model, eps: float = 1e-3, mode: str = "st", eos_token_id: i
 
     @functools.wraps(original_generate)
     def generate(*args, **kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        with hooks.decoding(ids.shape[-1] if ids is not None else 0):
+        ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+        if ids is None:  # a prompt given as embeddings only: (B, P, D)
+            ids = kwargs.get("inputs_embeds")
+            prompt_len = ids.shape[1] if ids is not None else 0
+        else:
+            prompt_len = ids.shape[-1]
+        with hooks.decoding(prompt_len):
             return original_generate(*args, **kwargs)
 
     def remove():
