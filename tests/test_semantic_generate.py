@@ -176,3 +176,39 @@ def test_greedy_and_sample_outputs_are_self_consistent():
 
         _check_consistent(out, 4, 6, step_logp)
         assert bool((out.sequences[torch.arange(6)[None] >= out.lengths[:, None]] == -1).all())
+
+
+def test_sample_with_per_row_parameters_follows_each_prompt():
+    """Per-row tensors in sample_kw ((B,) temperature / top_k / top_p, (B, K) keep) belong to the
+    prompts in the order given: they follow each prompt into its length group and out of the
+    batch when rows finish.  (They used to reach kexue.sample unsliced: a shape error as soon as
+    the prompts had different lengths or a row finished.)  Row r here may only draw from its own
+    top-k set plus its own keep ids, which a mix-up of rows breaks within a few steps."""
+    V, eos = 6, 5
+    logits_row = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.85])  # descending order: 0, 1, 5, 2, 3, 4
+
+    def step(ids, state):
+        return logits_row.expand(ids.shape[0], V).clone(), state
+
+    prompts = [torch.tensor([1, 2]), torch.tensor([3]), torch.tensor([1, 1]), torch.tensor([4]), torch.tensor([2, 2])]
+    top_k = torch.tensor([1, 2, 3, 6, 1])
+    keep = torch.tensor([[eos], [-1], [-1], [-1], [3]])
+    allowed = [{0, eos}, {0, 1}, {0, 1, eos}, set(range(V)), {0, 3}]
+    for seed in range(3):
+        out = generate(step, prompts, strategy="sample", eos_id=eos, max_len=40, pad_id=-1, top_k=top_k, keep=keep,
+                       temperature=torch.tensor([1.0, 0.5, 2.0, 1.0, 1.0], dtype=torch.float64),
+                       generator=torch.Generator().manual_seed(seed))
+        for r in range(len(prompts)):
+            toks = set(out.sequences[r, : int(out.lengths[r])].tolist())
+            assert toks <= allowed[r], (r, toks)
+        assert not bool(out.terminated[1]) and not bool(out.terminated[4])  # (eos is not in their sets)
+        assert bool(out.terminated[0]) and bool(out.terminated[3])
+
+
+def test_per_row_parameters_of_the_wrong_length_are_refused():
+    def step(ids, state):
+        return torch.zeros(ids.shape[0], 4), state
+
+    with pytest.raises(ValueError, match="temperature"):
+        generate(step, [torch.tensor([1]), torch.tensor([2, 3])], strategy="sample", eos_id=0, max_len=3,
+                 temperature=torch.ones(3, dtype=torch.float64))
