@@ -223,16 +223,21 @@ def test_sampling_top_p_near_one_keeps_the_nucleus(backend, device, p):
         assert bool((q > 0).all()), f"{dtype}: {(q > 0).sum(1).tolist()} tokens kept of 3000"
 
 
-def test_sample_draws_from_sampling_probs_on_tied_rows():
+@pytest.mark.parametrize("backend,device", backend_pairs(expected_backends()))
+def test_sample_draws_from_sampling_probs_on_tied_rows(backend, device):
     """The inverse-CDF draw at u: the first token whose cumulative probability exceeds u (a loop)."""
-    for x, kw, *_ in _sampling_cases(40, seed=5):
-        for backend in ("torch", "cpu"):
-            g = torch.Generator().manual_seed(0)
-            tok, q = kexue.sample(x, generator=g, return_probs=True, backend=backend, **kw)
-            u = torch.rand(x.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-            for r in range(x.shape[0]):
-                cdf = q[r].double().cumsum(0)
-                want = min(int((cdf > u[r] * cdf[-1]).nonzero()[0, 0]), int((q[r] > 0).nonzero()[-1, 0]))
-                assert q[r, tok[r]] > 0
-                if abs(float(cdf[want] - u[r] * cdf[-1])) > 1e-5:  # (away from a rounding boundary)
-                    assert int(tok[r]) == want, (x[r], kw)
+    for x, kw, *_ in _sampling_cases(20 if backend == "triton" else 40, seed=5):
+        if backend == "triton" and x.dtype in (torch.float64, torch.bfloat16):
+            continue
+        kw = {n: v.to(device) if isinstance(v, torch.Tensor) else v for n, v in kw.items()}
+        g = torch.Generator(device=device).manual_seed(0)
+        tok, q = kexue.sample(x.to(device), generator=g, return_probs=True, backend=backend, **kw)
+        tok, q = tok.cpu(), q.cpu()
+        u = torch.rand(x.shape[0], dtype=torch.float64, generator=torch.Generator(device=device).manual_seed(0),
+                       device=device).cpu()
+        for r in range(x.shape[0]):
+            cdf = q[r].double().cumsum(0)
+            want = min(int((cdf > u[r] * cdf[-1]).nonzero()[0, 0]), int((q[r] > 0).nonzero()[-1, 0]))
+            assert q[r, tok[r]] > 0
+            if abs(float(cdf[want] - u[r] * cdf[-1])) > 1e-5:  # (away from a rounding boundary)
+                assert int(tok[r]) == want, (x[r], kw)
