@@ -212,3 +212,30 @@ def test_per_row_parameters_of_the_wrong_length_are_refused():
     with pytest.raises(ValueError, match="temperature"):
         generate(step, [torch.tensor([1]), torch.tensor([2, 3])], strategy="sample", eos_id=0, max_len=3,
                  temperature=torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("strategy,beam_size", [("beam", 3), ("beam", 1), ("greedy", 1)])
+def test_kv_cache_step_fn_equals_full_recomputation(strategy, beam_size):
+    """Beams reorder and rows leave the batch: a KV-cache step_fn must give what recomputing the
+    whole sequence each step gives (sequences, lengths, scores)."""
+    model = _tiny_gpt2(seed=1)
+    step, reorder = _cache_step(model)
+
+    @torch.no_grad()
+    def full(ids, state):
+        hist = ids if state is None else torch.cat([state, ids], 1)
+        return model(hist).logits[:, -1].float(), hist
+
+    g = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(4, V_GPT, (n,), generator=g) for n in (3, 3, 5, 3, 5)]
+    ends = [generate(full, prompts, strategy=strategy, beam_size=beam_size, eos_id=e, max_len=10, pad_id=-1)
+            for e in range(4, V_GPT)]
+    eos = 4 + max(range(len(ends)), key=lambda e: (0 < int(ends[e].terminated.sum()) < len(prompts),
+                                                    float(ends[e].lengths.double().std())))
+    want = ends[eos - 4]
+    got = generate(step, prompts, strategy=strategy, beam_size=beam_size, eos_id=eos, max_len=10, pad_id=-1,
+                   reorder_state=reorder)
+    assert torch.equal(got.sequences, want.sequences) and torch.equal(got.lengths, want.lengths)
+    assert torch.equal(got.terminated, want.terminated)
+    torch.testing.assert_close(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+    assert 0 < int(want.terminated.sum()) < len(prompts)
