@@ -241,3 +241,41 @@ def test_sample_draws_from_sampling_probs_on_tied_rows(backend, device):
             assert q[r, tok[r]] > 0
             if abs(float(cdf[want] - u[r] * cdf[-1])) > 1e-5:  # (away from a rounding boundary)
                 assert int(tok[r]) == want, (x[r], kw)
+
+
+def _authors_top_k_top_p(x: torch.Tensor, k: int, p: float, eos: int) -> torch.Tensor:
+    """uralik/consistency-lm's top_k_top_p_filtering with consistent_sampling, restated: the top-k
+    mask with eos unset is applied first, so the top-p softmax sees eos; then eos is unset again."""
+    x = x.clone()
+    remove = x < torch.topk(x, k)[0][..., -1, None]
+    remove[:, eos] = False
+    x[remove] = -float("inf")
+    s, idx = torch.sort(x, descending=True)
+    drop = s.softmax(-1).cumsum(-1) > p
+    drop[..., 1:] = drop[..., :-1].clone()
+    drop[..., 0] = False
+    remove = drop.scatter(1, idx, drop)
+    remove[:, eos] = False
+    return x.masked_fill(remove, -float("inf"))
+
+
+def test_warper_chain_top_k_then_top_p_is_the_authors_filter():
+    """ConsistentTopK → ConsistentTopP is the authors' combined filter: top-p sees eos (restored by
+    top-k).  kexue.sample (and consistent_generate) take top-p over the top-k set and add eos last,
+    so the two differ on rows whose eos is outside the top-k set (documented in warpers.py), and
+    only there."""
+    from kexue.decoding import ConsistentTopKLogitsWarper, ConsistentTopPLogitsWarper
+
+    g = torch.Generator().manual_seed(6)
+    eos, differ = 7, 0
+    for _ in range(300):
+        x = torch.randn(1, 50, generator=g) * 2
+        k, p = int(torch.randint(1, 12, (1,), generator=g)), float(torch.rand(1, generator=g)) * 0.9 + 0.05
+        chain = ConsistentTopPLogitsWarper(p, eos_token_id=eos)(None, ConsistentTopKLogitsWarper(k, eos_token_id=eos)(
+            None, x))
+        assert torch.equal(torch.isfinite(chain), torch.isfinite(_authors_top_k_top_p(x, k, p, eos)))
+        q = kexue.decoding.sampling_probs(x, top_k=k, top_p=p, keep=eos)
+        if not torch.equal(torch.isfinite(chain), q > 0):
+            differ += 1
+            assert float(x[0, eos]) < float(x[0].topk(k).values[-1])  # eos outside the top-k set
+    assert differ > 0  # (the two definitions really differ on some rows)

@@ -5,7 +5,9 @@ Both are re-exported by :mod:`kexue.integrations.hf`.
 * ``consistent_generate(model, input_ids, ...)`` samples every step through the fused
   :func:`kexue.sample` (temperature → top-k → top-p, eos kept: consistent sampling), with the
   model's KV cache. The route through ``model.generate`` itself is the warpers
-  :class:`kexue.decoding.ConsistentTopKLogitsWarper` / ``ConsistentTopPLogitsWarper``.
+  :class:`kexue.decoding.ConsistentTopKLogitsWarper` / ``ConsistentTopPLogitsWarper`` (with both
+  top_k and top_p, chained warpers let top-p see eos: the authors' filter, not kexue.sample's;
+  see :mod:`kexue.decoding.warpers`).
 * ``self_terminating(model, eps, mode)`` puts a :class:`kexue.nn.SelfTerminatingHead` on the
   model's output layer through hooks: the model's logits become the ST (or NMST) log-probabilities,
   so ``model(...)`` trains it (the NLL of its outputs) and ``model.generate`` decodes with it, with
