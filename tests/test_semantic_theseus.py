@@ -25,7 +25,7 @@ def _eager(model):
     return model
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "gpt2", "llama"])
 def test_p0_hidden_states_and_attentions_are_the_predecessors(arch):
     original = _eager(make(arch))
     wrapped = theseus.wrap(copy.deepcopy(original), ratio=2, scheduler=theseus.ConstantReplacing(0.0))
