@@ -10,7 +10,8 @@ selects rows of it when rows finish (they leave the batch) and when beams are re
 Strategies (Welleck et al. 2020's incomplete decoding algorithms and their consistent variants):
   * "greedy": argmax each step;
   * "sample": :func:`kexue.sample` each step with ``**sample_kw`` (temperature, top_k, top_p, keep;
-    ``keep=eos_id`` makes top-k / nucleus sampling consistent) and ``generator``;
+    ``keep=eos_id`` makes top-k / nucleus sampling consistent) and ``generator``; per-row tensors
+    ((B,) temperature / top_k / top_p, (B, K) keep) go with the prompts in the order given;
   * "beam": beam search on the sum of log-probabilities (no length normalisation); a finished
     hypothesis (ending in eos) leaves the beam; a prompt is done once its best finished score is
     at least its best live score (no live beam can overtake it). At ``max_len`` the result is the
@@ -66,6 +67,27 @@ def non_termination_ratio(out: GenerateOutput, L: int | None = None) -> float:
         L = as_int("L", L, minimum=1)
     ended = out.terminated if L is None else out.terminated & (out.lengths <= L)
     return float((~ended).double().mean()) if ended.numel() else 0.0
+
+
+PER_ROW_DIM = {"temperature": 1, "top_k": 1, "top_p": 1, "keep": 2}  # a tensor of this dim is per row
+
+
+def _per_row_names(sample_kw: dict, B: int) -> list[str]:
+    """The sample_kw entries given per prompt ((B,) or (B, K) tensors), checked against B."""
+    names = [n for n, v in sample_kw.items()
+             if isinstance(v, torch.Tensor) and v.dim() == PER_ROW_DIM.get(n, -1)]
+    for n in names:
+        if sample_kw[n].shape[0] != B:
+            raise ValueError(f"{n} has {sample_kw[n].shape[0]} rows but there are {B} prompts "
+                             f"(a per-row {n} has one row per prompt, in the order given)")
+    return names
+
+
+def _rows_of(sample_kw: dict, names: list[str], rows: torch.Tensor) -> dict:
+    """sample_kw with its per-row entries cut to ``rows`` (the others as they are)."""
+    if not names:
+        return sample_kw
+    return {n: v.index_select(0, rows.to(v.device)) if n in names else v for n, v in sample_kw.items()}
 
 
 def _as_batch(prompts) -> list[torch.Tensor]:
@@ -129,6 +151,7 @@ def generate(
     lengths = torch.zeros(B, dtype=torch.int64)
     terminated = torch.zeros(B, dtype=torch.bool)
     scores = torch.zeros(B, dtype=torch.float64)
+    per_row = _per_row_names(sample_kw, B)
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault(r.numel(), []).append(i)
@@ -137,7 +160,8 @@ def generate(
         if strategy == "beam":
             res = _beam(step_fn, batch, beam_size, max_len, eos_id, pad, reorder_state)
         else:
-            res = _step_by_step(step_fn, batch, strategy, max_len, eos_id, pad, reorder_state, generator, sample_kw)
+            kw = _rows_of(sample_kw, per_row, torch.tensor(idx))
+            res = _step_by_step(step_fn, batch, strategy, max_len, eos_id, pad, reorder_state, generator, kw, per_row)
         where = torch.tensor(idx)
         for dst, src in zip((seqs, lengths, terminated, scores), res, strict=True):
             dst[where] = src.to(dst.device)
@@ -153,7 +177,8 @@ def check_vocabulary(logits, eos_id: int) -> None:
         raise ValueError(f"eos_id={eos_id} is out of range for the step_fn's vocabulary of V = {logits.shape[-1]}")
 
 
-def _step_by_step(step_fn, prompts, strategy, max_len, eos_id, pad, reorder_state, generator, sample_kw):
+def _step_by_step(step_fn, prompts, strategy, max_len, eos_id, pad, reorder_state, generator, sample_kw,
+                  per_row=()):
     B = prompts.shape[0]
     seqs = torch.full((B, max_len), pad, dtype=torch.int64)
     lengths = torch.full((B,), max_len, dtype=torch.int64)
@@ -179,6 +204,7 @@ def _step_by_step(step_fn, prompts, strategy, max_len, eos_id, pad, reorder_stat
             if active.numel() == 0 or t + 1 == max_len:
                 break
             state = reorder_state(state, keep_rows.to(logits.device))
+            sample_kw = _rows_of(sample_kw, per_row, keep_rows)  # (per-row parameters follow their rows)
             tok = tok[keep_rows]
         if t + 1 == max_len:
             break

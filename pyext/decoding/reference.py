@@ -85,14 +85,16 @@ def kept_weights(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.T
     # top-p: τ = the value at the first descending position whose inclusive cumulative mass reaches p·Z
     Z = w.sum(dim=1, keepdim=True)
     ws = w.sort(dim=1, descending=True).values
-    cross = (ws.cumsum(dim=1) >= top_p.to(dtype)[:, None] * Z).int().argmax(dim=1, keepdim=True)
+    # (counted, not an argmax over a mask: when sum and cumsum round apart so that no prefix reaches a
+    # p next to 1, the crossing is the last position, τ = the smallest weight, not the largest)
+    cross = (ws.cumsum(dim=1) < top_p.to(dtype)[:, None] * Z).sum(dim=1, keepdim=True).clamp(max=V - 1)
     tau = ws.gather(1, cross)
     tau = torch.where(top_p[:, None] >= 1.0, torch.zeros_like(tau), tau)
     kept = in_c & (w >= tau)
     if keep.shape[1] > 0:
-        ids = keep.clamp(min=0)
-        is_keep = torch.zeros_like(kept).scatter_(1, ids, keep >= 0)
-        kept = kept | is_keep
+        ids = torch.where(keep >= 0, keep, V)  # −1 (none) goes to a spare column, never onto token 0
+        is_keep = torch.zeros((B, V + 1), dtype=torch.bool, device=kept.device).scatter_(1, ids, True)
+        kept = kept | is_keep[:, :V]
     return torch.where(kept, w_all, torch.zeros_like(w_all))
 
 

@@ -5,17 +5,21 @@ Both are re-exported by :mod:`kexue.integrations.hf`.
 * ``consistent_generate(model, input_ids, ...)`` samples every step through the fused
   :func:`kexue.sample` (temperature → top-k → top-p, eos kept: consistent sampling), with the
   model's KV cache. The route through ``model.generate`` itself is the warpers
-  :class:`kexue.decoding.ConsistentTopKLogitsWarper` / ``ConsistentTopPLogitsWarper``.
+  :class:`kexue.decoding.ConsistentTopKLogitsWarper` / ``ConsistentTopPLogitsWarper`` (with both
+  top_k and top_p, chained warpers let top-p see eos: the authors' filter, not kexue.sample's;
+  see :mod:`kexue.decoding.warpers`).
 * ``self_terminating(model, eps, mode)`` puts a :class:`kexue.nn.SelfTerminatingHead` on the
   model's output layer through hooks: the model's logits become the ST (or NMST) log-probabilities,
   so ``model(...)`` trains it (the NLL of its outputs) and ``model.generate`` decodes with it, with
   or without the KV cache (greedy, sampling and beam search: the head's running state follows the
   cache's beam reordering). Positions are sequence columns (left padding counts as context);
-  in ``generate`` the context defaults to the prompt (β = 1 there, as the authors do).
+  in ``generate`` and :func:`consistent_generate` the context defaults to the prompt (β = 1 there,
+  as the authors do).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 
@@ -69,10 +73,20 @@ def consistent_generate(
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     eos = _eos_ids(model, eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (model.generation_config.pad_token_id or eos[0])
-    B = input_ids.shape[0]
+    if pad_token_id is None:  # (a pad id of 0 is an id, not "none": no `or` here)
+        pad_token_id = model.generation_config.pad_token_id
+    pad = eos[0] if pad_token_id is None else pad_token_id
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
+    st_hooks = getattr(model, "_kexue_st_hooks", None)  # a self_terminating model: the prompt is the context
+    with st_hooks.decoding(input_ids.shape[1]) if st_hooks is not None else contextlib.nullcontext():
+        return _consistent_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p, eos,
+                                pad, consistent, generator, backend)
+
+
+def _consistent_loop(model, input_ids, attention_mask, max_new_tokens, temperature, top_k, top_p, eos, pad,
+                     consistent, generator, backend):
+    B = input_ids.shape[0]
     cache_kw = _cache_kw(model)
     ids, cur, cache = input_ids, input_ids, None
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
@@ -97,11 +111,23 @@ def consistent_generate(
 class _HFSelfTerminating:
     """The hooks' shared state: the head, its running state and the cache length of the call."""
 
-    def __init__(self, head: SelfTerminatingHead):
+    def __init__(self, head: SelfTerminatingHead, context_len: int | None = None):
         self.head = head
         self.state = None
         self.past_len = 0
-        self.context_len: int | None = None  # set by the patched generate (the prompt)
+        self.fixed_context_len = context_len  # self_terminating(context_len=...), else the prompt
+        self.context_len: int | None = None  # set while decoding (patched generate, consistent_generate)
+
+    @contextlib.contextmanager
+    def decoding(self, prompt_len: int):
+        """One decoding call: a fresh running state and the context = the prompt (or the fixed one)."""
+        self.state = None
+        self.context_len = self.fixed_context_len if self.fixed_context_len is not None else prompt_len
+        try:
+            yield
+        finally:
+            self.context_len = None
+            self.state = None
 
     def pre_forward(self, module, args, kwargs):
         kwargs["logits_to_keep"] = 0  # every new position reaches the head (it needs each β_t)
@@ -148,28 +174,29 @@ def self_terminating(model, eps: float = 1e-3, mode: str = "st", eos_token_id: i
     eos = _eos_ids(model, eos_token_id)[0]
     lm_head = model.get_output_embeddings()
     head = SelfTerminatingHead(lm_head, eos, eps=eps, mode=mode, context_len=context_len or 0)
-    hooks = _HFSelfTerminating(head)
+    hooks = _HFSelfTerminating(head, context_len)
     handles = [model.register_forward_pre_hook(hooks.pre_forward, with_kwargs=True),
                lm_head.register_forward_hook(hooks.post_head)]
     original_generate = model.generate
 
     @functools.wraps(original_generate)
     def generate(*args, **kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        hooks.state = None
-        hooks.context_len = context_len if context_len is not None else (ids.shape[-1] if ids is not None else 0)
-        try:
+        ids = kwargs.get("input_ids", kwargs.get("inputs", args[0] if args else None))
+        if ids is None:  # a prompt given as embeddings only: (B, P, D)
+            ids = kwargs.get("inputs_embeds")
+            prompt_len = ids.shape[1] if ids is not None else 0
+        else:
+            prompt_len = ids.shape[-1]
+        with hooks.decoding(prompt_len):
             return original_generate(*args, **kwargs)
-        finally:
-            hooks.context_len = None
-            hooks.state = None
 
     def remove():
         for h in handles:
             h.remove()
-        del model.generate, model.self_terminating_head, model.remove_self_terminating
+        del model.generate, model.self_terminating_head, model.remove_self_terminating, model._kexue_st_hooks
 
     model.generate = generate
+    model._kexue_st_hooks = hooks  # (consistent_generate sets the context through it too)
     model.self_terminating_head = head
     model.remove_self_terminating = remove
     return model

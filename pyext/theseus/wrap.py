@@ -92,7 +92,9 @@ class TheseusGroup(nn.Module):
     """``ratio`` consecutive predecessor layers and the successor layer that may replace them.
 
     Called like one of the model's layers; :attr:`use_successor` (set by :class:`TheseusModel`
-    before each forward) says which path runs.  The predecessor path feeds each layer's hidden
+    before each training forward) says which path runs; in eval mode the successor always runs
+    (so ``wrapped.model(...)`` / ``wrapped.model.generate(...)`` after ``.eval()`` is the successor,
+    whatever the last training draw was).  The predecessor path feeds each layer's hidden
     state (the first element when a layer returns a tuple) to the next, with the same extra
     arguments, and returns the last layer's output.
     """
@@ -108,7 +110,7 @@ class TheseusGroup(nn.Module):
         self.anchor_loss = False
 
     def forward(self, hidden_states, *args, **kwargs):
-        if self.use_successor:
+        if self.use_successor or not self.training:
             return self.successor(hidden_states, *args, **kwargs)
         out = hidden_states
         for i, layer in enumerate(self.predecessors):
