@@ -3,8 +3,8 @@
 The speed part of bench/attribution_study.py also times ``n_steps="auto"`` (several times slower at
 Captum's own error), which makes a whole run long; this script times only the n = 50 providers, in
 turns, wall and process CPU time, medians: Captum one sentence per call with internal_batch_size
-25 and None (its best is the baseline), kexue's default path, the same with oneDNN GEMMs
-(``fast_linear=True``) and its autograd integrand.
+25 and None (its best is the baseline), kexue's default path (oneDNN GEMMs where available), the same
+with torch's BLAS GEMMs (``fast_linear=False``) and its autograd integrand.
 
 ``python bench/attribution_speed.py --threads 2 --sentences 64 --repeats 2`` (one warm-up round).
 """
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> str:
     fns = {"Captum LayerIG, internal_batch_size=25": lambda: captum_layer_ig(model, tok, texts, n, 25),
            "Captum LayerIG, internal_batch_size=None": lambda: captum_layer_ig(model, tok, texts, n, None),
            "kexue (default)": lambda: token_attributions(model, tok, texts, n_steps=n),
-           "kexue, oneDNN GEMMs": lambda: token_attributions(model, tok, texts, n_steps=n, fast_linear=True),
+           "kexue, torch's BLAS GEMMs": lambda: token_attributions(model, tok, texts, n_steps=n, fast_linear=False),
            "kexue, autograd integrand": lambda: token_attributions(model, tok, texts, n_steps=n, fast_path=False)}
     times = times_in_turns(fns, args.repeats, 1, {"wall": time.perf_counter, "cpu": time.process_time})
     wall, cpu = times["wall"], times["cpu"]

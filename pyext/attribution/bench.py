@@ -10,8 +10,8 @@ n_steps = 50:
 * ``torch``: kexue's autograd integrand (``fast_path=False``), one sentence per forward, torch's GEMMs;
 * ``kexue``: the default: sentences of equal length packed together and, for this BERT classifier,
   the exact hand-written integrand (:mod:`kexue.attribution.bert_fast`: layer 0's Q/K/V affine in α,
-  the last layer on [CLS] only, no autograd), torch's GEMMs;
-* ``kexue_onednn``: the same with ``fast_linear=True`` (its GEMMs through oneDNN).
+  the last layer on [CLS] only, no autograd), GEMMs through oneDNN where it is available;
+* ``kexue_blas``: the same with ``fast_linear=False`` (torch's BLAS GEMMs).
 
 The full study (64 test sentences, equal-completeness comparison with ``n_steps="auto"``,
 profile, fidelity) is ``python bench/attribution_study.py``.
@@ -81,7 +81,7 @@ def cases(device: torch.device, quick: bool) -> list[BenchCase]:
     texts = SENTENCES[:2] if quick else SENTENCES
     n_steps = 8 if quick else 50
 
-    def kexue(fast_linear: bool, per_text: bool, fast_path: bool = True):
+    def kexue(fast_linear: bool | None, per_text: bool, fast_path: bool = True):
         def run():
             if per_text:
                 return [token_attributions(model, tok, t, n_steps=n_steps, fast_linear=fast_linear,
@@ -94,13 +94,13 @@ def cases(device: torch.device, quick: bool) -> list[BenchCase]:
     tokens = sum(len(tok(t)["input_ids"]) for t in texts)
     case = BenchCase(op="attribution/ig_minilm", shape=f"{len(texts)} texts ({tokens} tok) n={n_steps}",
                      mode="fwd+bwd")
-    case.providers = {"torch": kexue(False, True, fast_path=False), "kexue": kexue(False, False),
-                      "kexue_onednn": kexue(True, False)}
+    case.providers = {"torch": kexue(False, True, fast_path=False), "kexue": kexue(None, False),
+                      "kexue_blas": kexue(False, False)}
     if importlib.util.find_spec("captum") is not None:
         case.providers = {"captum": lambda: (lambda: captum_layer_ig(model, tok, texts, n_steps)), **case.providers}
         case.reference = "captum"
     auto = BenchCase(op="attribution/ig_minilm", shape=f"{len(texts)} texts ({tokens} tok) auto 1e-2",
                      mode="fwd+bwd", reference="kexue_n50")
-    auto.providers = {"kexue_n50": kexue(False, False),
+    auto.providers = {"kexue_n50": kexue(None, False),
                       "kexue_auto": lambda: (lambda: token_attributions(model, tok, texts, n_steps="auto", tol=1e-2))}
     return [case, auto]

@@ -121,6 +121,17 @@ def _layers(model: nn.Module) -> list[_Layer]:
     return out
 
 
+class BertWeights:
+    """A model's weights as the integrand reads them, built once per call of ``token_attributions``
+    and shared by the integrands of all its length groups: the fused Q/K/V weights (a
+    concatenation) and, for the oneDNN path, transposed copies of the weights whose input
+    gradients it takes (g·W = linear(g, Wᵀ)), made on first use."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = _layers(model)
+        self.transposed: dict[int, torch.Tensor] = {}  # id(W) -> Wᵀ contiguous (W is kept alive by layers)
+
+
 def _ln(x: torch.Tensor, ln) -> tuple[torch.Tensor, tuple]:
     w, b, eps = ln
     y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), w, b, eps)
@@ -137,23 +148,24 @@ class BertClassifierIntegrand:
     """The integrand of ``token_attributions`` for one length group of a BERT classifier.
 
     ``e_x``, ``e_b``: (G, L, D) embeddings-block outputs at the texts and baselines; ``target``:
-    (G,) class per text.  ``__call__(ex, alphas, grad=True)`` is the autograd integrand's
-    contract (per-row gradients (R, L, D) and values F); :meth:`weighted` returns
-    Σ_rows w·g per text instead, with layer 0's last GEMM after the sum (point 2 above)."""
+    (G,) class per text; ``weights``: the model's :class:`BertWeights`, to share among groups.
+    ``__call__(ex, alphas, grad=True)`` is the autograd integrand's contract (per-row gradients
+    (R, L, D) and values F); :meth:`weighted` returns Σ_rows w·g per text instead, with layer 0's
+    last GEMM after the sum (point 2 above)."""
 
     def __init__(self, model: nn.Module, e_x: torch.Tensor, e_b: torch.Tensor, target: torch.Tensor,
-                 fast_linear: bool = False):
+                 fast_linear: bool = False, weights: BertWeights | None = None):
         cfg = model.config
         self.H = cfg.num_attention_heads
         self.D = cfg.hidden_size
         self.dh = self.D // self.H
         self.scale = 1.0 / math.sqrt(self.dh)
-        self.layers = _layers(model)
+        weights = weights if weights is not None else BertWeights(model)
+        self.layers = weights.layers
         self.dtype = e_x.dtype
         self.use_onednn = bool(fast_linear) and e_x.dtype == torch.float32 and e_x.device.type == "cpu" \
             and onednn_available()
-        # transposed copies for the input gradients g·W = linear(g, Wᵀ) through oneDNN
-        self._wt: dict[int, torch.Tensor] = {}
+        self._wt = weights.transposed
         pool, cls = model.bert.pooler.dense, model.classifier
         self.wp, self.bp = pool.weight.detach(), pool.bias.detach()
         self.wc, self.bc = cls.weight.detach(), cls.bias.detach()

@@ -14,10 +14,10 @@ How it differs from Captum's ``LayerIntegratedGradients`` (same integral, same r
   the integrand is hand-written and exact (:mod:`.bert_fast`): layer 0's Q/K/V are affine in α, the
   weighted gradient is summed before layer 0's last GEMM, the last layer runs on [CLS] only, and no
   autograd: 0.79× the GEMM FLOPs per point for MiniLM-L6;
-* ``fast_linear=True`` runs CPU float32 linear layers' forward and input gradient through oneDNN
-  (:mod:`.gemm`, or inside the hand-written integrand).  Off by default: on this project's shared
-  AMD EPYC (family 25, AVX-512 at AVX2's FMA rate) oneDNN and MKL run these GEMMs within ~10% of
-  each other (bench/RESULTS.md).
+* CPU float32 linear layers' forward and input gradient run through oneDNN where it is available
+  (:mod:`.gemm`, or inside the hand-written integrand; ``fast_linear=False`` keeps torch's BLAS),
+  as in the probe engine: on this project's AMD EPYC (family 25, Zen 4) oneDNN runs these GEMMs
+  5-14% faster than MKL, 5% end to end at 1 and 2 threads (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import nn
 
 from .._sharding import run_sharded
 from .._validate import is_int
-from ..cpu_linear import replaced_forwards
+from ..cpu_linear import onednn_available, replaced_forwards
 from . import bert_fast
 from .api import GRADIENT_METHODS, check_steps, max_level_for, refuse_transforms
 from .engine import integrate_auto, integrate_fixed
@@ -217,7 +217,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
                        layer: str | nn.Module = "embeddings", baseline: str | torch.Tensor = "pad",
                        n_steps: int | str = "auto", tol: float | Sequence[float] = 1e-2, method: str = "gausslegendre",
                        max_steps: int = 257, batch_size: int | None = None,
-                       fast_linear: bool = False,
+                       fast_linear: bool | None = None,
                        fast_path: bool = True) -> TokenAttribution | list[TokenAttribution] | None:
     r"""Integrated gradients of a Hugging Face model's output over its tokens.
 
@@ -238,7 +238,8 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
     points) or an int (Captum's ``method`` rule, ``gausslegendre`` by default);
     ``method="gradient" | "gradient_x_input"`` gives those instead (with ``n_steps`` ignored).
     ``batch_size``: rows (step × text) per forward, default a budget of 8 192 tokens.
-    ``fast_linear``: CPU float32 linear layers through oneDNN (see the module docstring).
+    ``fast_linear``: CPU float32 linear layers through oneDNN (None, the default: where oneDNN is
+    available; see the module docstring), or torch's BLAS (False).
     ``fast_path``: for a ``BertForSequenceClassification`` in eval mode with ``layer="embeddings"``,
     a hand-written exact integrand (:mod:`kexue.attribution.bert_fast`: layer 0's Q/K/V affine in
     α, the last layer on [CLS] only, no autograd); ``False`` forces the autograd integrand.
@@ -279,6 +280,7 @@ def token_attributions(model: nn.Module, tokenizer, texts: str | Sequence[str], 
         if isinstance(t, str) and kind != "causal":
             raise ValueError("a string target (a continuation) needs a causal LM")
     enc = [_encode(tokenizer, t, tg if isinstance(tg, str) else None) for t, tg in zip(tlist, targets, strict=True)]
+    fast_linear = onednn_available() if fast_linear is None else bool(fast_linear)
 
     def work(mine: list[int]) -> list[TokenAttribution]:
         return _attribute_texts(model, tokenizer, mod, kind, [enc[n] for n in mine], [targets[n] for n in mine],
@@ -298,6 +300,7 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
     for n, e in enumerate(enc):
         groups.setdefault(len(e.ids), []).append(n)
     out: list[TokenAttribution | None] = [None] * len(enc)
+    shared_weights = None  # the fast integrand's weights, built once for all length groups
     for L, members in groups.items():
         es = [enc[n] for n in members]
         ids = torch.tensor([e.ids for e in es], device=device)
@@ -378,7 +381,10 @@ def _attribute_texts(model, tokenizer, layer, kind, enc: list[_Encoded], targets
             return (g,), f.detach()
 
         if fast_path and kind == "classifier" and bert_fast.support(model, layer) is None:
-            evaluate = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt_d, fast_linear)  # noqa: F811
+            if shared_weights is None:
+                shared_weights = bert_fast.BertWeights(model)
+            evaluate = bert_fast.BertClassifierIntegrand(model, e_x, e_b, tgt_d, fast_linear,  # noqa: F811
+                                                         weights=shared_weights)
         rows = batch_size or max(1, DEFAULT_TOKEN_BUDGET // L)
         shape, G = e_x.shape[1:], len(es)
         diff = (e_x - e_b).to(torch.float64)
