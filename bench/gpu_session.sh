@@ -6,9 +6,11 @@
 #   bash bench/gpu_prepare.sh              # .gpu/: prebuilt libraries, peer wheels, MiniLM's shape
 # then with the device tool: carry [".gpu"], command
 #   bash bench/gpu_session.sh [STAGES]     # STAGES: comma-separated, default "all"
-# Stages (in this order within "all"; presets "la", "ce", "probe" take one op's stages):
+# Stages (in this order within "all"; presets "la", "ce", "probe", "sample" take one op's stages):
 #   la-test ce-test probe-test     the test files of each op on CUDA (compiled Triton, autotune off)
+#   sample-test                    the sampling tests on CUDA (cuda and Triton kernels against the reference)
 #   la-bench ce-bench probe-bench  timings side by side with the peers (issue targets printed)
+#   sample-bench                   kexue.sample against HF warpers, compiled HF and FlashInfer (if installed)
 #   sanitize[-la|-ce|-probe]       compute-sanitizer memcheck + racecheck of small runs of every
 #                                  CUDA kernel (of one op) where the runtime supports it
 #   la-bench64 la-check ce-check   D=64 timings; the float64 correctness tables of the check scripts
@@ -28,10 +30,11 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
 case $STAGES in  # presets
-  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench,fuzz ;;
+  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sample-test,sample-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench,fuzz ;;
   la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check,la-check-fp32 ;;
   ce) STAGES=ce-test,ce-bench,sanitize-ce,ce-check ;;
   probe) STAGES=probe-test,probe-bench,sanitize-probe ;;
+  sample) STAGES=sample-test,sample-bench ;;
 esac
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 unset TRITON_INTERPRET
@@ -108,6 +111,10 @@ for st in "${LIST[@]}"; do
     stage ce-test 90 "${PYTEST[@]}" -k cuda tests/test_cross_entropy.py ;;
   probe-test)
     stage probe-test 60 "${PYTEST[@]}" -k cuda tests/test_probe_kernels.py tests/test_probe_engine.py ;;
+  sample-test)
+    stage sample-test 90 "${PYTEST[@]}" -k cuda tests/test_sampling.py tests/test_semantic_decoding.py ;;
+  sample-bench)
+    stage sample-bench 120 $PY -m kexue bench --op sample --device cuda --repeats 10 ;;
   la-bench)
     stage la-bench 150 env KEXUE_TRITON_AUTOTUNE=small $PY bench/gpu_check_linear_attention.py --no-check \
       --ns 1024,4096,16384 --ds 128 --repeats 10 --json "$OUT/la_bench_d128.json" ;;
@@ -145,8 +152,8 @@ echo
 echo "=== summary ($(( $(date +%s) - T0 ))s)"
 cat "$SUMMARY"
 for f in la-bench la-bench64; do [[ -f $OUT/$f.log ]] && sed -n '/^targets/,$p' "$OUT/$f.log"; done
-for f in ce-bench probe-bench; do [[ -f $OUT/$f.log ]] && { echo "--- $f"; tail -n 14 "$OUT/$f.log"; }; done
-for f in la-test ce-test probe-test; do
+for f in ce-bench probe-bench sample-bench; do [[ -f $OUT/$f.log ]] && { echo "--- $f"; tail -n 14 "$OUT/$f.log"; }; done
+for f in la-test ce-test probe-test sample-test; do
   [[ -f $OUT/$f.log ]] || continue
   echo "--- $f: $(grep -c -E ' PASSED ' "$OUT/$f.log") passed, $(grep -c -E ' (FAILED|ERROR) ' "$OUT/$f.log") failed"
   grep -E "^(FAILED|ERROR) " "$OUT/$f.log" | head -n 8
