@@ -7,7 +7,6 @@ fast backends chosen with ``backend="auto"``.
 from . import _ext  # noqa: F401  (loads kexue._C: op schemas and CPU kernels)
 from ._ext import empty_cpu_cache
 from ._info import build_info
-from .attribution import op as _attribution_op  # noqa: F401  (glue of the attention_qkv ops)
 from .cross_entropy import adjust_logits, class_prior, cross_entropy, linear_cross_entropy
 from .decoding import sample
 from .linear_attention import linear_attention, linear_attention_step

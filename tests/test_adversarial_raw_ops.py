@@ -19,6 +19,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import kexue
+import kexue.attribution.op  # noqa: F401  (the attention_qkv ops' fake kernels and autograd)
 import kexue.probe  # noqa: F401  (the probe ops' fake kernels)
 
 K = torch.ops.kexue

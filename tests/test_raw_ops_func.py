@@ -24,6 +24,7 @@ import torch
 from torch.func import grad, hessian, jacfwd, jacrev, jvp, vmap
 
 import kexue
+import kexue.attribution.op  # noqa: F401  (the attention_qkv ops' fake kernels and autograd)
 import kexue.probe  # noqa: F401  (registers the probe ops' fake kernels and autograd)
 from helpers import error, triton_runs_on
 from kexue._autograd import FUNCTORCH_ROUTED

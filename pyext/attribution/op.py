@@ -12,6 +12,8 @@ torch.func route to the reference.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _ext  # noqa: F401  (loads the schemas)
@@ -23,12 +25,18 @@ FWD, BWD = "kexue::attention_qkv_fwd", "kexue::attention_qkv_bwd"
 DTYPES = (torch.float32, torch.float64)
 
 
+@functools.cache
 def schemas_loaded() -> bool:
     """False with a kexue._C built before these ops existed (then the integrand runs the reference)."""
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(FWD, "CPU")
     except RuntimeError:
         return False
+
+
+def _kernel_runs(qkv: torch.Tensor) -> bool:
+    """The CPU kernel takes ``qkv`` (float32 / float64 on the CPU, in a build that has it)."""
+    return qkv.device.type == "cpu" and qkv.dtype in DTYPES and schemas_loaded()
 
 
 def check_meta(op: str, qkv: torch.Tensor, heads: int, scale: float) -> tuple[int, int, int, int]:
@@ -98,7 +106,7 @@ if schemas_loaded():
 def attention_qkv(qkv: torch.Tensor, heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, probs) of unmasked multi-head attention from fused QKV rows: the CPU kernel for
     float32 / float64 CPU tensors (when built), the reference otherwise."""
-    if qkv.device.type == "cpu" and qkv.dtype in DTYPES and schemas_loaded():
+    if _kernel_runs(qkv):
         return torch.ops.kexue.attention_qkv_fwd(qkv, heads, scale)
     return attention_qkv_reference(qkv, heads, scale)
 
@@ -108,7 +116,7 @@ def attention_qkv_backward(grad_out: torch.Tensor, qkv: torch.Tensor, probs: tor
     """d qkv (R, L, 3D) of ⟨out, grad_out⟩ given the forward's probs: the CPU kernel where
     :func:`attention_qkv` ran it, else the same formulas in torch operators (dP = dout vᵀ,
     dS = P ⊙ (dP − rowsum(dP ⊙ P))·scale, dq = dS k, dk = dSᵀ q, dv = Pᵀ dout)."""
-    if qkv.device.type == "cpu" and qkv.dtype in DTYPES and schemas_loaded():
+    if _kernel_runs(qkv):
         return torch.ops.kexue.attention_qkv_bwd(grad_out, None, qkv, probs, heads, scale)
     return attention_qkv_backward_composite(grad_out, qkv, probs, heads, scale)
 
