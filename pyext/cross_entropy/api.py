@@ -150,7 +150,10 @@ def cross_entropy(
 
     π = prior / Σ prior, ε = label_smoothing, w = weight (all 1 when None), z = z_loss.
     Rows with ``target == ignore_index`` give 0 and leave the mean; the mean divides by
-    Σ w_{y_i} over valid rows (torch's rule: NaN when that sum is 0, as torch).  Flooding at level
+    Σ w_{y_i} over valid rows (torch's rule: NaN when that sum is 0, as torch).  A -inf logit is a
+    masked class; a row whose target is masked has loss +inf, and with ``label_smoothing > 0`` so
+    has any row with a masked class (the smoothing term puts mass on every class), as in torch.
+    Flooding at level
     b = ``flood``: ``flood_mode="batch"`` returns |L − b| + b of the reduced loss L,
     ``"sample"`` floods each ℓ_i before the reduction.  Values and gradients are those of
     :func:`kexue.cross_entropy.reference.cross_entropy_reference` (the "torch" backend).
