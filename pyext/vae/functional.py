@@ -91,8 +91,11 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: Reduction 
         mu, logvar: ``(*batch, d)``, finite, same shape and dtype.
         reduction: ``"none"``: one value per example, shape ``(*batch)``; ``"sum"``: summed over the
             examples; ``"mean"``: averaged over the examples (never over the latent axis).
-        free_bits: λ ≥ 0 of Kingma et al. 2016 ("free bits"), applied per example and latent unit: each
-            term ``KL_ij`` becomes ``max(KL_ij, λ)`` (no gradient pushes a unit below λ nats).
+        free_bits: λ ≥ 0, "free bits" (Kingma et al. 2016), applied per example and latent unit: each
+            term ``KL_ij`` becomes ``max(KL_ij, λ)`` (no gradient pushes a unit below λ nats).  The
+            paper clamps the minibatch mean of each group instead, ``Σ_j max(λ, mean_i KL_ij)``; the
+            per-example form is stricter (an example's unit under λ gets no KL gradient even when the
+            batch mean is above λ) and does not depend on the batch.
 
     Example::
 
