@@ -208,8 +208,8 @@ def max_level_for(max_steps: int) -> int:
 
 def make_integrand(forward: Callable, inputs: tuple[torch.Tensor, ...], baselines: tuple[torch.Tensor, ...],
                    targets: torch.Tensor | None, args: tuple, B: int) -> Callable:
-    def expand_args(ex: torch.Tensor) -> tuple:
-        return tuple(a[ex] if isinstance(a, torch.Tensor) else a for a in args)
+    def expand_args(ex: torch.Tensor) -> tuple:  # per-example tensors follow the rows; 0-d ones pass as they are
+        return tuple(a[ex] if isinstance(a, torch.Tensor) and a.dim() else a for a in args)
 
     def evaluate(ex: torch.Tensor, alphas: torch.Tensor):
         scaled = []
@@ -249,9 +249,10 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     tuple of tensors with the batch first; ``baselines`` None (zeros), a number, or tensors that
     broadcast to the inputs; ``target`` an int, a tuple, a list (one per example) or a tensor;
     ``additional_forward_args`` extra arguments (tensors are per example: their first dimension
-    is the batch); ``method`` one of ``riemann_left|right|middle|trapezoid`` and
-    ``gausslegendre``, with Captum's points and weights (kept in float64; Captum rounds its
-    weights to float32, see :mod:`kexue.attribution.quadrature`).  ``method="gradient"`` returns
+    is the batch; 0-d tensors and non-tensors are passed unchanged, as Captum does); ``method``
+    one of ``riemann_left|right|middle|trapezoid`` and ``gausslegendre``, with Captum's points and
+    weights (kept in float64; Captum rounds its weights to float32, see
+    :mod:`kexue.attribution.quadrature`).  ``method="gradient"`` returns
     ∂F/∂x at x and ``"gradient_x_input"`` x · ∂F/∂x, through the same call.
 
     Batching: all (step, example) rows go through one forward and one backward, unless
@@ -295,9 +296,9 @@ def integrated_gradients(forward: Callable[..., torch.Tensor], inputs: TensorOrT
     args = additional_forward_args
     args = () if args is None else (args if isinstance(args, tuple) else (args,))
     for j, a in enumerate(args):
-        if isinstance(a, torch.Tensor) and (a.dim() == 0 or a.shape[0] != B):
+        if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] != B:
             raise ValueError(f"additional_forward_args[{j}] has shape {tuple(a.shape)}: tensors there are per "
-                             f"example (first dimension {B}); pass others through a closure")
+                             f"example (first dimension {B}) or 0-d; pass others through a closure")
     device = xs[0].device
     evaluate = make_integrand(forward, xs, bs, targets, args, B)
     rows = rows_per_forward(internal_batch_size, max_memory, lambda m: rows_for_memory(evaluate, device, m))
