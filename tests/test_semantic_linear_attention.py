@@ -267,3 +267,19 @@ def test_module_matches_a_hand_written_module(batch_first, kind, heads):
     assert w is None and _rel(out, ref) <= 1e-12
     float_mask = torch.zeros(B, Nk, dtype=torch.float64).masked_fill(kpm, float("-inf"))
     assert _rel(m(x, key, val, key_padding_mask=float_mask)[0], ref) <= 1e-12
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_empty_sequence_keeps_the_state_and_the_graph(backend, causal):
+    """N = 0: out is (B, H, 0, Dv), the state is the initial state, and the output stays in the graph
+    (backward gives empty gradients, as every op on inputs that require grad does)."""
+    q = torch.randn(2, 2, 0, 4, requires_grad=True)
+    k, v = torch.randn(2, 1, 0, 4, requires_grad=True), torch.randn(2, 1, 0, 3, requires_grad=True)
+    S0, z0 = torch.randn(2, 2, 4, 3), torch.rand(2, 2, 4) + 5
+    out, (S, z) = kexue.linear_attention(q, k, v, causal=causal, initial_state=(S0, z0), return_state=True,
+                                         backend=backend)
+    assert out.shape == (2, 2, 0, 3) and torch.equal(S, S0) and torch.equal(z, z0)
+    assert out.requires_grad
+    g = torch.autograd.grad(out.sum(), (q, k, v), allow_unused=True)
+    assert [None if t is None else tuple(t.shape) for t in g][0] == (2, 2, 0, 4)

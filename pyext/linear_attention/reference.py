@@ -145,7 +145,7 @@ def linear_attention_chunked(
         scores = torch.tril(qc @ kc.transpose(-1, -2))  # intra-chunk, j <= i
         chunks.append(qc @ S + scores @ vc)  # inter-chunk from the carried state
         S = S + kc.transpose(-1, -2) @ vc
-    num = torch.cat(chunks, dim=2) if chunks else fq.new_zeros(*fq.shape[:-1], vv.shape[-1])
+    num = torch.cat(chunks, dim=2) if chunks else fq @ S  # N = 0: empty, and still in the graph
     return _finish(num, S, normalize, eps, q.dtype)
 
 
