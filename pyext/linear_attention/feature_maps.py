@@ -10,7 +10,11 @@ name        φ(x)                                        F (dim)
 "none"      x (inputs already mapped)                   Dk
 ==========  =========================================  ==========
 
-"taylor" makes φ(q)·φ(k) = 1 + cos(q, k) (the normalisation is torch.nn.functional.normalize's).
+"taylor" makes φ(q)·φ(k) = 1 + cos(q, k) (the normalisation is torch.nn.functional.normalize's):
+the first-order Taylor kernel exp(q·k) ≈ 1 + q·k on l2-normalised vectors (Li et al. 2020,
+"Linear Attention Mechanism"), not the second-order map of Based (Arora et al. 2024).
+"softmax" normalises q and k each over its own feature dim; Efficient Attention (Shen et al. 2021)
+normalises k over the positions instead, which is not a per-token feature map.
 The kernels fuse these same formulas; this module is their definition.
 """
 
