@@ -192,3 +192,32 @@ def test_adjust_logits_and_class_prior_follow_menon():
     assert torch.allclose(kexue.class_prior(torch.tensor([4.0, 2, 1, 1]), 4), pi)
     got = kexue.adjust_logits(logits, pi.double(), tau=1.5)
     assert torch.allclose(got, logits - 1.5 * torch.log(pi.double()), atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_class_weights_as_torch(backend):
+    """Class weights with zeros; the valid rows' weights summing to 0 (D = 0) with label smoothing
+    too: torch's mean is then NaN (its NLL part is 0/0), as the docstring promises, not +inf."""
+    rng = random.Random(23)
+    dtype = torch.float64 if backend != "triton" else torch.float32
+    for _ in range(60):
+        N, C = rng.choice([1, 3, 8]), rng.choice([2, 3, 6])
+        x = torch.randn(N, C, dtype=torch.float64)
+        t = torch.randint(0, C, (N,))
+        if rng.random() < 0.3:
+            t[0] = -100
+        w = torch.rand(C, dtype=torch.float64)
+        w[torch.rand(C) < 0.5] = 0.0
+        if rng.random() < 0.3:
+            w[:] = 0.0
+        o = dict(weight=w, label_smoothing=rng.choice([0.0, 0.2]), reduction=rng.choice(["mean", "sum", "none"]))
+        xr = x.clone().requires_grad_()
+        ref = F.cross_entropy(xr, t, **o)
+        g_ref = torch.autograd.grad(ref.sum(), xr)[0]
+        xk = x.to(dtype).requires_grad_()
+        out = kexue.cross_entropy(xk, t, backend=backend, **{**o, "weight": w.to(dtype)})
+        g = torch.autograd.grad(out.sum(), xk)[0]
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        where = f"{backend} t={t.tolist()} w={w.tolist()} {o['label_smoothing']} {o['reduction']}"
+        assert _err(out, ref) <= tol, f"value {out} vs torch {ref}: {where}"
+        assert _err(g, g_ref) <= tol, f"grad: {where}"

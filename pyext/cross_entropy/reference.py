@@ -112,6 +112,9 @@ def reduce_rows(
             t = torch.where(valid, target, torch.zeros_like(target))
             denom = torch.where(valid, weight.to(loss.dtype)[t], torch.zeros_like(loss)).sum()
         total = total / denom  # D = 0 (every row ignored, or weights summing to 0) gives NaN, as torch
+        # ... also with label smoothing, whose part alone would be x/0 = inf (torch's NLL part is 0/0);
+        # added, not selected, so the gradients stay torch's (NaN for weighted-out rows)
+        total = total + torch.where(denom == 0, torch.full_like(total, float("nan")), torch.zeros_like(total))
     if flood_level is not None and flood_mode == "batch":
         total = flood(total, flood_level)
     return total.to(out_dtype)
