@@ -155,7 +155,9 @@ def cross_entropy(
     has any row with a masked class (the smoothing term puts mass on every class), as in torch.
     Flooding at level
     b = ``flood``: ``flood_mode="batch"`` returns |L − b| + b of the reduced loss L,
-    ``"sample"`` floods each ℓ_i before the reduction.  Values and gradients are those of
+    ``"sample"`` floods each ℓ_i before the reduction (iFlood, Xie et al. 2022; with class weights
+    it floods the weighted ℓ_i, so a valid row whose class weight is 0 adds 2b to the sum, without
+    gradient, and nothing to the mean's divisor).  Values and gradients are those of
     :func:`kexue.cross_entropy.reference.cross_entropy_reference` (the "torch" backend).
 
     Args:
