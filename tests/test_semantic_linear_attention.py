@@ -281,3 +281,49 @@ def test_empty_sequence_keeps_the_state_and_the_graph(backend, causal):
     assert out.requires_grad
     g = torch.autograd.grad(out.sum(), (q, k, v), allow_unused=True)
     assert [None if t is None else tuple(t.shape) for t in g][0] == (2, 2, 0, 4)
+
+
+def _range_safe16(x: torch.Tensor) -> torch.Tensor:
+    """x (float32) rounded to float16 after scaling by the power of two putting max |x| in
+    [2^13, 2^14): what a range-safe float16 operand keeps (no subnormals for small entries)."""
+    s = torch.exp2(13.0 - torch.floor(torch.log2(x.abs().amax().clamp(min=1e-30))))
+    return (x * s).half().float() / s
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("fmap,scale", [("softmax", 30.0), ("none", 3e-5), ("relu", 1e-4)])
+def test_float16_small_features_keep_their_precision(backend, fmap, scale):
+    """Features far below float16's normal range (2^-14 ≈ 6e-5) — a peaked softmax over large
+    logits, inputs already mapped to tiny values — with attention mass at the scale of eps:
+    the error must stay at the float16 rounding of range-safe operands (each operand scaled by a
+    power of two before the cast, as the kernels already do for their state tiles), not at the
+    subnormals' (up to 100 % for entries below 6e-8).  Bug found: the Triton kernels cast φ(q)
+    and φ(k) to float16 unscaled (1-10 % errors in the outputs, 30x the bound)."""
+    torch.manual_seed(0)
+    B, H, N, Dk, Dv = 1, 2, 70, 16, 8
+    q, k = (torch.randn(B, H, N, Dk) * (scale if fmap != "none" else 1) for _ in range(2))
+    if fmap == "none":  # already-mapped positive features of size `scale`
+        q, k = q.abs() * scale, k.abs() * scale
+    q, k, v = q.half(), k.half(), torch.randn(B, H, N, Dv).half()
+    go = torch.randn(B, H, N, Dv).half()
+    eps = 1e-6 if fmap != "none" else 1e-10
+    for causal in (False, True):
+        L64 = [t.double().requires_grad_() for t in (q, k, v)]
+        ref, _ = loop(*L64, causal=causal, fmap=fmap, eps=eps)
+        g_ref = torch.autograd.grad((ref * go.double()).sum(), L64)
+        # the bound: the same loop on range-safe float16 features (float64 otherwise)
+        fq = _range_safe16(torch.stack([torch.stack([torch.stack([phi(q[0, h, i].float(), fmap)
+                                                                  for i in range(N)]) for h in range(H)])]))
+        fk = _range_safe16(torch.stack([torch.stack([torch.stack([phi(k[0, h, j].float(), fmap)
+                                                                  for j in range(N)]) for h in range(H)])]))
+        base, _ = loop(fq.double(), fk.double(), v.double(), causal=causal, fmap="none", eps=eps)
+        lv = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = kexue.linear_attention(*lv, causal=causal, feature_map=fmap, eps=eps, backend=backend)
+        g = torch.autograd.grad((out * go).sum(), lv)
+        u = 2.0 ** -11
+        bound = 2 * float((base - ref).abs().max()) + 4 * u * float(ref.abs().max())
+        err = float((out.double() - ref).abs().max())
+        assert err <= bound, f"out: {backend} {fmap} causal={causal}: error {err:.3g} > {bound:.3g}"
+        for name, a, r in zip("qkv", g, g_ref, strict=True):
+            gerr, gmax = float((a.double() - r).abs().max()), float(r.abs().max())
+            assert gerr <= 16 * u * gmax, f"grad {name}: {backend} {fmap} causal={causal}: {gerr:.3g} vs max {gmax:.3g}"

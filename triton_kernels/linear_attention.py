@@ -334,7 +334,7 @@ def _la_segment_state_kernel(
             ye = x0
             X = tl.where(kv[:, None], ph, 0.0)
         z += tl.sum(X * ye[:, None], 0)
-        Xs, sx = _pow2_scale(X, IS_F16 and BWD)
+        Xs, sx = _pow2_scale(X, IS_F16)
         S += tl.dot(tl.trans(Xs.to(DT)), Yd, input_precision=DOT_PREC) * sx
         if HAS_ONE:
             s1 += tl.sum(x0[:, None] * _acc(Yd, IS_F64), 0)
@@ -411,10 +411,11 @@ def _la_fwd_kernel(
         # the normaliser uses the dot operands as rounded (A as cast, P as cast for P V): out
         # stays a weighted mean of the values under 16-bit rounding (out_0 = v_0 exactly)
         xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
-        Ad = A.to(DT)
-        den = tl.sum(_acc(Ad, IS_F64) * z[None, :], 1)
+        As, sA = _pow2_scale(A, IS_F16)  # float16: small features stay normal numbers
+        Ad = As.to(DT)
+        den = tl.sum(_acc(Ad, IS_F64) * z[None, :], 1) * sA
         Ss, sS = _pow2_scale(S, IS_F16)
-        num = tl.dot(Ad, Ss.to(DT), input_precision=DOT_PREC) * sS
+        num = tl.dot(Ad, Ss.to(DT), input_precision=DOT_PREC) * (sS * sA)
         if HAS_ONE:
             num += s1[None, :]
             den += z1
@@ -423,9 +424,10 @@ def _la_fwd_kernel(
             xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
             Bk = Bphi * m[:, None]
             z += tl.sum(Bk, 0)
-            Bd = Bk.to(DT)
+            Bs, sB = _pow2_scale(Bk, IS_F16)
+            Bd = Bs.to(DT)
             Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
-            Pm = tl.dot(Ad, tl.trans(Bd), input_precision=DOT_PREC)
+            Pm = tl.dot(Ad, tl.trans(Bd), input_precision=DOT_PREC) * (sA * sB)
             if HAS_ONE:
                 Pm += m[None, :]
             Pm = tl.where(ar[:, None] >= ar[None, :], Pm, 0.0)
@@ -433,7 +435,7 @@ def _la_fwd_kernel(
             Pd = Ps.to(DT)
             den += tl.sum(_acc(Pd, IS_F64), 1) * sP
             num += tl.dot(Pd, Vd, input_precision=DOT_PREC) * sP
-            S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC)
+            S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC) * sB
             if HAS_ONE:
                 s1 += tl.sum(m[:, None] * _acc(Vd, IS_F64), 0)
                 z1 += tl.sum(m, 0)
@@ -532,15 +534,16 @@ def _la_bwd_dq_kernel(
             xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
             Bk = Bphi * m[:, None]
             z += tl.sum(Bk, 0)
-            Bd = Bk.to(DT)
+            Bs, sB = _pow2_scale(Bk, IS_F16)
+            Bd = Bs.to(DT)
             Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
             X = tl.dot(dod, tl.trans(Vd), input_precision=DOT_PREC)
             if NORMALIZE:
                 X -= dl[:, None]
             X = tl.where(ar[:, None] >= ar[None, :], X, 0.0)
             Xs, sX = _pow2_scale(X, IS_F16)
-            dA += tl.dot(Xs.to(DT), Bd, input_precision=DOT_PREC) * sX
-            S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC)
+            dA += tl.dot(Xs.to(DT), Bd, input_precision=DOT_PREC) * (sX * sB)
+            S += tl.dot(tl.trans(Bd), Vd, input_precision=DOT_PREC) * sB
         if NORMALIZE:
             dA = dA * _load_vec(w_ptr, st_base + tok, rvalid, IS_F64)[:, None]
         xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
@@ -633,18 +636,19 @@ def _la_bwd_dkv_kernel(
         Atd = Ats.to(DT)
         m = tl.where(_key_valid(mask_ptr, i_b, tok, rvalid, s_mb, s_mn, HAS_MASK), 1.0, 0.0)
         xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
-        Bd = (Bphi * m[:, None]).to(DT)
+        Bs, sB = _pow2_scale(Bphi * m[:, None], IS_F16)
+        Bd = Bs.to(DT)
         Vd = _load_raw(v_ptr, v_base, tok, rvalid, s_vn, cv, Dv, s_vd)
         dod = _load_raw(do_ptr, o_base, tok, rvalid, s_on, cv, Dv, s_od)
         Rs, sR = _pow2_scale(R, IS_F16)
         Rd = Rs.to(DT)
         # dV first, stored, then dB and dk, then the state update: few tiles live at a time
-        dV = tl.dot(Bd, Rd, input_precision=DOT_PREC) * sR
+        dV = tl.dot(Bd, Rd, input_precision=DOT_PREC) * (sR * sB)
         if HAS_ONE:
             dV += m[:, None] * rho[None, :]
         if CAUSAL:
             causal = ar[None, :] >= ar[:, None]      # [j, i]: i >= j
-            Pt = tl.dot(Bd, tl.trans(Atd), input_precision=DOT_PREC) * sA
+            Pt = tl.dot(Bd, tl.trans(Atd), input_precision=DOT_PREC) * (sA * sB)
             if HAS_ONE:
                 Pt += m[:, None] * w[None, :]
             Pt = tl.where(causal, Pt, 0.0)
