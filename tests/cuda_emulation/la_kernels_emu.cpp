@@ -710,6 +710,14 @@ int main(int argc, char** argv) {
         }
         all.push_back(c);
       }
+#ifdef KEXUE_EMU_SMALL_FEATURES
+  // Known bug, tracked by tests/test_semantic_linear_attention_cuda_emulation.py (strict xfail):
+  // the float16 tensor-core kernel casts the φ rows to float16 unscaled, so features below 2^-14
+  // (a peaked softmax over logits ~ N(0, 30²)) become subnormals or zero and rows whose attention
+  // mass is near eps come out wrong (out 0 for -0.021).  The Triton kernels scale these tiles.
+  all = {{"f16", sm, true, true, 1, 2, 1, 70, 16, 8, false, false, 0, 0, 0, {}, false, 30, 0, 1, 1},
+         {"f16", sm, false, true, 1, 2, 1, 70, 16, 8, false, false, 0, 0, 0, {}, false, 30, 0, 1, 1}};
+#endif
   const int only = argc > 1 ? atoi(argv[1]) : -1;
   unsigned seed = 1;
   for (size_t i = 0; i < all.size(); ++i, ++seed) {
