@@ -60,12 +60,14 @@ struct RoleTraits {
   static constexpr int kGOperand = ROLE == kDq ? 'X' : ROLE == kDk ? 'K' : ROLE == kDv ? 'W' : 0;
 };
 
-// Rows t0 .. t0 + C - 1 of φ(x)[col0, col0 + ncols) into dst (C × padcols, zero padded, in the
-// tile's element type D): one warp per row.  Rows >= nvalid and masked rows are zero.
+// Rows t0 .. t0 + C - 1 of φ(x)[col0, col0 + ncols), times mult, into dst (C × padcols, zero
+// padded, in the tile's element type D): one warp per row.  Rows >= nvalid and masked rows are zero.
+// mult: the float16 tensor-core kernel's power-of-two range scale (small features stay normal
+// float16 numbers); 1 elsewhere.
 template <typename T, typename D>
 __device__ __forceinline__ void load_phi_rows(D* dst, int ld, int padcols, int C, const T* base, int64_t sn,
                                               int64_t sd, int64_t t0, int nvalid, int Dk, FeatureMap fm, int col0,
-                                              int ncols, const uint8_t* mask, int64_t msn) {
+                                              int ncols, const uint8_t* mask, int64_t msn, float mult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     D* drow = dst + r * ld;
@@ -77,8 +79,25 @@ __device__ __forceinline__ void load_phi_rows(D* dst, int ld, int padcols, int C
     const T* row = base + (t0 + r) * sn;
     const PhiStats st = phi_stats(row, sd, Dk, fm, lane);
     for (int c = lane; c < padcols; c += 32)
-      drow[c] = from_float<D>(c < ncols ? phi_value(row, sd, col0 + c, fm, st) : 0.f);
+      drow[c] = from_float<D>(c < ncols ? phi_value(row, sd, col0 + c, fm, st) * mult : 0.f);
   }
+}
+
+// max φ(x)[col0, col0 + ncols) (φ >= 0 for every map but "none": |·| taken) over the rows
+// load_phi_rows would load, this warp's rows: every lane of the warp gets it.
+template <typename T>
+__device__ __forceinline__ float phi_rows_absmax(const T* base, int64_t sn, int64_t sd, int64_t t0, int nvalid, int Dk,
+                                                 FeatureMap fm, int col0, int ncols, const uint8_t* mask,
+                                                 int64_t msn) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float m = 0.f;
+  for (int r = warp; r < nvalid; r += kWarps) {
+    if (mask != nullptr && mask[(t0 + r) * msn] != 0) continue;
+    const T* row = base + (t0 + r) * sn;
+    const PhiStats st = phi_stats(row, sd, Dk, fm, lane);
+    for (int c = lane; c < ncols; c += 32) m = fmaxf(m, fabsf(phi_value(row, sd, col0 + c, fm, st)));
+  }
+  return warp_max(m);
 }
 
 // Row t of a linear operand:  [x_t · s_t (Dsrc values), e_t, 0 ...]  with s_t = rden[t] (or 1)
@@ -179,9 +198,11 @@ __device__ __forceinline__ SeqSpan seq_span(const LinearAttentionParams& p, int 
 //           + Σ_{f < XP} X[r·ldx + f] · z[f]
 // P and X in float32 or the 16-bit operand type of the tensor-core kernel; pmult undoes a
 // power-of-two scale of P (float16 tensor cores).
+// xmult likewise undoes X's scale.
 template <typename TP, typename TX>
 __device__ __forceinline__ void chunk_normaliser(float* dens, const TP* P, int ldp, const TX* X, int ldx,
-                                                 const float* z, int C, int XP, float pmult = 1.f) {
+                                                 const float* z, int C, int XP, float pmult = 1.f,
+                                                 float xmult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     float s = 0.f;
@@ -189,18 +210,19 @@ __device__ __forceinline__ void chunk_normaliser(float* dens, const TP* P, int l
       for (int c = lane; c < C; c += 32) s += to_float(P[r * ldp + c]);
       s *= pmult;  // exact (a power of two)
     }
-    for (int f = lane; f < XP; f += 32) s = fmaf(to_float(X[r * ldx + f]), z[f], s);
+    for (int f = lane; f < XP; f += 32) s = fmaf(to_float(X[r * ldx + f]) * xmult, z[f], s);
     s = warp_sum(s);
     if (lane == 0) dens[r] = s;
   }
 }
 
-// z[f] += Σ_{j < nvalid} K[j·ld + f] for f < XP: the normaliser column's state (Σ of the keys).
+// z[f] += Σ_{j < nvalid} K[j·ld + f] · kmult for f < XP: the normaliser column's state (Σ of the
+// keys; kmult undoes a power-of-two scale of K, exactly).
 template <typename TK>
-__device__ __forceinline__ void add_key_sums(float* z, const TK* K, int ld, int XP, int nvalid) {
+__device__ __forceinline__ void add_key_sums(float* z, const TK* K, int ld, int XP, int nvalid, float kmult = 1.f) {
   for (int f = threadIdx.x; f < XP; f += kThreads) {
     float s = z[f];
-    for (int j = 0; j < nvalid; ++j) s += to_float(K[j * ld + f]);
+    for (int j = 0; j < nvalid; ++j) s += to_float(K[j * ld + f]) * kmult;
     z[f] = s;
   }
 }
@@ -231,6 +253,8 @@ struct HeadView {
   // multiplier of the rows built from dout (g', g) as they are loaded: the float16 tensor-core
   // kernel's power-of-two range scale (chunk_tc.cuh); 1 elsewhere
   float g_mult = 1.f;
+  // multipliers of the φ rows (X, K or W, whichever are built from q or k), likewise
+  float phi_mult_x = 1.f, phi_mult_k = 1.f, phi_mult_w = 1.f;
 
   // hh: index of the query head inside a kv group (kDk / kDv), else 0; WB: the slice width
   __device__ HeadView(const CoreArgs& args, const SeqSpan& s, int seq, int hy, int hh_, int slice_, int WB)
@@ -259,14 +283,14 @@ struct HeadView {
     const int xdim = a.xdim;
     if constexpr (ROLE == kFwd || ROLE == kPrep) {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    nullptr, 0);
+                    nullptr, 0, phi_mult_x);
     } else if constexpr (ROLE == kDq) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     } else if constexpr (ROLE == kDk) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    maskb, p.mask_stride_n);
+                    maskb, p.mask_stride_n, phi_mult_x);
     }
   }
   template <typename D>
@@ -274,14 +298,14 @@ struct HeadView {
     const int xdim = a.xdim;
     if constexpr (ROLE == kFwd || ROLE == kPrep) {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    maskb, p.mask_stride_n);
+                    maskb, p.mask_stride_n, phi_mult_k);
     } else if constexpr (ROLE == kDq) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else if constexpr (ROLE == kDk) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     } else {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    nullptr, 0);
+                    nullptr, 0, phi_mult_k);
     }
   }
   template <typename D>
@@ -290,10 +314,10 @@ struct HeadView {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
     } else if constexpr (ROLE == kDq) {
       load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
-                    maskb, p.mask_stride_n);
+                    maskb, p.mask_stride_n, phi_mult_w);
     } else if constexpr (ROLE == kDk) {
       load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
-                    nullptr, 0);
+                    nullptr, 0, phi_mult_w);
     } else {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     }
@@ -320,6 +344,40 @@ struct HeadView {
   __device__ float g_rows_absmax(int64_t t0, int nvalid) const {
     static_assert(R::kGOperand != 0, "a role with an operand built from dout");
     return lin_rows_absmax(t0, nvalid, g_rows());
+  }
+
+  // Which of X, K, W are φ rows in this role, and their max over chunk t0 (this warp's rows;
+  // 0 for a slot that is not φ)
+  static constexpr bool kPhiX = ROLE == kFwd || ROLE == kPrep || ROLE == kDv;
+  static constexpr bool kPhiK = ROLE == kFwd || ROLE == kPrep || ROLE == kDv;
+  static constexpr bool kPhiW = ROLE == kDq || ROLE == kDk;
+  __device__ float phi_absmax_x(int64_t t0, int nvalid) const {
+    if constexpr (ROLE == kFwd || ROLE == kPrep)
+      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, nullptr, 0);
+    else if constexpr (ROLE == kDv)
+      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, maskb,
+                             p.mask_stride_n);
+    else
+      return 0.f;
+  }
+  __device__ float phi_absmax_k(int64_t t0, int nvalid) const {
+    if constexpr (ROLE == kFwd || ROLE == kPrep)
+      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, maskb,
+                             p.mask_stride_n);
+    else if constexpr (ROLE == kDv)
+      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, nullptr, 0);
+    else
+      return 0.f;
+  }
+  __device__ float phi_absmax_w(int64_t t0, int nvalid) const {
+    if constexpr (ROLE == kDq)
+      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols, maskb,
+                             p.mask_stride_n);
+    else if constexpr (ROLE == kDk)
+      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols, nullptr,
+                             0);
+    else
+      return 0.f;
   }
 
   // Ss (XP × WB, float32, leading dim ld) = this slice of S_init, zero outside xdim × wcols;

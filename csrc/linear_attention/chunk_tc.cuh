@@ -14,14 +14,16 @@
 // P grows with the feature dimension, the state with the sequence, and g' = do·r shrinks with it
 // (r = 1/den ~ 1/N).  So in float16 each such tile carries a power-of-two scale 2^e chosen from
 // its largest entry (to [2^13, 2^14), full precision, no overflow) before the cast: P per chunk,
-// the state copy per chunk, the rows built from dout per chunk; the products are rescaled in the
+// the state copy per chunk, the rows built from dout per chunk, and the φ rows per chunk (features
+// far below 2^-14, as a peaked softmax gives, would be subnormals or 0); the products are rescaled in the
 // float32 accumulators (exact) before they are combined.  The maxima come from the accumulator
 // fragments (P, the new state) and a read of the dout rows; bfloat16 (float32's range) skips it.
 // FLOPs per token and slice: 2·(C·xdim/2 + C·WB/2 + 2·xdim·WB) on tensor cores (the causal
 // halves of P and P·W skipped at 16×16 granularity); shared traffic per chunk: the three
 // operand tiles once in 16 bits, P and Y once in float32.
 // Phases per causal chunk (each ends in __syncthreads):
-//   A load X, K, W (φ fused, rounded; float16: the dout rows' max first, one more barrier)
+//   A load X, K, W (φ fused, rounded; float16: the dout rows' and the φ rows' maxima first, one
+//     more barrier each)
 //   B P tiles → Pf;  Sf += Kᵀ W (Sh keeps the old state)
 //   C Ph = round(mask(Pf))                 D den (Ph, X̃·z);  Y = Ph W + X Sh → Ys (aliases Pf)
 //   E z += Σ K̃;  Sh = round(Sf);  Y rows → global
@@ -205,8 +207,32 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
     view.g_mult = ldexpf(1.f, eg);
     return eg;
   };
-  auto sum_keys = [&](int nvalid) {  // z += Σ K̃ (the roles with a normaliser column)
-    if constexpr (R::kAug) add_key_sums(zs, Kh, XLD, XP, nvalid);
+  auto sum_keys = [&](int nvalid, int ek) {  // z += Σ K̃ · 2^-ek (the roles with a normaliser column)
+    if constexpr (R::kAug) add_key_sums(zs, Kh, XLD, XP, nvalid, ldexpf(1.f, -ek));
+  };
+  // float16: the power-of-two scales of chunk t0's φ rows (those of X, K, W built from q or k that
+  // this pass loads: want_*), so that small features stay normal float16 numbers.  Their maxima go
+  // through redP (X or W: never both φ in one role) and redS (K), both free between a chunk's first
+  // barrier and its state update; one more barrier.  The exponents are added to ex, ek, ew (the
+  // products are rescaled with the others) and the multipliers set on the view for its loads.
+  auto phi_exponents = [&](auto& view, int64_t t0, int nvalid, int& ex, int& ek, int& ew, bool want_x, bool want_k,
+                           bool want_w) {
+    if constexpr (kScaled) {
+      using V = std::decay_t<decltype(view)>;
+      const bool sx = V::kPhiX && want_x, sk = V::kPhiK && want_k, sw = V::kPhiW && want_w;
+      if (!(sx || sw || sk)) return;
+      if (sx || sw) put_warp_max(redP, sx ? view.phi_absmax_x(t0, nvalid) : view.phi_absmax_w(t0, nvalid));
+      if (sk) put_warp_max(redS, view.phi_absmax_k(t0, nvalid));
+      __syncthreads();
+      const int exw = (sx || sw) ? pow2_exponent(cta_max(redP)) : 0;
+      const int ekp = sk ? pow2_exponent(cta_max(redS)) : 0;
+      view.phi_mult_x = sx ? ldexpf(1.f, exw) : 1.f;
+      view.phi_mult_w = sw ? ldexpf(1.f, exw) : 1.f;
+      view.phi_mult_k = sk ? ldexpf(1.f, ekp) : 1.f;
+      if (sx) ex += exw;
+      if (sw) ew += exw;
+      if (sk) ek += ekp;
+    }
   };
 
   const int nheads = R::kPerKv ? args.p.H / args.p.Hkv : 1;
@@ -227,8 +253,9 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
         const int kend = round_up16(nvalid);
         __syncthreads();  // A: the previous chunk's readers are done
         const int eg = g_exponent(v, true, t0, nvalid);
-        const int ex = R::kGOperand == 'X' ? eg : 0, ek = R::kGOperand == 'K' ? eg : 0;
-        const int ew = R::kGOperand == 'W' ? eg : 0;
+        int ex = R::kGOperand == 'X' ? eg : 0, ek = R::kGOperand == 'K' ? eg : 0;
+        int ew = R::kGOperand == 'W' ? eg : 0;
+        phi_exponents(v, t0, nvalid, ex, ek, ew, true, true, true);
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         v.load_k(Kh, XLD, XP, C, t0, nvalid);
         v.load_w(Wh, WLDH, WB, C, t0, nvalid);
@@ -254,8 +281,8 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
           Ph[r * PLDH + c] = keep ? from_float<T>(Pf[r * PLD + c] * pm) : from_float<T>(0.f);
         }
         __syncthreads();  // D
-        if constexpr (R::kAug)  // rounded operands (no dout rows in these roles: ex = ek = 0)
-          chunk_normaliser(dens, Ph, PLDH, Xh, XLD, zs, C, XP, ldexpf(1.f, -ep));
+        if constexpr (R::kAug)  // rounded operands (no dout rows in these roles: ex, ek are φ's scales)
+          chunk_normaliser(dens, Ph, PLDH, Xh, XLD, zs, C, XP, ldexpf(1.f, -(ex + ek + ep)), ldexpf(1.f, -ex));
         for (int t = warp; t < CT * WT; t += kWarps) {
           const int i = t / WT, n0 = (t % WT) * 16;
           AccFrag acc;
@@ -269,7 +296,7 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
           wm::store_matrix_sync(Ys + i * 16 * PLD + n0, acc, PLD, wm::mem_row_major);
         }
         __syncthreads();  // E
-        sum_keys(nvalid);
+        sum_keys(nvalid, ek);
         refresh_sh();
         v.epilogue(Ys, PLD, dens, t0, nvalid);
       });
@@ -278,21 +305,25 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
       for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
         const int eg = g_exponent(v, R::kGOperand != 'X', t0, nvalid);
+        int ex = 0, ek = R::kGOperand == 'K' ? eg : 0, ew = R::kGOperand == 'W' ? eg : 0;
+        phi_exponents(v, t0, nvalid, ex, ek, ew, false, true, true);
         v.load_k(Kh, XLD, XP, C, t0, nvalid);
         v.load_w(Wh, WLDH, WB, C, t0, nvalid);
         __syncthreads();
-        update_state(nvalid, R::kGOperand == 'X' ? 0 : eg);
-        sum_keys(nvalid);
+        update_state(nvalid, ek + ew);
+        sum_keys(nvalid, ek);
       });
       __syncthreads();
       refresh_sh();
       // pass 2: Y = X S
       for_each_chunk<C>(span, false, [&](int64_t t0, int nvalid) {
         __syncthreads();
-        const int ex = g_exponent(v, R::kGOperand == 'X', t0, nvalid);
+        int ex = g_exponent(v, R::kGOperand == 'X', t0, nvalid), ek = 0, ew = 0;
+        phi_exponents(v, t0, nvalid, ex, ek, ew, true, false, false);
         v.load_x(Xh, XLD, XP, C, t0, nvalid);
         __syncthreads();
-        if constexpr (R::kAug) chunk_normaliser(dens, static_cast<const T*>(nullptr), 0, Xh, XLD, zs, C, XP);
+        if constexpr (R::kAug)
+          chunk_normaliser(dens, static_cast<const T*>(nullptr), 0, Xh, XLD, zs, C, XP, 1.f, ldexpf(1.f, -ex));
         for (int t = warp; t < CT * WT; t += kWarps) {
           const int i = t / WT, n0 = (t % WT) * 16;
           AccFrag acc;
