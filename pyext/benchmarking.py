@@ -277,6 +277,24 @@ def environment(device: torch.device) -> str:
             f"CPU kernels: {cpu_isa()} path, CPU float32 linear layers: {gemm}")
 
 
+@contextlib.contextmanager
+def _without_hf_progress_bars():
+    """Hugging Face's "Loading weights" bar of every model the cases load, off while they run (the
+    table has its own progress line per case); restored afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the cases that load models need transformers; the others run without it
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def main(ops: list[str] | None = None, device: str | None = None, repeats: int = 7, quick: bool = False) -> str:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows: list[Row] = []
@@ -284,12 +302,13 @@ def main(ops: list[str] | None = None, device: str | None = None, repeats: int =
     for op in ops or list(OPS):
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; known: {', '.join(OPS)}")
-    cases = [case for op in ops or list(OPS) for case in importlib.import_module(OPS[op]).cases(dev, quick)]
-    for i, case in enumerate(cases, 1):
-        print(progress_line(i, len(cases), case, repeats), file=sys.stderr, flush=True)
-        case_rows = run_case(case, dev, repeats)
-        rows.extend(case_rows)
-        print("\n".join(format_table(case_rows).splitlines()[2:]), flush=True)
+    with _without_hf_progress_bars():
+        cases = [case for op in ops or list(OPS) for case in importlib.import_module(OPS[op]).cases(dev, quick)]
+        for i, case in enumerate(cases, 1):
+            print(progress_line(i, len(cases), case, repeats), file=sys.stderr, flush=True)
+            case_rows = run_case(case, dev, repeats)
+            rows.extend(case_rows)
+            print("\n".join(format_table(case_rows).splitlines()[2:]), flush=True)
     table = format_table(rows)
     print()
     print(table)

@@ -17,6 +17,8 @@ def test_bench_quick_prints_table():
     assert " triton " not in res.stdout  # no interpreter timings
     # the profiler's chatter (memory figures) is filtered out; a line per case shows progress
     assert "USDT" not in res.stdout + res.stderr
+    assert "Loading weights" not in res.stdout + res.stderr  # Hugging Face's bar per loaded model
+    assert "Memory block of unknown size" not in res.stdout + res.stderr
     assert "[1/" in res.stderr and "timed runs each" in res.stderr
 
 
