@@ -76,6 +76,12 @@ struct LinearAttentionParams {
 // Largest Dk / Dv the kernels accept (the feature dim may be one more: "taylor").
 constexpr int kMaxHeadDim = 256;
 
+// nullptr when the current device has the shared memory the chunked kernels of p need (forward
+// and backward), else why not: on GPUs that allow 99 KiB per block (sm_86 / sm_89) feature dims
+// F or Dv + 1 above 132 fit no configuration (chunk_kernel.cuh).  The launchers then return
+// cudaErrorInvalidValue without running anything.
+const char* linear_attention_unsupported_reason(const LinearAttentionParams& p);
+
 // Forward.  N == 1 without cu_seqlens runs the decoding-step kernel, anything else the chunked
 // kernel.  Returns the first CUDA error (argument errors are cudaErrorInvalidValue).
 cudaError_t launch_linear_attention_fwd(const LinearAttentionParams& p, cudaStream_t stream);
