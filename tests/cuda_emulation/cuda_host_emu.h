@@ -237,7 +237,7 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem, const void* kernel, con
     g_last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  g_dyn_smem.assign((smem + 15) / 16, float4{});
+  g_dyn_smem.assign((smem + 15) / 16 + 8, float4{});  // (+128 bytes: the window starts 128-byte aligned)
   g_gridDim = grid;
   g_blockDim = block;
   for (unsigned z = 0; z < grid.z; ++z)
@@ -271,7 +271,8 @@ Launch<K*> launch_of(dim3 grid, dim3 block, size_t smem, K* kernel) {
 
 template <class T>
 T* dynamic_smem() {
-  return reinterpret_cast<T*>(g_dyn_smem.data());
+  const uintptr_t a = reinterpret_cast<uintptr_t>(g_dyn_smem.data());
+  return reinterpret_cast<T*>((a + 127) / 128 * 128);  // as a GPU's: aligned for any declared type
 }
 
 // ---- storage dtypes ---------------------------------------------------------------------------
