@@ -11,8 +11,8 @@ boundaries, float32 / float16 / bfloat16, strided inputs and outputs, int32 / in
 with empty sequences, and float16 inputs whose P tiles, state and g' rows leave float16's range
 unless the tensor-core kernel scales them; then 8 checks on a device that lets a block opt into
 99 KiB of shared memory (sm_86 / sm_89): 16-bit inputs at D = 128 run (on the float32 kernel's
-smaller tiles) and match, larger head dims are refused before any launch, with a reason.  Needs g++ (C++20) and the CUDA headers, not a GPU;
-skipped without them.
+smaller tiles) and match, larger head dims are refused before any launch, with a reason.  Needs
+g++ (C++20) and the CUDA headers, not a GPU; skipped without them.
 The GPU itself (memory model, speed) is covered by the GPU check scripts in bench/.
 """
 
