@@ -42,3 +42,9 @@ def test_shape_info_width_is_the_widest_pass():
     assert api._shape_info(q, v, 129)["width"] == 132  # Dv + 1 (the backward's dq / dk passes)
     assert api._shape_info(q, v[..., :64], 129)["width"] == 129  # F (taylor: Dk + 1)
     assert api._shape_info(q)["width"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_device_limit_is_read_on_a_gpu():
+    # torch's attribute name and unit: more than the 48 KiB every GPU gives without opting in
+    assert api._smem_per_block_optin(torch.cuda.current_device()) > 48 * 1024
