@@ -124,6 +124,8 @@ std::tuple<Tensor, Tensor> fill_common(LinearAttentionParams& p, const Tensor& q
   TORCH_CHECK(Hkv >= 1 && H % Hkv == 0, "linear_attention (CUDA): q's heads (", H,
               ") must be a multiple of k's and v's heads (", Hkv, ")");
   TORCH_CHECK(H <= 65535, "linear_attention (CUDA): at most 65535 heads, got ", H);
+  TORCH_CHECK(B <= INT32_MAX, "linear_attention (CUDA): at most 2^31 - 1 batch rows (one CUDA block row each), got ",
+              B);
   TORCH_CHECK(Dk >= 1 && Dk <= kMaxHeadDim, "linear_attention (CUDA): q and k's head dim Dk=", Dk,
               " must be in [1, ", kMaxHeadDim, "]");
   TORCH_CHECK(Dv >= 1 && Dv <= kMaxHeadDim, "linear_attention (CUDA): v's head dim Dv=", Dv, " must be in [1, ",
