@@ -9,6 +9,9 @@
 # Stages (in this order within "all"; presets "la", "ce", "probe", "sample" take one op's stages):
 #   la-test ce-test probe-test     the test files of each op on CUDA (compiled Triton, autotune off)
 #   sample-test                    the sampling tests on CUDA (cuda and Triton kernels against the reference)
+#   audit-test                     the GPU-path audit's tests compiled: int64 tile offsets of the Triton
+#                                  linear-attention kernels, Triton launches on their tensors' device, the
+#                                  shared-memory limit behind backend="auto" (read on the GPU)
 #   la-bench ce-bench probe-bench  timings side by side with the peers (issue targets printed)
 #   sample-bench                   kexue.sample against HF warpers, compiled HF and FlashInfer (if installed)
 #   sanitize[-la|-ce|-probe]       compute-sanitizer memcheck + racecheck of small runs of every
@@ -30,8 +33,8 @@ T0=$(date +%s)
 DEADLINE=${DEADLINE:-540}
 STAGES=${1:-all}
 case $STAGES in  # presets
-  all) STAGES=la-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sample-test,sample-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench,fuzz ;;
-  la) STAGES=la-test,la-bench,sanitize-la,la-bench64,la-check,la-check-fp32 ;;
+  all) STAGES=la-test,audit-test,la-bench,ce-test,ce-bench,probe-test,probe-bench,sample-test,sample-bench,sanitize,la-bench64,la-check,la-check-fp32,ce-check,kexue-bench,fuzz ;;
+  la) STAGES=la-test,audit-test,la-bench,sanitize-la,la-bench64,la-check,la-check-fp32 ;;
   ce) STAGES=ce-test,ce-bench,sanitize-ce,ce-check ;;
   probe) STAGES=probe-test,probe-bench,sanitize-probe ;;
   sample) STAGES=sample-test,sample-bench ;;
@@ -107,6 +110,9 @@ for st in "${LIST[@]}"; do
   la-test)
     stage la-test 120 env KEXUE_TRITON_AUTOTUNE=off "${PYTEST[@]}" -k cuda \
       tests/test_linear_attention.py tests/test_linear_attention_triton.py tests/test_linear_attention_op.py tests/test_nn.py ;;
+  audit-test)
+    stage audit-test 60 "${PYTEST[@]}" tests/test_gpu_index_width.py tests/test_triton_launch_device.py \
+      tests/test_linear_attention_gpu_limits.py ;;
   ce-test)
     stage ce-test 90 "${PYTEST[@]}" -k cuda tests/test_cross_entropy.py ;;
   probe-test)
@@ -153,7 +159,7 @@ echo "=== summary ($(( $(date +%s) - T0 ))s)"
 cat "$SUMMARY"
 for f in la-bench la-bench64; do [[ -f $OUT/$f.log ]] && sed -n '/^targets/,$p' "$OUT/$f.log"; done
 for f in ce-bench probe-bench sample-bench; do [[ -f $OUT/$f.log ]] && { echo "--- $f"; tail -n 14 "$OUT/$f.log"; }; done
-for f in la-test ce-test probe-test sample-test; do
+for f in la-test audit-test ce-test probe-test sample-test; do
   [[ -f $OUT/$f.log ]] || continue
   echo "--- $f: $(grep -c -E ' PASSED ' "$OUT/$f.log") passed, $(grep -c -E ' (FAILED|ERROR) ' "$OUT/$f.log") failed"
   grep -E "^(FAILED|ERROR) " "$OUT/$f.log" | head -n 8

@@ -117,15 +117,18 @@ def times_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
 
 
 # What torch's profiler (Kineto) writes to the process's stderr from C++ at every start and stop
-# (``USDT:... SyncActivityProfilerHandler.cpp:52] profiler_start``); no setting silences it.
-PROFILER_NOISE = ("USDT:",)
+# (``USDT:... SyncActivityProfilerHandler.cpp:52] profiler_start``), and its memory profiler when
+# the measured call frees a block allocated before the profile started (``[W... CPUAllocator.cpp]
+# Memory block of unknown size ...``: that free is not counted, so the peak can only be over-,
+# never under-estimated); no setting silences either.
+PROFILER_NOISE = ("USDT:", "Memory block of unknown size was allocated before the profiling started")
 
 
 @contextlib.contextmanager
-def _native_stderr_without(prefixes: tuple[str, ...]):
+def _native_stderr_without(markers: tuple[str, ...]):
     """Runs the body with file descriptor 2 (where C++ code writes) sent to a temporary file,
-    then writes back to descriptor 2 every line that does not start with one of ``prefixes``: the
-    profiler's chatter goes, warnings and errors stay (in order, after the body)."""
+    then writes back to descriptor 2 every line that contains none of ``markers``: the
+    profiler's chatter goes, other warnings and errors stay (in order, after the body)."""
     fd = 2  # C++ writes to the descriptor, whatever Python's sys.stderr is
     sys.stderr.flush()
     try:
@@ -142,8 +145,8 @@ def _native_stderr_without(prefixes: tuple[str, ...]):
             os.dup2(saved, fd)
             os.close(saved)
             tmp.seek(0)
-            kept = [line for line in tmp.read().splitlines(keepends=True)
-                    if not line.startswith(tuple(p.encode() for p in prefixes))]
+            drop = [m.encode() for m in markers]
+            kept = [line for line in tmp.read().splitlines(keepends=True) if not any(m in line for m in drop)]
             if kept:
                 os.write(fd, b"".join(kept))
 
@@ -274,6 +277,24 @@ def environment(device: torch.device) -> str:
             f"CPU kernels: {cpu_isa()} path, CPU float32 linear layers: {gemm}")
 
 
+@contextlib.contextmanager
+def _without_hf_progress_bars():
+    """Hugging Face's "Loading weights" bar of every model the cases load, off while they run (the
+    table has its own progress line per case); restored afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the cases that load models need transformers; the others run without it
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def main(ops: list[str] | None = None, device: str | None = None, repeats: int = 7, quick: bool = False) -> str:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rows: list[Row] = []
@@ -281,12 +302,13 @@ def main(ops: list[str] | None = None, device: str | None = None, repeats: int =
     for op in ops or list(OPS):
         if op not in OPS:
             raise SystemExit(f"unknown op {op!r}; known: {', '.join(OPS)}")
-    cases = [case for op in ops or list(OPS) for case in importlib.import_module(OPS[op]).cases(dev, quick)]
-    for i, case in enumerate(cases, 1):
-        print(progress_line(i, len(cases), case, repeats), file=sys.stderr, flush=True)
-        case_rows = run_case(case, dev, repeats)
-        rows.extend(case_rows)
-        print("\n".join(format_table(case_rows).splitlines()[2:]), flush=True)
+    with _without_hf_progress_bars():
+        cases = [case for op in ops or list(OPS) for case in importlib.import_module(OPS[op]).cases(dev, quick)]
+        for i, case in enumerate(cases, 1):
+            print(progress_line(i, len(cases), case, repeats), file=sys.stderr, flush=True)
+            case_rows = run_case(case, dev, repeats)
+            rows.extend(case_rows)
+            print("\n".join(format_table(case_rows).splitlines()[2:]), flush=True)
     table = format_table(rows)
     print()
     print(table)

@@ -26,7 +26,8 @@ def test_study_quick(tmp_path):
     assert list(tmp_path.glob("attribution_example_1.png"))
 
 
-@pytest.mark.parametrize("part,key", [("sweep", "auto at each sentence's Captum error"), ("panels", "Boole tol")])
+@pytest.mark.parametrize("part,key", [("sweep", "auto at each sentence's Captum error"), ("panels", "Boole tol"),
+                                      ("mapped", "mapped (oracle)")])
 def test_quadrature_script_quick(part, key):
     script = Path(__file__).resolve().parents[1] / "bench" / "attribution_quadrature.py"
     res = subprocess.run([sys.executable, str(script), part, "--quick"], capture_output=True, text=True, timeout=900,

@@ -17,6 +17,8 @@ def test_bench_quick_prints_table():
     assert " triton " not in res.stdout  # no interpreter timings
     # the profiler's chatter (memory figures) is filtered out; a line per case shows progress
     assert "USDT" not in res.stdout + res.stderr
+    assert "Loading weights" not in res.stdout + res.stderr  # Hugging Face's bar per loaded model
+    assert "Memory block of unknown size" not in res.stdout + res.stderr
     assert "[1/" in res.stderr and "timed runs each" in res.stderr
 
 
@@ -50,3 +52,11 @@ def test_native_stderr_filter_drops_only_the_profiler_lines(capfd):
         os.write(2, b"USDT: profiler_start\nreal warning\n")
     err = capfd.readouterr().err
     assert "USDT" not in err and "real warning" in err
+
+    # the memory profiler's warning when the call frees a block allocated before the profile started
+    before = torch.ones(1 << 20)
+    holder = [before]
+    del before
+    assert peak_memory(lambda: holder.clear(), torch.device("cpu")) == 0
+    err = capfd.readouterr().err
+    assert "Memory block of unknown size" not in err, err

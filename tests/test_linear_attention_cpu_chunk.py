@@ -8,6 +8,8 @@ of bench/la_cpu_roofline.py and the CPU branch of measure_ceilings."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -95,3 +97,31 @@ def test_roofline_script_quick():
 def test_cpu_gemm_ceiling():
     ceilings = measure_ceilings(torch.device("cpu"), repeats=1)
     assert ceilings["fp32_GFLOPs"] == max(v for k, v in ceilings.items() if k != "fp32_GFLOPs") > 0
+
+
+def test_modules_script_quick():
+    mod = load_bench_script("la_cpu_modules")
+    report = mod.main(["--quick"])
+    assert "| 16 | True | kexue (cpu) |" in report and "| 16 | False | kexue (cpu) |" in report
+
+
+def test_modules_script_stubs_only_unbuilt_extensions(tmp_path, monkeypatch):
+    # a package whose import pulls in a compiled extension that is not built, and one that is (a .py here)
+    pkg = tmp_path / "fast_transformers"
+    (pkg / "hashing").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .hashing import compute_hashes, built\n")
+    (pkg / "hashing" / "__init__.py").write_text(
+        "from .hashing_cpu import compute_hashes\nfrom .built_cpu import built\n")
+    (pkg / "hashing" / "built_cpu.py").write_text("def built():\n    return 42\n")
+    mod = load_bench_script("la_cpu_modules")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finder = mod._StubUnbuiltExtensions()
+    monkeypatch.setattr(sys, "meta_path", [finder, *sys.meta_path])
+    for name in [m for m in sys.modules if m.startswith("fast_transformers")]:
+        monkeypatch.delitem(sys.modules, name)
+    import fast_transformers
+    assert fast_transformers.built() == 42  # the real module, not a stub
+    with pytest.raises(RuntimeError, match="not built"):
+        fast_transformers.compute_hashes()
+    for name in [m for m in sys.modules if m.startswith("fast_transformers")]:
+        monkeypatch.delitem(sys.modules, name)

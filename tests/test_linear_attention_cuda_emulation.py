@@ -10,8 +10,10 @@ state, GQA, Dk != Dv, N = 0 / 1 / around the chunk sizes, D from 1 to 256, the t
 boundaries, float32 / float16 / bfloat16, strided inputs and outputs, int32 / int64 cu_seqlens
 with empty sequences, float16 inputs whose P tiles, state and g' rows leave float16's range
 unless the tensor-core kernel scales them, and float16 features below 2^-14 (a peaked softmax:
-exact only with the φ rows scaled too).  Needs g++ (C++20) and the CUDA headers, not a GPU;
-skipped without them.
+exact only with the φ rows scaled too); then 8 checks on a device that lets a block opt into
+99 KiB of shared memory (sm_86 / sm_89): 16-bit inputs at D = 128 run (on the float32 kernel's
+smaller tiles) and match, larger head dims are refused before any launch, with a reason.  Needs
+g++ (C++20) and the CUDA headers, not a GPU; skipped without them.
 The GPU itself (memory model, speed) is covered by the GPU check scripts in bench/.
 """
 
@@ -21,4 +23,4 @@ from helpers import run_cuda_emulator
 
 
 def test_linear_attention_cuda_kernels_under_host_emulation(tmp_path):
-    run_cuda_emulator("la_kernels_emu", tmp_path, min_pass=107)
+    run_cuda_emulator("la_kernels_emu", tmp_path, min_pass=115)

@@ -28,10 +28,38 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def launch(kernel, grid, *args, **kwargs) -> None:
-    """One kernel launch: ``launchable(kernel)[grid](*args, **kwargs)``.  Each kernel module binds
-    it as its ``_launch``, which bench/triton_aot_check.py replaces to compile for a GPU target
-    instead of running."""
-    launchable(kernel)[grid](*args, **kwargs)
+    """One kernel launch: ``launchable(kernel)[grid](*args, **kwargs)``, on its tensors' device.
+    Each kernel module binds it as its ``_launch``, which bench/triton_aot_check.py replaces to
+    compile for a GPU target instead of running.
+
+    Triton launches on the *current* CUDA device, on that device's current stream.  A call with
+    tensors on another GPU (cuda:1 while cuda:0 is current: a model spread over GPUs with
+    ``device_map="auto"``) would run the kernel on the wrong device, on a stream that does not
+    wait for the kernels that wrote its inputs (an illegal address, or silently stale data
+    through peer access).  So the launch runs under ``torch.cuda.device(d)``, d the device of the
+    first CUDA tensor argument, when d is not the current device (as the C++ ops' CUDAGuard
+    does; not while torch.compile traces: Inductor's own launches carry a device guard)."""
+    device = _other_cuda_device(args)
+    if device is None:
+        launchable(kernel)[grid](*args, **kwargs)
+        return
+    import torch
+
+    with torch.cuda.device(device):
+        launchable(kernel)[grid](*args, **kwargs)
+
+
+def _other_cuda_device(args):
+    """The device of the first CUDA tensor in args if it is not the current CUDA device, else None
+    (no CUDA tensor, the current device, or torch.compile tracing)."""
+    import torch
+
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.device.type == "cuda":
+            if a.device.index is None or torch.compiler.is_compiling():
+                return None
+            return a.device if a.device.index != torch.cuda.current_device() else None
+    return None
 
 
 def launchable(kernel):

@@ -214,9 +214,18 @@ def _segment_chunks(L, i_p, P, BT: tl.constexpr, SEG: tl.constexpr):
 
 
 @triton.jit
+def _tile_offsets(base, tok, s_n, cols, s_d):
+    """Element offsets base + tok·s_n + cols·s_d of a (rows, cols) tile, in int64.  tok is int64;
+    cols (an int32 arange) is widened before its product: on a GPU an int32 argument times an
+    int32 index wraps at 2^31, and (D − 1)·s_d passes it for a permuted input whose last dim has
+    a large stride (e.g. s_d = B·H·N of a (Dk, B, H, N) buffer seen as (B, H, N, Dk))."""
+    return base + tok[:, None] * s_n + cols[None, :].to(tl.int64) * s_d
+
+
+@triton.jit
 def _load_raw(ptr, base, tok, rvalid, s_n, cols, D, s_d):
     """(BT, BD) tile in the tensor's dtype, rows tok (int64 token indices), columns cols < D."""
-    return tl.load(ptr + base + tok[:, None] * s_n + cols[None, :] * s_d,
+    return tl.load(ptr + _tile_offsets(base, tok, s_n, cols, s_d),
                    mask=rvalid[:, None] & (cols < D)[None, :], other=0.0)
 
 
@@ -250,11 +259,12 @@ def _load_state(S_ptr, z_ptr, sS_s, sS_h, sS_f, sS_d, sz_s, sz_h, sz_f, i_s, i_h
     baseZ = z_ptr + i_s.to(tl.int64) * sz_s + i_h.to(tl.int64) * sz_h
     kmask = rk < Dk
     vmask = cv < Dv
-    S = _acc(tl.load(baseS + (rk + HAS_ONE)[:, None] * sS_f + cv[None, :] * sS_d,
+    rk1 = (rk + HAS_ONE).to(tl.int64)  # (int64 offsets: a state of any strides, see _tile_offsets)
+    S = _acc(tl.load(_tile_offsets(baseS, rk1, sS_f, cv, sS_d),
                      mask=kmask[:, None] & vmask[None, :], other=0.0), IS_F64)
-    z = _acc(tl.load(baseZ + (rk + HAS_ONE) * sz_f, mask=kmask, other=0.0), IS_F64)
+    z = _acc(tl.load(baseZ + rk1 * sz_f, mask=kmask, other=0.0), IS_F64)
     if HAS_ONE:
-        s1 = _acc(tl.load(baseS + cv * sS_d, mask=vmask, other=0.0), IS_F64)
+        s1 = _acc(tl.load(baseS + cv.to(tl.int64) * sS_d, mask=vmask, other=0.0), IS_F64)
         z1 = _acc(tl.load(baseZ), IS_F64)
     else:
         s1 = tl.sum(S, 0) * 0.0
@@ -269,11 +279,12 @@ def _store_state(S_ptr, z_ptr, sS_s, sS_h, sS_f, sS_d, sz_s, sz_h, sz_f, i_s, i_
     baseZ = z_ptr + i_s.to(tl.int64) * sz_s + i_h.to(tl.int64) * sz_h
     kmask = rk < Dk
     vmask = cv < Dv
-    tl.store(baseS + (rk + HAS_ONE)[:, None] * sS_f + cv[None, :] * sS_d,
+    rk1 = (rk + HAS_ONE).to(tl.int64)
+    tl.store(_tile_offsets(baseS, rk1, sS_f, cv, sS_d),
              S.to(S_ptr.dtype.element_ty), mask=kmask[:, None] & vmask[None, :])
-    tl.store(baseZ + (rk + HAS_ONE) * sz_f, z.to(z_ptr.dtype.element_ty), mask=kmask & store_z)
+    tl.store(baseZ + rk1 * sz_f, z.to(z_ptr.dtype.element_ty), mask=kmask & store_z)
     if HAS_ONE:
-        tl.store(baseS + cv * sS_d, s1.to(S_ptr.dtype.element_ty), mask=vmask)
+        tl.store(baseS + cv.to(tl.int64) * sS_d, s1.to(S_ptr.dtype.element_ty), mask=vmask)
         tl.store(baseZ + rk * 0, (z1 + 0.0 * rk).to(z_ptr.dtype.element_ty), mask=(rk == 0) & store_z)
 
 
@@ -339,7 +350,8 @@ def _la_segment_state_kernel(
         if HAS_ONE:
             s1 += tl.sum(x0[:, None] * _acc(Yd, IS_F64), 0)
             z1 += tl.sum(x0 * ye, 0)
-    _store_state(ws_ptr, wz_ptr, Hx * F * Dv, F * Dv, Dv, 1, Hx * F, F, 1,
+    hx = (i_s * 0).to(tl.int64) + Hx  # the strides of ws (nseq·P, Hx, F, Dv) in int64: Hx·F·Dv may pass 2^31
+    _store_state(ws_ptr, wz_ptr, hx * F * Dv, F * Dv, Dv, 1, hx * F, F, 1,
                  i_s * P + i_p, i_h, rk, cv, Dk, Dv, S, z, s1, z1, i_v == 0, HAS_ONE)
 
 
@@ -445,7 +457,7 @@ def _la_fwd_kernel(
         else:
             w = den * 0.0 + 1.0
             o = num
-        tile = o_base + tok[:, None] * s_on + cv[None, :] * s_od
+        tile = _tile_offsets(o_base, tok, s_on, cv, s_od)
         tmask = rvalid[:, None] & (cv < Dv)[None, :]
         if STATS:
             do = _acc(tl.load(o_ptr + tile, mask=tmask, other=0.0), IS_F64)
@@ -548,7 +560,7 @@ def _la_bwd_dq_kernel(
             dA = dA * _load_vec(w_ptr, st_base + tok, rvalid, IS_F64)[:, None]
         xq, A = _load_phi(q_ptr, q_base, tok, rvalid, s_qn, rk, Dk, s_qd, FMAP, IS_F64)
         dq = _phi_bwd(xq, A, dA, rk, Dk, FMAP)
-        tl.store(dq_ptr + d_base + tok[:, None] * s_dn + rk[None, :] * s_dd, dq.to(dq_ptr.dtype.element_ty),
+        tl.store(dq_ptr + _tile_offsets(d_base, tok, s_dn, rk, s_dd), dq.to(dq_ptr.dtype.element_ty),
                  mask=rvalid[:, None] & (rk < Dk)[None, :])
 
 
@@ -654,7 +666,7 @@ def _la_bwd_dkv_kernel(
             Pt = tl.where(causal, Pt, 0.0)
             Ps, sP = _pow2_scale(Pt, IS_F16)
             dV += tl.dot(Ps.to(DT), dod, input_precision=DOT_PREC) * sP
-        tl.store(dv_ptr + ev_base + tok[:, None] * s_evn + cv[None, :] * s_evd, dV.to(dv_ptr.dtype.element_ty),
+        tl.store(dv_ptr + _tile_offsets(ev_base, tok, s_evn, cv, s_evd), dV.to(dv_ptr.dtype.element_ty),
                  mask=rvalid[:, None] & (cv < Dv)[None, :])
         dB = tl.dot(Vd, tl.trans(Rd), input_precision=DOT_PREC) * sR
         dB += tl.where(first, 1.0, 0.0) * r[None, :]
@@ -667,7 +679,7 @@ def _la_bwd_dkv_kernel(
             dB += tl.dot(Xs.to(DT), Atd, input_precision=DOT_PREC) * (sX * sA)
         xk, Bphi = _load_phi(k_ptr, k_base, tok, rvalid, s_kn, rk, Dk, s_kd, FMAP, IS_F64)
         dk = _phi_bwd(xk, Bphi, dB, rk, Dk, FMAP) * m[:, None]
-        tl.store(dk_ptr + ek_base + tok[:, None] * s_ekn + rk[None, :] * s_ekd, dk.to(dk_ptr.dtype.element_ty),
+        tl.store(dk_ptr + _tile_offsets(ek_base, tok, s_ekn, rk, s_ekd), dk.to(dk_ptr.dtype.element_ty),
                  mask=rvalid[:, None] & (rk < Dk)[None, :])
         if CAUSAL:
             R += tl.dot(tl.trans(Atd), dod, input_precision=DOT_PREC) * sA

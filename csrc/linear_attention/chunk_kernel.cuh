@@ -15,23 +15,58 @@ namespace detail {
 
 // Configurations by the padded X width (the state's rows).  Shared memory per CTA:
 //   float32 kernel (X width rounded to 4):      <= 68: C 64, WB 64 (89 KiB)   <= 132: C 32, WB 64
-//                                                (89 KiB)   <= 260: C 32, WB 32 (115 KiB)
+//                                                (87 KiB)   <= 260: C 32, WB 32 (113 KiB)
 //   tensor-core kernel (rounded to 16):         <= 64: C 64, WB 64 (80 KiB)   <= 144: C 64, WB 64
 //                                                (132 KiB)  <= 272: C 32, WB 32 (105 KiB)
 // (144 and not 128: the dq and dk passes have X width Dv + 1, 129 at D = 128.)
+// A block may opt into 163 KiB on sm_80 and 227 KiB on sm_90, but only 99 KiB on sm_86 / sm_89
+// (RTX 30xx / 40xx, A10, L4, L40: they run the sm_80 code).  There a tensor-core configuration
+// that does not fit falls back to the float32 kernel's (X width <= 132, e.g. bfloat16 at
+// D = 128: exact to float32 rounding, slower), and an X width above 132 has no configuration:
+// the launch is refused (linear_attention_unsupported_reason says why), never run.
 enum ChunkConfig : int { kF32x68, kF32x132, kF32x260, kTc64, kTc144, kTc272, kNoConfig };
 
 inline bool use_tensor_cores(const LinearAttentionParams& p) {
   return p.dtype != DType::kFloat32 && p.math != Math::kFloat32;
 }
 
-inline ChunkConfig chunk_config(const LinearAttentionParams& p, int xdim) {
+// Dynamic shared memory of a configuration, in bytes (the kernels' layouts; 0 for kNoConfig).
+inline size_t config_smem_bytes(ChunkConfig c) {
+  switch (c) {
+    case kF32x68: return ChunkSmem<64, 68, 64>::kBytes;
+    case kF32x132: return ChunkSmem<32, 132, 64>::kBytes;
+    case kF32x260: return ChunkSmem<32, 260, 32>::kBytes;
+    case kTc64: return ChunkSmemTc<64, 64, 64>::kBytes;
+    case kTc144: return ChunkSmemTc<64, 144, 64>::kBytes;
+    case kTc272: return ChunkSmemTc<32, 272, 32>::kBytes;
+    default: return 0;
+  }
+}
+
+// The most dynamic shared memory a block of the current device may opt into (0 when the query
+// fails: then no configuration is chosen and the launch reports the error).  A host-side
+// attribute query (no synchronisation), made per pass so it follows the current device.
+inline size_t device_smem_optin() {
+  int dev = 0, bytes = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+  if (cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+  return bytes > 0 ? static_cast<size_t>(bytes) : 0;
+}
+
+// The configuration of a pass with this X width on a device allowing smem_limit bytes per block.
+inline ChunkConfig chunk_config(const LinearAttentionParams& p, int xdim, size_t smem_limit) {
   if (use_tensor_cores(p)) {
     const int xp = round_up16(xdim);
-    return xp <= 64 ? kTc64 : xp <= 144 ? kTc144 : xp <= 272 ? kTc272 : kNoConfig;
+    const ChunkConfig c = xp <= 64 ? kTc64 : xp <= 144 ? kTc144 : xp <= 272 ? kTc272 : kNoConfig;
+    if (c != kNoConfig && config_smem_bytes(c) <= smem_limit) return c;
   }
   const int xp = round_up4(xdim);
-  return xp <= 68 ? kF32x68 : xp <= 132 ? kF32x132 : xp <= 260 ? kF32x260 : kNoConfig;
+  const ChunkConfig c = xp <= 68 ? kF32x68 : xp <= 132 ? kF32x132 : xp <= 260 ? kF32x260 : kNoConfig;
+  return config_smem_bytes(c) <= smem_limit ? c : kNoConfig;
+}
+
+inline ChunkConfig chunk_config(const LinearAttentionParams& p, int xdim) {
+  return chunk_config(p, xdim, device_smem_optin());
 }
 
 // Width of the W column slices (one CTA each) of a pass with this X width.
@@ -75,7 +110,7 @@ cudaError_t run_chunk(const CoreArgs& a, cudaStream_t stream) {
   if (c == kF32x68) return launch_fp32<T, ROLE, 64, 68, 64>(a, stream);
   if (c == kF32x132) return launch_fp32<T, ROLE, 32, 132, 64>(a, stream);
   if (c == kF32x260) return launch_fp32<T, ROLE, 32, 260, 32>(a, stream);
-  return cudaErrorInvalidValue;
+  return cudaErrorInvalidValue;  // no configuration fits this device (or the attribute query failed)
 }
 
 // Entry point of one (dtype, role): explicitly instantiated in the la_chunk_*.cu files (so the

@@ -71,6 +71,11 @@ struct ChunkSmemTc {
 
 __host__ __device__ __forceinline__ int round_up16(int x) { return (x + 15) & ~15; }
 
+// The element type of the kernel's dynamic shared memory: only its alignment matters.
+struct alignas(128) SmemBase128 {
+  unsigned char bytes[128];
+};
+
 // acc += Σ_{k in [k0, k1), step 16} A(16 rows at m0, k..k+16) · B(k..k+16, 16 cols at n0), the
 // operands in shared memory: A row-major ([m][k], ld lda) or column-major ([k][m]); B row-major
 // ([k][n], ld ldb) or column-major ([n][k]).  One warp.
@@ -134,8 +139,11 @@ __global__ void __launch_bounds__(kThreads, 1) la_chunk_tc_kernel(const CoreArgs
   constexpr int XLD = L::XLD, WLDH = L::WLDH, PLDH = L::PLDH, PLD = L::PLD, WLD = L::WLD;
   constexpr int CT = C / 16, WT = WB / 16;  // 16×16 tiles along C and WB
 
-  KEXUE_DYNAMIC_SMEM(float4, smem_f4);
-  unsigned char* smem = reinterpret_cast<unsigned char*>(smem_f4);
+  // WMMA loads and stores need 32-byte aligned addresses; the layout keeps every tile at a
+  // multiple of 32 bytes from the base, which CUDA aligns only to the declared type's alignment
+  // (16 for float4): declare 128 (verifiable only on a GPU: the emulator's base is aligned anyway).
+  KEXUE_DYNAMIC_SMEM(SmemBase128, smem_base);
+  unsigned char* smem = reinterpret_cast<unsigned char*>(smem_base);
   T* Xh = reinterpret_cast<T*>(smem + L::kX);
   T* Kh = reinterpret_cast<T*>(smem + L::kK);
   T* Wh = reinterpret_cast<T*>(smem + L::kW);

@@ -134,6 +134,19 @@ cudaError_t bwd_typed(const LinearAttentionParams& p, float* base, cudaStream_t 
 }  // namespace
 }  // namespace detail
 
+const char* linear_attention_unsupported_reason(const LinearAttentionParams& p) {
+  using namespace detail;
+  const size_t limit = device_smem_optin();
+  if (limit == 0) return "the current device's shared-memory limit could not be queried";
+  // the X widths of the passes: F (forward, kPrep, kDv) and Dv + 1 (kDq, kDk)
+  if (chunk_config(p, p.F, limit) == kNoConfig || chunk_config(p, p.Dv + 1, limit) == kNoConfig) {
+    return "the chunked kernels need more shared memory per block than this GPU allows (GPUs with 99 KiB per "
+           "block, sm_86 / sm_89, run feature dims F <= 132 and Dv <= 131, i.e. head dims up to 128; larger ones "
+           "need 113 KiB: an A100 or H100, or backend='triton')";
+  }
+  return nullptr;
+}
+
 cudaError_t launch_linear_attention_fwd(const LinearAttentionParams& p, cudaStream_t stream) {
   using namespace detail;
   if (!valid(p)) return cudaErrorInvalidValue;

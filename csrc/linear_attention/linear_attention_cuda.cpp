@@ -124,6 +124,8 @@ std::tuple<Tensor, Tensor> fill_common(LinearAttentionParams& p, const Tensor& q
   TORCH_CHECK(Hkv >= 1 && H % Hkv == 0, "linear_attention (CUDA): q's heads (", H,
               ") must be a multiple of k's and v's heads (", Hkv, ")");
   TORCH_CHECK(H <= 65535, "linear_attention (CUDA): at most 65535 heads, got ", H);
+  TORCH_CHECK(B <= INT32_MAX, "linear_attention (CUDA): at most 2^31 - 1 batch rows (one CUDA block row each), got ",
+              B);
   TORCH_CHECK(Dk >= 1 && Dk <= kMaxHeadDim, "linear_attention (CUDA): q and k's head dim Dk=", Dk,
               " must be in [1, ", kMaxHeadDim, "]");
   TORCH_CHECK(Dv >= 1 && Dv <= kMaxHeadDim, "linear_attention (CUDA): v's head dim Dv=", Dv, " must be in [1, ",
@@ -186,9 +188,15 @@ std::tuple<Tensor, Tensor> fill_common(LinearAttentionParams& p, const Tensor& q
   return {S0c, z0c};
 }
 
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "kexue::", op, " (CUDA) failed: ", cudaGetErrorString(err),
-              err == cudaErrorInvalidValue ? " (invalid arguments or shared memory configuration)" : "");
+// A launch error as an exception; an invalid-value error the device's shared memory explains (the
+// chunked kernels' configurations on GPUs with 99 KiB per block) says so, with the head dims.
+void check_launch(cudaError_t err, const char* op, const LinearAttentionParams& p) {
+  if (err == cudaSuccess) return;
+  const char* why = err == cudaErrorInvalidValue ? linear_attention_unsupported_reason(p) : nullptr;
+  TORCH_CHECK(why == nullptr, "kexue::", op, " (CUDA) failed: ", cudaGetErrorString(err), " (Dk=", p.Dk, ", Dv=",
+              p.Dv, ": ", why, ")");
+  TORCH_CHECK(false, "kexue::", op, " (CUDA) failed: ", cudaGetErrorString(err),
+              err == cudaErrorInvalidValue ? " (invalid arguments)" : "");
 }
 
 std::tuple<Tensor, Tensor, Tensor> linear_attention_fwd_cuda(const Tensor& q, const Tensor& k, const Tensor& v,
@@ -209,7 +217,7 @@ std::tuple<Tensor, Tensor, Tensor> linear_attention_fwd_cuda(const Tensor& q, co
   p.out_stride = strides4(out);
   p.S = S.data_ptr<float>();
   p.z = z.data_ptr<float>();
-  check_launch(launch_linear_attention_fwd(p, c10::cuda::getCurrentCUDAStream().stream()), "linear_attention_fwd");
+  check_launch(launch_linear_attention_fwd(p, c10::cuda::getCurrentCUDAStream().stream()), "linear_attention_fwd", p);
   return {out, S, z};
 }
 
@@ -263,7 +271,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> linear_attention_bwd_cuda(
   Tensor ws = at::empty({static_cast<int64_t>((ws_bytes + sizeof(float) - 1) / sizeof(float))}, f32);
   check_launch(launch_linear_attention_bwd(p, ws_bytes ? ws.data_ptr() : nullptr, ws_bytes,
                                            c10::cuda::getCurrentCUDAStream().stream()),
-               "linear_attention_bwd");
+               "linear_attention_bwd", p);
   return {dq, dk, dv, dS0, dz0};
 }
 

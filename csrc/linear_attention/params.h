@@ -16,7 +16,9 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 // Arithmetic of the chunked kernels: kAuto = tensor cores (16-bit operands, float32
 // accumulation) for bfloat16 and float16 inputs, float32 CUDA cores for float32; kFloat32 =
 // float32 CUDA cores for every dtype (exact to float32 rounding); kTensorCores = tensor cores
-// where the dtype has them (bfloat16, float16; float32 stays on CUDA cores).
+// where the dtype has them (bfloat16, float16; float32 stays on CUDA cores).  Where a
+// tensor-core tile configuration exceeds the device's shared memory per block (sm_86 / sm_89 at
+// D = 128), that pass runs on float32 CUDA cores instead (chunk_kernel.cuh).
 enum class Math : int { kAuto = 0, kFloat32 = 1, kTensorCores = 2 };
 
 // Strides of a (B, H, N, D) tensor, in elements.
@@ -75,6 +77,12 @@ struct LinearAttentionParams {
 
 // Largest Dk / Dv the kernels accept (the feature dim may be one more: "taylor").
 constexpr int kMaxHeadDim = 256;
+
+// nullptr when the current device has the shared memory the chunked kernels of p need (forward
+// and backward), else why not: on GPUs that allow 99 KiB per block (sm_86 / sm_89) feature dims
+// F or Dv + 1 above 132 fit no configuration (chunk_kernel.cuh).  The launchers then return
+// cudaErrorInvalidValue without running anything.
+const char* linear_attention_unsupported_reason(const LinearAttentionParams& p);
 
 // Forward.  N == 1 without cu_seqlens runs the decoding-step kernel, anything else the chunked
 // kernel.  Returns the first CUDA error (argument errors are cudaErrorInvalidValue).

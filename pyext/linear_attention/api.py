@@ -55,6 +55,30 @@ def _triton_has_fp64() -> bool:
     return HAS_FP64_DOT
 
 
+#: The chunked CUDA kernels' tiles (csrc/linear_attention/chunk_kernel.cuh): feature widths (F,
+#: and Dv + 1 in the backward) up to 132 fit in 87 KiB of shared memory per block, which every
+#: GPU kexue builds for allows; wider ones need 113 KiB, which sm_80 (163) and sm_90 (227) allow
+#: and sm_86 / sm_89 (RTX 30xx / 40xx, A10, L4, L40: 99 KiB) do not: there "auto" takes Triton.
+CUDA_NARROW_WIDTH = 132
+CUDA_WIDE_SMEM_BYTES = 115408
+
+
+@torch.compiler.assume_constant_result
+def _smem_per_block_optin(index: int) -> int:
+    """Bytes of shared memory a block may opt into on CUDA device ``index`` (0 if unknown)."""
+    return int(getattr(torch.cuda.get_device_properties(index), "shared_memory_per_block_optin", 0) or 0)
+
+
+def _cuda_kernels_fit(device: torch.device, width: int | None) -> bool:
+    """Whether the CUDA kernels have a tile configuration for feature width ``width`` on ``device``
+    (unknown width or device limit: assumed so, and the op says when not)."""
+    if width is None or (width + 3) // 4 * 4 <= CUDA_NARROW_WIDTH:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    optin = _smem_per_block_optin(index)
+    return optin == 0 or optin >= CUDA_WIDE_SMEM_BYTES
+
+
 def _auto_order(device: torch.device, info: dict) -> tuple[list[str], str]:
     if device.type != "cuda":
         return native_first(device, info), "the native kernel of this device"
@@ -62,6 +86,9 @@ def _auto_order(device: torch.device, info: dict) -> tuple[list[str], str]:
     if dtype == torch.float64:  # the CUDA kernels take float16/bfloat16/float32 only
         return (["triton", "torch"] if _triton_has_fp64() else ["torch"]), \
             "float64 on CUDA: the Triton kernels (float64 dots need triton >= 3.5), else the reference"
+    if not _cuda_kernels_fit(device, info.get("width")):
+        return ["triton", "torch"], (f"feature width {info['width']} > {CUDA_NARROW_WIDTH} on a GPU with less than "
+                                     f"{CUDA_WIDE_SMEM_BYTES} B of shared memory per block: the Triton kernels")
     if n is not None and n >= TRITON_MIN_TOKENS:
         return ["triton", "cuda", "torch"], f"N={n} >= {TRITON_MIN_TOKENS}: tensor-core Triton kernels first"
     return ["cuda", "triton", "torch"], f"N={n} < {TRITON_MIN_TOKENS}: the CUDA kernels launch cheapest"
@@ -243,7 +270,7 @@ def linear_attention(
     q, k, fmap = _prepare(q, k, v, feature_map)
     F = feature_dim(fmap, q.shape[-1])
     _check_inputs(q, k, v, key_padding_mask, initial_state, cu_seqlens, eps, F)
-    name, _ = BACKENDS.resolve(backend, q.device, _shape_info(q))
+    name, _ = BACKENDS.resolve(backend, q.device, _shape_info(q, v, F))
     S0 = z0 = None
     if initial_state is not None:
         acc = accumulation_dtype(q.dtype)
@@ -254,8 +281,10 @@ def linear_attention(
     return (out, (S, z)) if return_state else out
 
 
-def _shape_info(q: torch.Tensor) -> dict:
-    return {"tokens": q.shape[2], "dtype": q.dtype}
+def _shape_info(q: torch.Tensor, v: torch.Tensor | None = None, F: int | None = None) -> dict:
+    # width: the widest feature dim of the CUDA kernels' passes (F forward, Dv + 1 backward)
+    width = None if v is None or F is None else max(F, v.shape[-1] + 1)
+    return {"tokens": q.shape[2], "dtype": q.dtype, "width": width}
 
 
 def explain(q: torch.Tensor, backend: str = "auto", **_: object) -> str:

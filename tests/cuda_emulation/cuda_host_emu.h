@@ -12,14 +12,16 @@
 //     waiting (a barrier in divergent code), the run stops with "deadlock".  A shuffle that reads
 //     a lane that has returned, and launch configurations a GPU would refuse (block > 1024
 //     threads, grid.y/z > 65535, an empty grid, dynamic shared memory above 48 KiB without
-//     cudaFuncSetAttribute or above the sm_80 opt-in limit of 163 KiB) are reported as errors.
+//     cudaFuncSetAttribute or above the device's opt-in limit: 163 KiB, an sm_80's) are reported as errors.
 //   * kernels launch through KEXUE_LAUNCH(grid, block, smem, stream, kernel)(args...) and declare
 //     dynamic shared memory with KEXUE_DYNAMIC_SMEM(T, name) (csrc/common/cuda_common.cuh); here
 //     the first runs the grid on the host, the second is a per-launch buffer filled with NaN
 //     bytes before every CTA (reads of unwritten shared memory show up).  Static __shared__
 //     arrays are function statics (one CTA at a time).
-//   * cudaFuncSetAttribute, cudaGetLastError, cudaPeekAtLastError, cudaMemsetAsync and the
-//     atomics are host functions (one OS thread: atomics are plain read-modify-writes).
+//   * cudaFuncSetAttribute, cudaGetLastError, cudaPeekAtLastError, cudaMemsetAsync, cudaGetDevice,
+//     cudaDeviceGetAttribute (one A100-like device whose shared-memory opt-in limit a test may
+//     lower to an sm_86's: g_smem_optin) and the atomics are host functions (one OS thread:
+//     atomics are plain read-modify-writes).
 // What this checks: the algorithm, the indexing, the barrier structure and the launch
 // configuration; not the GPU memory model, timing or resource limits other than those above.
 #pragma once
@@ -206,6 +208,10 @@ inline void run_cta(int nthreads, const std::function<void()>& body) {
 // ---- launches ---------------------------------------------------------------------------------
 constexpr size_t kDefaultSmem = 48 * 1024;
 constexpr size_t kMaxSmemOptin = 166912;  // sm_80: 163 KiB per block (sm_90: 227 KiB)
+constexpr size_t kSmemOptinSm86 = 101376;  // sm_86 / sm_89 (RTX 30xx / 40xx, A10, L4, L40): 99 KiB
+// The emulated device's opt-in limit (cudaDevAttrMaxSharedMemoryPerBlockOptin, checked by
+// cudaFuncSetAttribute and at launch): an sm_80 by default; tests set kSmemOptinSm86.
+inline size_t g_smem_optin = kMaxSmemOptin;
 inline std::map<const void*, int> g_max_dyn_smem;  // cudaFuncAttributeMaxDynamicSharedMemorySize
 inline std::vector<float4> g_dyn_smem;
 inline int g_launches = 0;
@@ -225,13 +231,13 @@ inline void run_grid(dim3 grid, dim3 block, size_t smem, const void* kernel, con
     if (it == g_max_dyn_smem.end() || static_cast<size_t>(it->second) < smem)
       snprintf(msg, sizeof msg, "launch: %zu bytes of dynamic shared memory without cudaFuncSetAttribute", smem);
   }
-  if (smem > kMaxSmemOptin) snprintf(msg, sizeof msg, "launch: %zu bytes of dynamic shared memory", smem);
+  if (smem > g_smem_optin) snprintf(msg, sizeof msg, "launch: %zu bytes of dynamic shared memory", smem);
   if (msg[0]) {
     emu_error(msg);
     g_last_error = cudaErrorInvalidConfiguration;
     return;
   }
-  g_dyn_smem.assign((smem + 15) / 16, float4{});
+  g_dyn_smem.assign((smem + 15) / 16 + 8, float4{});  // (+128 bytes: the window starts 128-byte aligned)
   g_gridDim = grid;
   g_blockDim = block;
   for (unsigned z = 0; z < grid.z; ++z)
@@ -265,7 +271,8 @@ Launch<K*> launch_of(dim3 grid, dim3 block, size_t smem, K* kernel) {
 
 template <class T>
 T* dynamic_smem() {
-  return reinterpret_cast<T*>(g_dyn_smem.data());
+  const uintptr_t a = reinterpret_cast<uintptr_t>(g_dyn_smem.data());
+  return reinterpret_cast<T*>((a + 127) / 128 * 128);  // as a GPU's: aligned for any declared type
 }
 
 // ---- storage dtypes ---------------------------------------------------------------------------
@@ -433,8 +440,23 @@ inline int atomicAdd(int* p, int v) { const int old = *p; *p = old + v; return o
 extern "C" {
 cudaError_t CUDARTAPI cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || static_cast<size_t>(value) > kexue_emu::kMaxSmemOptin) return cudaErrorInvalidValue;
+    if (value < 0 || static_cast<size_t>(value) > kexue_emu::g_smem_optin) return cudaErrorInvalidValue;
     kexue_emu::g_max_dyn_smem[func] = value;
+  }
+  return cudaSuccess;
+}
+cudaError_t CUDARTAPI cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+// One device, an A100 (108 SMs) with the opt-in shared-memory limit g_smem_optin.
+cudaError_t CUDARTAPI cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidDevice;
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = static_cast<int>(kexue_emu::g_smem_optin); break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = static_cast<int>(kexue_emu::kDefaultSmem); break;
+    case cudaDevAttrMultiProcessorCount: *value = 108; break;
+    default: return cudaErrorInvalidValue;
   }
   return cudaSuccess;
 }

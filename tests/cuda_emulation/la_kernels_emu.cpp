@@ -639,6 +639,72 @@ void run_case(const Case& c, unsigned seed, bool fd_check, Math math) {
   fflush(stdout);
 }
 
+// A GPU that lets a block opt into 99 KiB of shared memory (sm_86 / sm_89: RTX 30xx / 40xx, A10,
+// L4, L40; they run the sm_80 code), where the tensor-core configuration of X width 144 (132 KiB)
+// and every configuration of X width above 132 (105 / 113 KiB) do not fit.  16-bit inputs at
+// D = 128 must run (on the float32 kernel, which fits) and match the reference; larger head dims
+// must be refused before any launch, with a reason, on this device only.
+void sm86_checks() {
+  using FM = FeatureMap;
+  kexue_emu::g_smem_optin = kexue_emu::kSmemOptinSm86;
+  // dtype fm causal norm B H Hkv N Dk Dv mask state dstate layout cu seqlens zero_row
+  const std::vector<Case> fit = {
+      {"bf16", FM::kElu, true, true, 1, 2, 1, 70, 128, 128, true, true, 1, 0, 0, {}, false},
+      {"f16", FM::kSoftmax, false, true, 1, 2, 2, 40, 100, 128, false, true, 1, 1, 0, {}, false},
+      {"bf16", FM::kRelu, true, false, 1, 1, 1, 0, 128, 64, false, false, 1, 0, 32, {33, 0, 31}, false},
+      {"f32", FM::kTaylor, true, true, 1, 2, 1, 40, 128, 131, false, true, 1, 0, 0, {}, false},
+  };
+  unsigned seed = 9001;
+  for (const Case& c : fit) {
+    kexue_emu::set_seed(seed);
+    if (!strcmp(c.dtype, "f32")) {
+      run_case<float>(c, seed, false, Math::kAuto);
+    } else if (!strcmp(c.dtype, "f16")) {
+      run_case<__half>(c, seed, false, Math::kAuto);
+    } else {
+      run_case<__nv_bfloat16>(c, seed, false, Math::kAuto);
+    }
+    ++seed;
+  }
+  // refused: nothing launched, a reason given; the same sizes have no reason on an sm_80
+  struct Big {
+    DType dtype;
+    int Dk, Dv;
+    bool fwd_refused;  // (the backward always is: its dq / dk passes have X width Dv + 1)
+  };
+  const Big bigs[] = {{DType::kBFloat16, 200, 64, true}, {DType::kFloat32, 64, 256, false},
+                      {DType::kFloat16, 256, 256, true}, {DType::kFloat32, 133, 8, true}};
+  for (const Big& bg : bigs) {
+    LinearAttentionParams p;
+    p.B = 1; p.H = 1; p.Hkv = 1; p.N = 40; p.Dk = bg.Dk; p.Dv = bg.Dv; p.F = bg.Dk; p.nseq = 1;
+    p.dtype = bg.dtype;
+    p.causal = true;
+    const size_t elem = bg.dtype == DType::kFloat32 ? 4 : 2;
+    std::vector<unsigned char> q(40 * bg.Dk * elem), v(40 * bg.Dv * elem), out(40 * bg.Dv * elem, 0xab);
+    std::vector<float> S(size_t(bg.Dk) * bg.Dv), z(bg.Dk);
+    p.q = q.data(); p.k = q.data(); p.v = v.data(); p.out = out.data();
+    p.q_stride = p.k_stride = Strides4{40L * bg.Dk, 40L * bg.Dk, bg.Dk, 1};
+    p.v_stride = p.out_stride = Strides4{40L * bg.Dv, 40L * bg.Dv, bg.Dv, 1};
+    p.S = S.data(); p.z = z.data();
+    const int launches = kexue_emu::g_launches;
+    const cudaError_t e = launch_linear_attention_fwd(p, nullptr);
+    const bool untouched = std::all_of(out.begin(), out.end(), [](unsigned char b) { return b == 0xab; });
+    const char* why = linear_attention_unsupported_reason(p);
+    bool ok = why != nullptr;
+    if (bg.fwd_refused) ok = ok && e == cudaErrorInvalidValue && kexue_emu::g_launches == launches && untouched;
+    else ok = ok && e == cudaSuccess;
+    kexue_emu::g_smem_optin = kexue_emu::kMaxSmemOptin;
+    ok = ok && linear_attention_unsupported_reason(p) == nullptr;
+    kexue_emu::g_smem_optin = kexue_emu::kSmemOptinSm86;
+    ++g_cases;
+    g_fail += !ok;
+    printf("%s sm86 %s Dk=%d Dv=%d: forward %s, reason: %s\n", ok ? "PASS" : "FAIL",
+           bg.dtype == DType::kFloat32 ? "f32" : bg.dtype == DType::kFloat16 ? "f16" : "bf16", bg.Dk, bg.Dv,
+           e == cudaSuccess ? "ran" : "refused", why ? why : "(none)");
+  }
+  kexue_emu::g_smem_optin = kexue_emu::kMaxSmemOptin;
+}
+
 int main(int argc, char** argv) {
   using FM = FeatureMap;
   const FM elu = FM::kElu, relu = FM::kRelu, sm = FM::kSoftmax, tay = FM::kTaylor, none = FM::kNone;
@@ -717,10 +783,12 @@ int main(int argc, char** argv) {
   // seeds of the cases above are unchanged.
   all.push_back({"f16", sm, true, true, 1, 2, 1, 70, 16, 8, false, false, 0, 0, 0, {}, false, 30, 0, 1, 1});
   all.push_back({"f16", sm, false, true, 1, 2, 1, 70, 16, 8, false, false, 0, 0, 0, {}, false, 30, 0, 1, 1});
-  const int only = argc > 1 ? atoi(argv[1]) : -1;
+  // argument: the index of one case to run, or "sm86" for the 99 KiB device's checks alone
+  const bool sm86_only = argc > 1 && !strcmp(argv[1], "sm86");
+  const int only = argc > 1 && !sm86_only ? atoi(argv[1]) : -1;
   unsigned seed = 1;
   for (size_t i = 0; i < all.size(); ++i, ++seed) {
-    if (only >= 0 && static_cast<int>(i) != only) continue;
+    if (sm86_only || (only >= 0 && static_cast<int>(i) != only)) continue;
     const Case& c = all[i];
     kexue_emu::set_seed(seed);
     const bool fd = i < 5;
@@ -734,6 +802,7 @@ int main(int argc, char** argv) {
       run_case<__nv_bfloat16>(c, seed, fd, Math::kFloat32);
     }
   }
+  if (only < 0) sm86_checks();  // (all cases, or "sm86")
   printf("%d cases, %d failed, worst %.3g (error / allowed), %d launches, %d emulation errors\n", g_cases, g_fail,
          g_worst, kexue_emu::g_launches, kexue_emu::g_errors);
   return g_fail != 0 || kexue_emu::g_errors != 0;
