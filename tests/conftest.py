@@ -24,3 +24,27 @@ torch.utils.deterministic.fill_uninitialized_memory = True
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype float64 for the test (restored after)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture
+def captum_weights(monkeypatch):
+    """kexue's quadrature rules with the weights rounded to float32, as Captum applies them
+    (``torch.tensor(step_sizes).float()``): with it kexue and Captum must agree to float64 rounding
+    (the attribution tests)."""
+    import kexue.attribution.api as api
+    from kexue.attribution.quadrature import rule
+
+    def rounded(method, n):
+        a, w = rule(method, n)
+        return a, w.float().double()
+
+    monkeypatch.setattr(api, "rule", rounded)

@@ -16,26 +16,6 @@ from kexue.attribution.quadrature import level_points, level_weights, new_point_
 captum_attr = pytest.importorskip("captum.attr", reason="Captum 0.9 is a test dependency (requirements/bench.txt)")
 
 
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
-def captum_weights(monkeypatch):
-    """kexue's rules with the weights rounded to float32, as Captum applies them
-    (``torch.tensor(step_sizes).float()``): with it the two must agree to float64 rounding."""
-
-    def rounded(method, n):
-        a, w = rule(method, n)
-        return a, w.float().double()
-
-    monkeypatch.setattr(api, "rule", rounded)
-
-
 class TwoInputNet(torch.nn.Module):
     def __init__(self):
         super().__init__()

@@ -20,27 +20,11 @@ import random
 import pytest
 import torch
 
-import kexue.attribution.api as api
 from kexue.attribution import integrated_gradients
-from kexue.attribution.quadrature import rule
 
 captum_attr = pytest.importorskip("captum.attr", reason="Captum 0.9 is a test dependency (requirements/bench.txt)")
 
 METHODS = ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
-
-
-@pytest.fixture
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
-def captum_weights(monkeypatch):
-    """Captum rounds its quadrature weights to float32; with the same rounding the two agree to float64 rounding."""
-    monkeypatch.setattr(api, "rule", lambda m, n: (rule(m, n)[0], rule(m, n)[1].float().double()))
 
 
 class Net(torch.nn.Module):
