@@ -327,6 +327,13 @@ R2 = torch.zeros(2, 4)
 TINY = vae.mlp_vae(2, image_shape=(4,), hidden=(3,))
 TINY_AE = vae.mlp_ae(2, image_shape=(4,), hidden=(3,))
 
+def _one(t: torch.Tensor, value: float) -> torch.Tensor:
+    """A copy of t with its last element set to value."""
+    out = t.clone()
+    out.view(-1)[-1] = value
+    return out
+
+
 BAD = [
     ("gaussian_kl", lambda: vae.gaussian_kl(M2, torch.zeros(2, 4)), ValueError, "same shape"),
     ("gaussian_kl", lambda: vae.gaussian_kl(M2, torch.full((2, 3), math.inf)), ValueError, "non-finite"),
@@ -348,6 +355,14 @@ BAD = [
     ("elbo", lambda: vae.elbo(R2, X2 + 2, M2, L2), ValueError, "[0, 1]"),
     ("elbo", lambda: vae.elbo(R2, X2, M2, L2, beta=-1.0), ValueError, "beta"),
     ("elbo", lambda: vae.elbo(R2, torch.full((2, 4), math.nan), M2, L2), ValueError, "x has non-finite"),
+    # one bad entry among good ones (the value checks are one min/max pass: nan must reach it), 16-bit too
+    ("elbo", lambda: vae.elbo(R2, _one(X2, math.nan), M2, L2), ValueError, "x has non-finite"),
+    ("elbo", lambda: vae.elbo(R2.half(), _one(X2, math.nan).half(), M2.half(), L2.half()), ValueError,
+     "x has non-finite"),
+    ("elbo", lambda: vae.elbo(R2, _one(X2, -0.5), M2, L2), ValueError, "[0, 1]"),
+    ("elbo", lambda: vae.elbo(R2, X2, M2, _one(L2, math.nan)), ValueError, "logvar has non-finite"),
+    ("gaussian_kl", lambda: vae.gaussian_kl(_one(M2, -math.inf).bfloat16(), L2.bfloat16()), ValueError,
+     "mu has non-finite"),
     ("elbo", lambda: vae.elbo(R2, X2, M2, L2, likelihood="gaussian", obs_logvar=math.inf), ValueError,
      "obs_logvar"),
     ("reconstruction_log_likelihood", lambda: vae.reconstruction_log_likelihood(R2, X2, likelihood="l2"),

@@ -59,11 +59,25 @@ def check_mu_logvar(mu: torch.Tensor, logvar: torch.Tensor) -> None:
         raise TypeError(f"mu and logvar must have the same dtype, got {mu.dtype} and {logvar.dtype}")
     if _tracing(mu, logvar):
         return
-    if not bool(torch.isfinite(logvar).all()):
+    if not _all_finite(*_value_range(logvar)):
         raise ValueError("logvar has non-finite values (inf or nan): a variance of 0 or inf is not a Gaussian; "
                          "for sigma = 0 use kexue.vae.AE")
-    if not bool(torch.isfinite(mu).all()):
+    if not _all_finite(*_value_range(mu)):
         raise ValueError("mu has non-finite values (inf or nan)")
+
+
+def _value_range(t: torch.Tensor) -> tuple[float, float]:
+    """(min, max) of ``t``'s values in one pass and one device sync, for the value checks (a nan
+    anywhere makes both nan; an empty tensor gives (0, 0)).  Three separate reductions (isfinite,
+    < 0, > 1) took a third of an ELBO's time at B = 4096."""
+    if t.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = torch.stack(torch.aminmax(t.detach())).tolist()
+    return lo, hi
+
+
+def _all_finite(lo: float, hi: float) -> bool:
+    return math.isfinite(lo) and math.isfinite(hi)
 
 
 def _check_reduction(reduction: str) -> None:
@@ -107,10 +121,15 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor, *, reduction: Reduction 
     _check_reduction(reduction)
     if not is_real(free_bits) or not math.isfinite(free_bits) or free_bits < 0:
         raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits!r}")
+    return _reduce(_kl_per_example(mu, logvar, free_bits), reduction)
+
+
+def _kl_per_example(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
+    """gaussian_kl(reduction="none") on checked arguments."""
     per_unit = 0.5 * (mu.square() + torch.expm1(logvar) - logvar)  # expm1: exp(l) - 1 - l without cancellation
     if free_bits > 0:
         per_unit = per_unit.clamp(min=free_bits)
-    return _reduce(per_unit.sum(-1), reduction)
+    return per_unit.sum(-1)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, *,
@@ -156,11 +175,12 @@ def reconstruction_log_likelihood(recon: torch.Tensor, x: torch.Tensor, *, likel
     batch_dims = int(batch_dims)
     if x.dim() < batch_dims:
         raise ValueError(f"x has {x.dim()} axes, fewer than its {batch_dims} batch axes")
-    if not _tracing(x) and not bool(torch.isfinite(x).all()):
+    lo, hi = (0.0, 0.0) if _tracing(x) else _value_range(x)
+    if not _all_finite(lo, hi):
         raise ValueError("x has non-finite values (inf or nan)")
     event = tuple(range(batch_dims, x.dim()))
     if likelihood == "bernoulli":
-        if not _tracing(x) and (bool((x < 0).any()) or bool((x > 1).any())):
+        if lo < 0 or hi > 1:
             raise ValueError("x must lie in [0, 1] for the bernoulli likelihood (scale the pixels, e.g. x / 255)")
         ll = -F.binary_cross_entropy_with_logits(recon, x, reduction="none")
     else:
@@ -198,4 +218,4 @@ def elbo(recon: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.T
     if tuple(x.shape[:batch_dims]) != tuple(mu.shape[:-1]):
         raise ValueError(f"x's batch axes {tuple(x.shape[:batch_dims])} differ from mu's {tuple(mu.shape[:-1])}")
     ll = reconstruction_log_likelihood(recon, x, likelihood=likelihood, batch_dims=batch_dims, obs_logvar=obs_logvar)
-    return ll - beta * gaussian_kl(mu, logvar, reduction="none")
+    return ll - beta * _kl_per_example(mu, logvar)  # mu, logvar checked above
