@@ -70,24 +70,39 @@ def spread(times: list[float]) -> float:
     return (max(times) - min(times)) / med if med > 0 else 0.0
 
 
+def _timed_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call: CUDA events on a GPU, the wall clock on the CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def time_fns(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+             warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` calls of each of ``fns`` after ``warmup`` calls of each; within every
+    round the functions take turns, so a change of load (a shared machine, clocks) hits them alike
+    instead of whichever ran last."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(_timed_call(fn, device))
+    return times
+
+
 def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
     """(median seconds, spread = (max - min) / median) over ``repeats`` runs after ``warmup``."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+    times = time_fns({"fn": fn}, device, repeats, warmup)["fn"]
     return statistics.median(times), spread(times)
 
 
@@ -236,12 +251,13 @@ class Row:
 
 
 def run_case(case: BenchCase, device: torch.device, repeats: int) -> list[Row]:
-    rows = []
-    for name, setup in case.providers.items():
-        fn = setup()
-        med, spread = time_fn(fn, device, repeats)
-        rows.append(Row(case, name, med, spread, peak_memory(fn, device)))
-        del fn
+    """One row per provider: the providers take turns in every timed round (time_fns), then each
+    is run once more for its peak memory."""
+    fns = {name: setup() for name, setup in case.providers.items()}
+    times = time_fns(fns, device, repeats)
+    rows = [Row(case, name, statistics.median(ts), spread(ts), peak_memory(fns[name], device))
+            for name, ts in times.items()]
+    fns.clear()
     ref = next((r for r in rows if r.provider == case.reference), None)
     for r in rows:
         r.ratio = ref.seconds / r.seconds if ref and r.seconds > 0 else None
@@ -266,7 +282,7 @@ def format_table(rows: list[Row]) -> str:
 def progress_line(i: int, total: int, case: BenchCase, repeats: int) -> str:
     """What ``kexue bench`` prints (to stderr) as case ``i`` of ``total`` starts."""
     return (f"[{i}/{total}] {case.op} {case.shape} {case.mode}: {', '.join(case.providers)} "
-            f"({repeats} timed runs each, then one for memory)")
+            f"({repeats} timed runs each, in turns, then one for memory)")
 
 
 def environment(device: torch.device) -> str:

@@ -60,3 +60,22 @@ def test_native_stderr_filter_drops_only_the_profiler_lines(capfd):
     assert peak_memory(lambda: holder.clear(), torch.device("cpu")) == 0
     err = capfd.readouterr().err
     assert "Memory block of unknown size" not in err, err
+
+
+def test_bench_providers_take_turns():
+    """`kexue bench` times a case's providers in turns (after their warm-up calls), so a change of
+    load hits them alike, and reports each one's median against the reference."""
+    import torch
+
+    from kexue.benchmarking import BenchCase, run_case
+
+    calls: list[str] = []
+
+    def provider(name):
+        return lambda: (lambda: calls.append(name))
+
+    case = BenchCase("op", "shape", "fwd", {"torch": provider("torch"), "kexue": provider("kexue")})
+    rows = run_case(case, torch.device("cpu"), repeats=3)
+    timed = calls[4:10]  # after 2 warm-up calls each; then one call each for the memory figure
+    assert timed == ["torch", "kexue"] * 3, calls
+    assert [r.provider for r in rows] == ["torch", "kexue"] and rows[0].ratio == 1.0
