@@ -175,6 +175,19 @@ KEXUE_ALWAYS_INLINE void softmax_back_rows(const T* p, T* dp, int64_t rows, int6
   }
 }
 
+// The task loop of both passes: tasks [begin, end) are (row, head) pairs; each loads its q, k, v
+// into the scratch blocks s.oq / s.ok / s.ov (one arena for the whole range), then runs
+// body(s, r, h) (inlined, so it compiles for the caller's ISA path).
+template <typename T, typename Body>
+KEXUE_ALWAYS_INLINE void for_each_head(const Dims& d, const Views<T>& v, int64_t begin, int64_t end, Body&& body) {
+  const Scratch<T> s(d.L, d.dh);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t r = task / d.H, h = task % d.H;
+    v.load_qkv(d, r, h, s.at(s.oq), s.at(s.ok), s.at(s.ov), s.ldh);
+    body(s, r, h);
+  }
+}
+
 template <typename T>
 struct ForwardJob {
   Dims d;
@@ -183,18 +196,15 @@ struct ForwardJob {
   template <int W>
   KEXUE_ALWAYS_INLINE void run(int64_t begin, int64_t end) const {
     const int64_t L = d.L, dh = d.dh;
-    Scratch<T> s(L, dh);
-    T *q = s.at(s.oq), *k = s.at(s.ok), *vv = s.at(s.ov), *o = s.at(s.oo), *kt = s.at(s.ot), *p = s.at(s.os);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t r = task / d.H, h = task % d.H;
-      v.load_qkv(d, r, h, q, k, vv, s.ldh);
+    for_each_head(d, v, begin, end, [&](const Scratch<T>& s, int64_t r, int64_t h) KEXUE_LAMBDA_INLINE {
+      T *q = s.at(s.oq), *k = s.at(s.ok), *vv = s.at(s.ov), *o = s.at(s.oo), *kt = s.at(s.ot), *p = s.at(s.os);
       transpose(L, dh, k, s.ldh, kt, s.ldl);                  // kᵀ: dh x L
       gemm(L, L, dh, q, s.ldh, kt, s.ldl, p, s.ldl, false);  // S = q kᵀ
       softmax_rows<W>(p, L, L, s.ldl, static_cast<T>(d.scale));
       store(p, s.ldl, L, L, v.probs_rows(r, h));
       gemm(L, dh, L, p, s.ldl, vv, s.ldh, o, s.ldh, false);  // P v
       store(o, s.ldh, L, dh, v.out_part(d, r, h, 0));
-    }
+    });
   }
 };
 
@@ -206,12 +216,9 @@ struct BackwardJob {
   template <int W>
   KEXUE_ALWAYS_INLINE void run(int64_t begin, int64_t end) const {
     const int64_t L = d.L, dh = d.dh;
-    Scratch<T> s(L, dh);
-    T *q = s.at(s.oq), *k = s.at(s.ok), *vv = s.at(s.ov), *g = s.at(s.og), *o = s.at(s.oo), *vt = s.at(s.ot);
-    T *ds = s.at(s.os), *p = s.at(s.op);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t r = task / d.H, h = task % d.H;
-      v.load_qkv(d, r, h, q, k, vv, s.ldh);
+    for_each_head(d, v, begin, end, [&](const Scratch<T>& s, int64_t r, int64_t h) KEXUE_LAMBDA_INLINE {
+      T *q = s.at(s.oq), *k = s.at(s.ok), *vv = s.at(s.ov), *g = s.at(s.og), *o = s.at(s.oo), *vt = s.at(s.ot);
+      T *ds = s.at(s.os), *p = s.at(s.op);
       load(v.dout_head(d, r, h), L, dh, g, s.ldh);
       const Block<T> pr = v.probs_rows(r, h);
       load(Block<const T>{pr.p, pr.rs, pr.cs}, L, L, p, s.ldl);
@@ -230,7 +237,7 @@ struct BackwardJob {
       store(o, s.ldh, L, dh, v.out_part(d, r, h, 1));
       gemm_tn(L, dh, L, p, s.ldl, g, s.ldh, o, s.ldh, false);  // dv = Pᵀ dout
       store(o, s.ldh, L, dh, v.out_part(d, r, h, 2));
-    }
+    });
   }
 };
 
@@ -265,7 +272,6 @@ Dims check_qkv(const char* op, const at::Tensor& qkv, int64_t heads, double scal
   return Dims{qkv.size(0), qkv.size(1), heads, D / heads, D, scale};
 }
 
-template <typename T>
 int64_t grain(const Dims& d) {
   const int64_t per_task = std::max<int64_t>(1, d.L * d.L * d.dh);
   return std::max<int64_t>(1, kGrainFlops / per_task);
@@ -289,7 +295,7 @@ std::tuple<at::Tensor, at::Tensor> attention_qkv_fwd_cpu(const at::Tensor& qkv, 
     for (int i = 0; i < 3; ++i) v.qkv_s[i] = qkv.stride(i), v.out_s[i] = out.stride(i);
     for (int i = 0; i < 4; ++i) v.probs_s[i] = probs.stride(i);
     const ForwardJob<scalar_t> job{d, v};
-    at::parallel_for(0, d.R * d.H, grain<scalar_t>(d),
+    at::parallel_for(0, d.R * d.H, grain(d),
                      [&](int64_t begin, int64_t end) { run_fwd(job, begin, end, isa); });
   });
   return {out, probs};
@@ -327,7 +333,7 @@ at::Tensor attention_qkv_bwd_cpu(const at::Tensor& grad_out, const std::optional
     v.dprobs = has_gp ? grad_probs->const_data_ptr<scalar_t>() : nullptr;
     for (int i = 0; i < 4; ++i) v.dprobs_s[i] = has_gp ? grad_probs->stride(i) : 0;
     const BackwardJob<scalar_t> job{d, v};
-    at::parallel_for(0, d.R * d.H, grain<scalar_t>(d),
+    at::parallel_for(0, d.R * d.H, grain(d),
                      [&](int64_t begin, int64_t end) { run_bwd(job, begin, end, isa); });
   });
   return dqkv;
