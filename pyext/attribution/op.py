@@ -19,7 +19,7 @@ import torch
 from .. import _ext  # noqa: F401  (loads the schemas)
 from .._autograd import functional_vjp, needs_differentiable_backward, reference_vjp, register_functorch_reference
 from .._validate import meta_check
-from .reference import attention_qkv_reference
+from .reference import attention_qkv_reference, split_heads
 
 FWD, BWD = "kexue::attention_qkv_fwd", "kexue::attention_qkv_bwd"
 DTYPES = (torch.float32, torch.float64)
@@ -126,7 +126,7 @@ def attention_qkv_backward_composite(grad_out: torch.Tensor, qkv: torch.Tensor, 
     """:func:`attention_qkv_backward` in torch operators (other devices, or a build without the kernel)."""
     R, L, C = qkv.shape
     D = C // 3
-    q, k, v = qkv.reshape(R, L, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = split_heads(qkv, heads)
     dout = grad_out.reshape(R, L, heads, D // heads).transpose(1, 2)
     dp = dout @ v.transpose(-1, -2)
     ds = probs * (dp - (dp * probs).sum(-1, keepdim=True)) * scale

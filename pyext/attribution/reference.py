@@ -48,7 +48,12 @@ def attention_qkv_reference(qkv: torch.Tensor, heads: int, scale: float) -> tupl
     each (D = heads·dh).  Returns out (R, L, D), out[r, :, h] = P_h v_h with
     P_h = softmax(q_h k_hᵀ · scale), and P (R, heads, L, L).  Differentiable (torch operators)."""
     R, L, C = qkv.shape
-    D = C // 3
-    q, k, v = qkv.reshape(R, L, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    q, k, v = split_heads(qkv, heads)
     p = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
-    return (p @ v).transpose(1, 2).reshape(R, L, D), p
+    return (p @ v).transpose(1, 2).reshape(R, L, C // 3), p
+
+
+def split_heads(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """q, k, v of fused QKV rows (R, L, 3D) as one (3, R, heads, L, dh) view (no copy)."""
+    R, L, C = qkv.shape
+    return qkv.reshape(R, L, 3, heads, C // 3 // heads).permute(2, 0, 3, 1, 4)
