@@ -22,25 +22,25 @@ namespace {
 template <int W>
 constexpr int kMR = W >= 64 ? 8 : 6;
 
-// acc[0:MR, 0:2L] += A[0:MR, k0:k1] * B[k0:k1, 0:2L] (A transposed: At[k0:k1, 0:MR]).  Per k:
-// 2 vector loads of B, MR broadcasts of A, 2*MR FMAs.  The accumulators stay in registers
-// (the arrays are indexed by constants once the r loops are unrolled).
-template <int W, typename T, int MR, bool kTransA>
-KEXUE_ALWAYS_INLINE void tile_k(typename Vec<T, W>::type (&c0)[MR], typename Vec<T, W>::type (&c1)[MR],
-                                int64_t k0, int64_t k1, const T* __restrict A, int64_t lda, const T* __restrict B,
-                                int64_t ldb) {
+// acc[0:MR, 0:NV·L] += A[0:MR, k0:k1] * B[k0:k1, 0:NV·L] (A transposed: At[k0:k1, 0:MR]), NV = 1
+// or 2 vectors of L lanes.  Per k: NV vector loads of B, MR broadcasts of A, NV*MR FMAs.  The
+// accumulators stay in registers (the arrays are indexed by constants once the loops are unrolled).
+template <int W, typename T, int MR, int NV, bool kTransA>
+KEXUE_ALWAYS_INLINE void tile_k(typename Vec<T, W>::type (&acc)[NV][MR], int64_t k0, int64_t k1,
+                                const T* __restrict A, int64_t lda, const T* __restrict B, int64_t ldb) {
   using V = typename Vec<T, W>::type;
   constexpr int L = Vec<T, W>::kLanes;
   const T* a = kTransA ? A + k0 * lda : A + k0;
   const T* b = B + k0 * ldb;
   for (int64_t k = k0; k < k1; ++k, b += ldb) {
-    const V b0 = vload<W>(b);
-    const V b1 = vload<W>(b + L);
+    V bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = vload<W>(b + v * L);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const T ar = kTransA ? a[r] : a[r * lda];
-      c0[r] += ar * b0;
-      c1[r] += ar * b1;
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[v][r] += ar * bv[v];
     }
     a += kTransA ? lda : 1;
   }
@@ -55,22 +55,23 @@ KEXUE_ALWAYS_INLINE void term_k_range(const GemmTerm<T>& t, int64_t i0, int64_t 
   if (t.tri == Tri::AUpper) k0 = std::min(t.K, i0);
 }
 
-// C[i0:i0+MR, j0:j0+2L] (+)= Σ_t A_t B_t over nterms terms (rows i0.., columns j0.. of each).
-template <int W, typename T, int MR>
+// C[i0:i0+MR, j0:j0+NV·L] (+)= Σ_t A_t B_t over nterms terms (rows i0.., columns j0.. of each).
+template <int W, typename T, int MR, int NV>
 KEXUE_ALWAYS_INLINE void tile(int64_t i0, int64_t j0, const GemmTerm<T>* terms, int nterms, T* __restrict C,
                               int64_t ldc, bool accumulate) {
   using V = typename Vec<T, W>::type;
   constexpr int L = Vec<T, W>::kLanes;
-  V c0[MR], c1[MR];
+  V acc[NV][MR];
   T* c = C + i0 * ldc + j0;
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    if (accumulate) {
-      c0[r] = vload<W>(c + r * ldc);
-      c1[r] = vload<W>(c + r * ldc + L);
-    } else {
-      c0[r] = V{};
-      c1[r] = V{};
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      if (accumulate) {
+        acc[v][r] = vload<W>(c + r * ldc + v * L);
+      } else {
+        acc[v][r] = V{};
+      }
     }
   }
   for (int t = 0; t < nterms; ++t) {
@@ -78,35 +79,36 @@ KEXUE_ALWAYS_INLINE void tile(int64_t i0, int64_t j0, const GemmTerm<T>* terms, 
     int64_t k0, k1;
     term_k_range(tm, i0, i0 + MR, k0, k1);
     if (tm.transposed) {
-      tile_k<W, T, MR, true>(c0, c1, k0, k1, tm.A + i0, tm.lda, tm.B + j0, tm.ldb);
+      tile_k<W, T, MR, NV, true>(acc, k0, k1, tm.A + i0, tm.lda, tm.B + j0, tm.ldb);
     } else {
-      tile_k<W, T, MR, false>(c0, c1, k0, k1, tm.A + i0 * tm.lda, tm.lda, tm.B + j0, tm.ldb);
+      tile_k<W, T, MR, NV, false>(acc, k0, k1, tm.A + i0 * tm.lda, tm.lda, tm.B + j0, tm.ldb);
     }
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    vstore<W>(c + r * ldc, c0[r]);
-    vstore<W>(c + r * ldc + L, c1[r]);
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) vstore<W>(c + r * ldc + v * L, acc[v][r]);
   }
 }
 
 // The tile of mr <= MR rows (the edge of M when MR does not divide it).
-template <int W, typename T, int MR>
+template <int W, typename T, int MR, int NV>
 KEXUE_ALWAYS_INLINE void tile_rows(int mr, int64_t i0, int64_t j0, const GemmTerm<T>* terms, int nterms, T* C,
                                    int64_t ldc, bool accumulate) {
   if constexpr (MR > 1) {
-    if (mr < MR) return tile_rows<W, T, MR - 1>(mr, i0, j0, terms, nterms, C, ldc, accumulate);
+    if (mr < MR) return tile_rows<W, T, MR - 1, NV>(mr, i0, j0, terms, nterms, C, ldc, accumulate);
   }
-  tile<W, T, MR>(i0, j0, terms, nterms, C, ldc, accumulate);
+  tile<W, T, MR, NV>(i0, j0, terms, nterms, C, ldc, accumulate);
 }
 
-// Loops the register tile over C: row blocks of MR, column blocks of 2 vectors, skipping the
-// tiles `out` says are not needed and, per term, the k the structure of A makes zero (see Tri in
-// cpu_gemm.h).  O(M N Σ K) FLOPs, no extra memory.
+// Loops the register tile over C: row blocks of MR, column blocks of 2 vectors (a 1-vector tile for
+// the last <= L columns), skipping the tiles `out` says are not needed and, per term, the k the
+// structure of A makes zero (see Tri in cpu_gemm.h).  O(M N Σ K) FLOPs, no extra memory.
 template <int W, typename T>
 KEXUE_ALWAYS_INLINE void gemm_body(int64_t M, int64_t N, const GemmTerm<T>* terms, int nterms, T* C, int64_t ldc,
                                    bool accumulate, Tri out) {
-  constexpr int64_t NR = 2 * Vec<T, W>::kLanes;
+  constexpr int64_t L = Vec<T, W>::kLanes;
+  constexpr int64_t NR = 2 * L;
   constexpr int MR = kMR<W>;
   static_assert(kGemmColPad % NR == 0, "scratch padding must hold whole register tiles");
   for (int64_t i0 = 0; i0 < M; i0 += MR) {
@@ -115,7 +117,13 @@ KEXUE_ALWAYS_INLINE void gemm_body(int64_t M, int64_t N, const GemmTerm<T>* term
     int64_t jb = 0, je = N;
     if (out == Tri::OutLower) je = std::min(N, i1);
     if (out == Tri::OutUpper) jb = std::min(N, i0) / NR * NR;
-    for (int64_t j0 = jb; j0 < je; j0 += NR) tile_rows<W, T, MR>(mr, i0, j0, terms, nterms, C, ldc, accumulate);
+    for (int64_t j0 = jb; j0 < je; j0 += NR) {
+      if (je - j0 <= L) {  // the last <= L columns: a one-vector tile (half the FMAs of a full one)
+        tile_rows<W, T, MR, 1>(mr, i0, j0, terms, nterms, C, ldc, accumulate);
+      } else {
+        tile_rows<W, T, MR, 2>(mr, i0, j0, terms, nterms, C, ldc, accumulate);
+      }
+    }
   }
 }
 
