@@ -2,7 +2,8 @@
 bench/la_cpu_roofline.py): outputs, final state and every gradient equal the float64 reference
 at chunk sizes that divide N, do not, exceed it, and are 1; with GQA, an initial state, a key
 padding mask and each feature map.  The causal backward keeps its chunk products for its second
-pass (up to KEXUE_LA_CPU_KEEP_MB per task) or recomputes them: both ways equal the reference,
+pass, with the mapped rows φ(q), φ(k) when there is a feature map (up to KEXUE_LA_CPU_KEEP_MB per
+task), or recomputes them: both ways equal the reference,
 and each other bit for bit.  A bad value of either knob is a clear error.  Also the quick path
 of bench/la_cpu_roofline.py and the CPU branch of measure_ceilings."""
 
@@ -67,7 +68,7 @@ def test_recomputed_chunk_products_match_reference(chunk, fm, normalize, monkeyp
     check_against_reference(chunk, True, fm, normalize, monkeypatch)
 
 
-@pytest.mark.parametrize("fm,normalize", [(None, False), ("elu", True)])
+@pytest.mark.parametrize("fm,normalize", [(None, False), ("elu", True), ("softmax", False), ("taylor", True)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kept_and_recomputed_chunk_products_agree_bit_for_bit(fm, normalize, dtype, monkeypatch):
     args = (*problem(3, fm, dtype=dtype, N=150, Dk=64, Dv=64), True, fm, normalize)

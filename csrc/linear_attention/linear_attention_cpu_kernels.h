@@ -10,7 +10,8 @@
 // the G = H / Hkv query heads sharing its kv head, so B, V and their products are loaded once
 // per chunk, and dk / dv are summed over the group inside the task (no races, no atomics).
 // Every task allocates one scratch arena (O(G·(F + Dv)·kChunk* + G·L) elements, plus the causal
-// backward's kept chunk products, 2·G·L·kChunkCausal elements up to Problem::keep_bytes), never
+// backward's kept chunk products and mapped rows, 2·G·L·kChunkCausal + (G + 1)·L·(F + 1) elements
+// up to Problem::keep_bytes), never
 // per chunk.  Inputs are read through their strides (no .contiguous() copies) and prefetched one
 // chunk ahead; half / bf16 are converted to float on load, the accumulation type is float (double
 // for double inputs).  All products are cpu::gemm / gemm_tn (a transposed operand read in place)
@@ -422,7 +423,9 @@ struct Forward : Problem<S, T> {
 //   2. reverse pass (dk, dv): per chunk and head  dv += Kᵀ G + B R, db += Mᵀ A + V Rᵀ + rz
 //      (Kᵀ, Mᵀ read in place by gemm_tn's transposed tile, each sum in one pass over its output
 //      tiles), then R += Aᵀ G, rz -= Aᵀ (r t) (G = r do).  FMAs per chunk and head:
-//      c²(F + Dv)/2 + 3 c·F·Dv.  Both passes reload and re-map q, k (O(c·Dk)).
+//      c²(F + Dv)/2 + 3 c·F·Dv.  Both passes reload q, k (O(c·Dk)); pass 2 re-maps them only
+//      when pass 1's φ(q), φ(k) are not kept (they are kept with K and M: (G + 1)·(F + 1)
+//      elements per token more; the maps cost 4-11 % of the backward).
 // Non-causal: pass 1 builds S (kv only), pass 2 per head computes da = r (U - t zᵀ) with
 // U = Do Sᵀ and accumulates R, pass 3 gives db = V (Σ_h R_h)ᵀ + Σ rz, dv = B Σ_h R_h.
 // The feature-map vjp is applied to da / db in the kernel (dk, dv summed over the group).
@@ -444,7 +447,12 @@ struct Backward : Problem<S, T> {
     const bool plain = P_.fm == FeatureMap::None;  // no feature map: dq / dk are da / db
     const bool rz_live = normalize || bool(gz);    // rz (the normaliser's accumulator) is not all 0
     const int64_t km_elems = G * nchunks * C * ldC;  // one of K, M for the whole sequence
-    const bool keep = causal && 2 * km_elems * static_cast<int64_t>(sizeof(T)) <= P_.keep_bytes;
+    // With a feature map, pass 1 also keeps the mapped rows φ(q) (G heads), φ(k) and their aux
+    // for pass 2, which then reloads only the raw rows its feature-map vjp reads.
+    const int64_t phi_rows = plain ? 0 : (G + 1) * nchunks * C;
+    const int64_t keep_elems = 2 * km_elems + phi_rows * (ldF + 1);
+    const bool keep = causal && keep_elems * static_cast<int64_t>(sizeof(T)) <= P_.keep_bytes;
+    const bool keep_phi = keep && !plain;
 
     cpu::ScratchArena<T> ar;
     const int64_t oXq = ar.reserve(C * ldDk), oXk = ar.reserve(C * ldDk), oAuxq = ar.reserve(C),
@@ -459,17 +467,40 @@ struct Backward : Problem<S, T> {
                   oSht = ar.reserve(Dv * ldF), oZh = ar.reserve(F), oS0t = ar.reserve((shared ? 0 : G) * Dv * ldF),
                   oZ0 = ar.reserve((shared ? 0 : G) * F), oR = ar.reserve(G * F * ldDv),
                   oRt = ar.reserve(G * Dv * ldF), oRz = ar.reserve(G * F),
-                  oSave = ar.reserve(causal ? G * L * 2 : 0);
+                  oSave = ar.reserve(causal ? G * L * 2 : 0), oPhi = ar.reserve(keep_phi ? phi_rows * ldF : 0),
+                  oPhiAux = ar.reserve(keep_phi ? phi_rows : 0);
     ar.allocate();
     T *Xq = ar.at(oXq), *Xk = ar.at(oXk), *auxq = ar.at(oAuxq), *auxk = ar.at(oAuxk), *A = ar.at(oA),
       *Bm = ar.at(oB), *Bt = ar.at(oBt), *V = ar.at(oV), *Vt = ar.at(oVt), *Do = ar.at(oDo), *K = ar.at(oK),
       *Wm = ar.at(oW), *Ks = ar.at(oKs), *Ms = ar.at(oMs), *U = ar.at(oU), *dA = ar.at(oDA), *dB = ar.at(oDB),
       *dV = ar.at(oDV), *dx = ar.at(oDx), *den = ar.at(oDen), *rr = ar.at(oRT), *tt = ar.at(oRTt),
       *Pt = ar.at(oPt), *pz = ar.at(oPz), *Sht = ar.at(oSht), *zh = ar.at(oZh), *S0t = ar.at(oS0t),
-      *z0b = ar.at(oZ0), *R = ar.at(oR), *Rt = ar.at(oRt), *rz = ar.at(oRz), *saved = ar.at(oSave);
+      *z0b = ar.at(oZ0), *R = ar.at(oR), *Rt = ar.at(oRt), *rz = ar.at(oRz), *saved = ar.at(oSave),
+      *phi = ar.at(oPhi), *phi_aux = ar.at(oPhiAux);
     // Where K and M of chunk ci, head g live: the kept store, or the one-chunk scratch.
     auto k_of = [&](int64_t g, int64_t ci) KEXUE_LAMBDA_INLINE { return keep ? Ks + (g * nchunks + ci) * C * ldC : K; };
     auto m_of = [&](int64_t g, int64_t ci) KEXUE_LAMBDA_INLINE { return keep ? Ms + (g * nchunks + ci) * C * ldC : Wm; };
+    // With keep_phi, A / auxq (slot g < G: head g's φ(q)) and Bm / auxk (slot G: φ(k)) of chunk ci
+    // point into the kept store instead of the one-chunk scratch: pass 1 maps into it, pass 2 reads it.
+    T *const A1 = A, *const B1 = Bm, *const auxq1 = auxq, *const auxk1 = auxk;
+    auto phi_at = [&](int64_t slot, int64_t ci, T*& Y, T*& aux) KEXUE_LAMBDA_INLINE {
+      const int64_t row = (slot * nchunks + ci) * C;
+      Y = phi + row * ldF, aux = phi_aux + row;
+    };
+    auto use_q_slot = [&](int64_t g, int64_t ci) KEXUE_LAMBDA_INLINE {
+      if (keep_phi) {
+        phi_at(g, ci, A, auxq);
+      } else {
+        A = A1, auxq = auxq1;
+      }
+    };
+    auto use_k_slot = [&](int64_t ci) KEXUE_LAMBDA_INLINE {
+      if (keep_phi) {
+        phi_at(G, ci, Bm, auxk);
+      } else {
+        Bm = B1, auxk = auxk1;
+      }
+    };
 
     // Pt = (kv prefix state)ᵀ, Dv x F (plus S0ᵀ when it is the only head's state).
     if (shared && has_state) {
@@ -505,11 +536,17 @@ struct Backward : Problem<S, T> {
     auto load_k = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       P_.template load_mapped<W>(P_.k, b, hk, t0 + lo, c, Xk, ldDk, Bm, ldF, auxk, true);
     };
+    auto load_k_raw = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {  // Xk only (φ(k) is kept)
+      load_rows(P_.k.row(b, hk, t0 + lo), P_.k.st[2], P_.k.st[3], c, Dk, Xk, ldDk);
+    };
     auto load_v = [&](int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(P_.v.row(b, hk, t0 + lo), P_.v.st[2], P_.v.st[3], c, Dv, V, ldDv);
     };
     auto load_q = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       P_.template load_mapped<W>(P_.q, b, h, t0 + lo, c, Xq, ldDk, A, ldF, auxq, false);
+    };
+    auto load_q_raw = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {  // Xq only (φ(q) is kept)
+      load_rows(P_.q.row(b, h, t0 + lo), P_.q.st[2], P_.q.st[3], c, Dk, Xq, ldDk);
     };
     auto load_do = [&](int64_t h, int64_t lo, int64_t c) KEXUE_LAMBDA_INLINE {
       load_rows(go.row(b, h, t0 + lo), go.st[2], go.st[3], c, Dv, Do, ldDv);
@@ -649,6 +686,7 @@ struct Backward : Problem<S, T> {
         const int64_t lo = ci * C, c = std::min(C, L - lo);
         prefetch_kv(lo + ahead, false);
         prefetch_q(-1, lo + ahead, true);
+        use_k_slot(ci);
         load_k(lo, c);
         transpose(c, F, Bm, ldF, Bt, ldC);
         load_v(lo, c);
@@ -657,6 +695,7 @@ struct Backward : Problem<S, T> {
           const int64_t h = hk * G + g;
           const T *Sg, *zg;
           head_state(g, Sg, zg);
+          use_q_slot(g, ci);
           load_q(h, lo, c);
           load_do(h, lo, c);
           T *Kg = k_of(g, ci), *Mg = m_of(g, ci);
@@ -694,7 +733,12 @@ struct Backward : Problem<S, T> {
         const int64_t lo = ci * C, c = std::min(C, L - lo);
         prefetch_kv(lo - ahead, true);
         prefetch_q(-1, lo - ahead, false);
-        load_k(lo, c);
+        use_k_slot(ci);
+        if (keep_phi) {
+          load_k_raw(lo, c);
+        } else {
+          load_k(lo, c);
+        }
         load_v(lo, c);
         if (!keep) {
           transpose(c, F, Bm, ldF, Bt, ldC);
@@ -704,7 +748,12 @@ struct Backward : Problem<S, T> {
           const int64_t h = hk * G + g;
           const T* sv = saved + (g * L + lo) * 2;
           for (int64_t i = 0; i < c; ++i) rr[i] = sv[2 * i], tt[i] = sv[2 * i + 1];
-          load_q(h, lo, c);
+          use_q_slot(g, ci);
+          if (keep_phi) {
+            load_q_raw(h, lo, c);
+          } else {
+            load_q(h, lo, c);
+          }
           load_do(h, lo, c);
           T *Kg = k_of(g, ci), *Mg = m_of(g, ci);
           if (!keep) {  // as in pass 1, bit for bit
