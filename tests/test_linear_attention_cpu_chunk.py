@@ -126,3 +126,28 @@ def test_modules_script_stubs_only_unbuilt_extensions(tmp_path, monkeypatch):
         fast_transformers.compute_hashes()
     for name in [m for m in sys.modules if m.startswith("fast_transformers")]:
         monkeypatch.delitem(sys.modules, name)
+
+
+@pytest.mark.parametrize("Dk", [5, 37, 64])
+def test_softmax_map_takes_the_max_of_every_feature(Dk):
+    # φ = softmax over the Dk features, computed as e^(x - max x) with e^x clamped at 88: a max that
+    # missed features (a lane of the vector body, a whole vector, the tail) is only seen when two
+    # missed features stand more than 88 above the rest.  Row t has 150 and 149 at features t and
+    # t + 16 (the same lane of the next vector; t + 1 for Dk <= 16), everything else N(0, 1).
+    g = torch.Generator().manual_seed(Dk)
+    N = Dk
+    q, k = (torch.randn(1, 2, N, Dk, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(1, 2, N, 8, generator=g, dtype=torch.float64)
+    t = torch.arange(N)
+    for x in (q, k):
+        x[:, :, t, t % Dk] = 150.0
+        x[:, :, t, (t + (16 if Dk > 16 else 1)) % Dk] = 149.0
+    q, k, v = (x.float().requires_grad_() for x in (q, k, v))
+    out = kexue.linear_attention(q, k, v, feature_map="softmax", causal=True, backend="cpu")
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    want = kexue.linear_attention(q64, k64, v64, feature_map="softmax", causal=True, backend="torch")
+    want_grads = torch.autograd.grad(want.square().sum(), (q64, k64, v64))
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)

@@ -8,6 +8,7 @@
 // sequential sum by normal float rounding only.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -68,6 +69,26 @@ KEXUE_ALWAYS_INLINE T sum(const T* a, int64_t n) {
   T s = hsum<W, T>(acc);
   for (; i < n; ++i) s += a[i];
   return s;
+}
+
+// max_i a[i] (n >= 1), lane-wise then across lanes (a scalar std::max chain is one compare per
+// element, latency-bound).
+template <int W, typename T>
+KEXUE_ALWAYS_INLINE T maximum(const T* a, int64_t n) {
+  using V = typename Vec<T, W>::type;
+  constexpr int L = Vec<T, W>::kLanes;
+  T m = a[0];
+  int64_t i = 0;
+  if (n >= L) {
+    V acc = vload<W>(a);
+    for (i = L; i + L <= n; i += L) {
+      const V v = vload<W>(a + i);
+      acc = v > acc ? v : acc;
+    }
+    for (int l = 0; l < L; ++l) m = std::max(m, acc[l]);
+  }
+  for (; i < n; ++i) m = std::max(m, a[i]);
+  return m;
 }
 
 // e^x lane-wise for floats: Cephes' expf (x = k ln2 + r, |r| <= ln2/2, degree-7 polynomial, 2^k
@@ -137,6 +158,16 @@ KEXUE_ALWAYS_INLINE void exp_n(const float* x, float* y, int64_t n) {
 template <int W>
 KEXUE_ALWAYS_INLINE void exp_n(const double* x, double* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+// y = e^(x - m) (float: vexp; double: std::exp).
+template <int W>
+KEXUE_ALWAYS_INLINE void exp_shifted_n(const float* x, float m, float* y, int64_t n) {
+  map_n<W>(x, y, n, [m](typename Vec<float, W>::type v) KEXUE_LAMBDA_INLINE { return vexp<W>(v - m); });
+}
+template <int W>
+KEXUE_ALWAYS_INLINE void exp_shifted_n(const double* x, double m, double* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i] - m);
 }
 
 // y = elu(x) + 1.

@@ -57,10 +57,7 @@ KEXUE_ALWAYS_INLINE void feature_map_row(FeatureMap fm, const T* __restrict x, i
       for (int64_t d = 0; d < dk; ++d) y[d] = x[d] > T(0) ? x[d] : T(0);
       break;
     case FeatureMap::Softmax: {
-      T m = x[0];
-      for (int64_t d = 1; d < dk; ++d) m = std::max(m, x[d]);
-      for (int64_t d = 0; d < dk; ++d) y[d] = x[d] - m;
-      cpu::exp_n<W>(y, y, dk);
+      cpu::exp_shifted_n<W>(x, cpu::maximum<W>(x, dk), y, dk);
       const T inv = T(1) / cpu::sum<W>(y, dk);
       for (int64_t d = 0; d < dk; ++d) y[d] *= inv;
       break;
