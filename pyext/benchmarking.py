@@ -84,20 +84,31 @@ def _timed_call(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def time_fns(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-             warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds of ``repeats`` calls of each of ``fns`` after ``warmup`` calls of each; within every
-    round the functions take turns, so a change of load (a shared machine, clocks) hits them alike
-    instead of whichever ran last."""
+def _in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: int, clocks: tuple[str, ...],
+              measure: Callable[[Callable[[], object]], dict[str, float]],
+              before_rounds: Callable[[], None] = lambda: None) -> dict[str, dict[str, list[float]]]:
+    """The one turn loop behind every timer here: ``warmup`` calls of each of ``fns``, then
+    ``repeats`` rounds in which the functions take turns (a change of load on a shared machine, or
+    of clocks, hits them alike instead of whichever ran last); ``measure(fn)`` calls fn once and
+    returns its time on each of ``clocks``.  Returns {clock: {fn name: times}}."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    _sync(device)
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    before_rounds()
+    times: dict[str, dict[str, list[float]]] = {c: {name: [] for name in fns} for c in clocks}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(_timed_call(fn, device))
+            for c, t in measure(fn).items():
+                times[c][name].append(t)
     return times
+
+
+def time_fns(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+             warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` calls of each of ``fns`` after ``warmup`` calls of each (CUDA events
+    on a GPU, the wall clock on the CPU), the functions taking turns within every round."""
+    return _in_turns(fns, repeats, warmup, ("t",), lambda fn: {"t": _timed_call(fn, device)},
+                     lambda: _sync(device))["t"]
 
 
 def time_fn(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float]:
@@ -118,17 +129,13 @@ def times_in_turns(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
                    clocks: dict[str, Callable[[], float]]) -> dict[str, dict[str, list[float]]]:
     """:func:`time_in_turns` read on several clocks at once (e.g. wall and process CPU time of the
     same calls): {clock name: {fn name: times}}."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, dict[str, list[float]]] = {c: {name: [] for name in fns} for c in clocks}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = {c: clock() for c, clock in clocks.items()}
-            fn()
-            for c, clock in clocks.items():
-                times[c][name].append(clock() - t0[c])
-    return times
+
+    def measure(fn: Callable[[], object]) -> dict[str, float]:
+        t0 = {c: clock() for c, clock in clocks.items()}
+        fn()
+        return {c: clock() - t0[c] for c, clock in clocks.items()}
+
+    return _in_turns(fns, repeats, warmup, tuple(clocks), measure)
 
 
 # What torch's profiler (Kineto) writes to the process's stderr from C++ at every start and stop
