@@ -13,9 +13,10 @@
 // backward's kept chunk products and mapped rows, 2·G·L·kChunkCausal + (G + 1)·L·(F + 1) elements
 // up to Problem::keep_bytes), never per chunk.  Inputs are read through their strides (no
 // .contiguous() copies) and prefetched one chunk ahead; half / bf16 are converted to float on
-// load, the accumulation type is float (double for double inputs).  All products are cpu::gemm / gemm_tn (a transposed operand read in place)
-// / gemm_sum (two products in one pass over the output's register tiles) calls on row-major
-// scratch (register-blocked, FMA; see common/cpu_gemm.h).
+// load, the accumulation type is float (double for double inputs).  All products are cpu::gemm /
+// gemm_tn (a transposed operand read in place) / gemm_sum (two products in one pass over the
+// output's register tiles) calls on row-major scratch (register-blocked, FMA; see
+// common/cpu_gemm.h).
 //
 // This header holds the kernels (Forward, Backward); each (pass, dtype) pair is compiled in its own
 // translation unit, la_cpu_<pass>_<dtype>.cpp, for every ISA path, so a parallel build spreads
