@@ -118,7 +118,7 @@ int64_t chunk_size(bool causal, int64_t F, int64_t Dv) {
   return v;
 }
 
-// Bytes per task the causal backward keeps its chunk products in: kKeepBytesDefault, or
+// Bytes per task the causal backward keeps its chunk products (and mapped rows) in: kKeepBytesDefault, or
 // KEXUE_LA_CPU_KEEP_MB MiB (an integer >= 0; 0 recomputes them in the second pass) for tests and
 // A/B timings; read at every call.
 int64_t keep_bytes() {
