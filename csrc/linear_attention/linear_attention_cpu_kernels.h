@@ -52,7 +52,8 @@ constexpr int64_t kChunkCausal = 32;
 constexpr int64_t kChunkNonCausal = 64;
 constexpr int64_t kChunkMax = 256;  // the scratch GEMMs are sized for operands of at most 256 rows
 // Bytes per task the causal backward may keep its chunk products in (Problem::keep_bytes; 2·G·L·c
-// floats: 1 MiB for a sequence of 4096 tokens at c = 32, G = 1).  Past it they are recomputed.
+// floats: 1 MiB for a sequence of 4096 tokens at c = 32, G = 1; with a feature map also φ(q), φ(k):
+// (G + 1)·L·(F + 1) floats, 2 MiB more at F = 64).  Past it they are recomputed.
 constexpr int64_t kKeepBytesDefault = int64_t{64} << 20;
 // Chunks ahead of the one in work whose rows are prefetched (prefetch_rows): 1 measured 6 %
 // faster than none in the causal D64 forward, 2 no better than 1 (noise-level in the backward).
@@ -161,8 +162,8 @@ struct Problem {
   FeatureMap fm = FeatureMap::None;
   bool causal = false, normalize = true;
   int64_t chunk = 0;  // tokens per chunk (kChunkCausal / kChunkNonCausal unless overridden)
-  // Causal backward: the chunk products K and M of the first pass are kept for the second
-  // (2·G·L·c elements per task) when they take at most this many bytes; recomputed otherwise.
+  // Causal backward: the chunk products K and M of the first pass (and, with a feature map, the
+  // mapped rows) are kept for the second when they take at most this many bytes; recomputed otherwise.
   int64_t keep_bytes = 0;
   T eps = 0;
   std::vector<int64_t> cu;  // sequence offsets (empty: one sequence per batch row)
