@@ -64,9 +64,14 @@ def row_params(B: int, temperature, top_k, top_p, keep, device) -> tuple[torch.T
 
 def scaled_gap(x: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """(x − max x) / T per row without overflow: x / T − m / T for T ≥ 1, (x − m) / T for T < 1, and
-    exactly 0 at the max (T may round to 0 in float32: the other gaps are then −inf, the greedy limit)."""
-    m = x.max(dim=1, keepdim=True).values
-    return torch.where(T >= 1, x / T - m / T, torch.where(x == m, torch.zeros_like(x), (x - m) / T))
+    exactly 0 at the max (T may round to 0 in float32: the other gaps are then −inf, the greedy limit).
+
+    Differentiable as x / T: q is invariant under a shift of the row, so the max carries no gradient
+    (detached), and the max's own gap, 0 by value, keeps its derivative 1 / T (a constant 0 there
+    sent the max's share to one of several tied tokens, through the gradient of the row max)."""
+    m = x.max(dim=1, keepdim=True).values.detach()
+    at_max = (x - m) / torch.where(T > 0, T, torch.ones_like(T))  # 0 by value at x = m, derivative 1 / T
+    return torch.where(T >= 1, x / T - m / T, torch.where(x == m, at_max, (x - m) / T))
 
 
 def kept_weights(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
