@@ -139,6 +139,48 @@ def test_any_temperature_without_overflow(backend, device, T):
         assert torch.equal(got[1], torch.tensor([0.5, 0, 0, 0, 0.5]))
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("T", [1e39, 1e300], ids=repr)
+def test_temperature_beyond_float32_with_masked_tokens(backend, device, T):
+    """A finite float64 temperature above float32's range rounds to inf in the float32 kernels:
+    every finite token then has gap 0 (the uniform limit), and a masked one must stay at weight 0,
+    not -inf / inf = NaN.  Found by ``bench/fuzz_ops.py --op sample`` (seed 52): a masked keep id
+    made every probability NaN on "cpu", any masked token did on "triton"."""
+    x = torch.tensor([[1.0, 0.5, float("-inf"), -2.0], [0.0, float("-inf"), 3.0, 1.0]])
+    want = torch.tensor([[1 / 3, 1 / 3, 0, 1 / 3], [1 / 3, 0, 1 / 3, 1 / 3]], dtype=torch.float64)
+    g = torch.Generator(device=device).manual_seed(0)
+    for opts in (dict(), dict(keep=[2, 1]), dict(top_p=0.5), dict(top_k=2, keep=1)):
+        got = sampling_probs(x.to(device), temperature=T, backend=backend, **opts).cpu()
+        ref = _ref(x, dict(opts, temperature=T))
+        assert torch.isfinite(got).all(), f"{backend} {opts}: {got}"
+        assert (got.double() - ref).abs().max() <= 1e-6, f"{backend} {opts}: {got} vs {ref}"
+        if not opts:
+            assert torch.allclose(got.double(), want)
+        tok = kexue.sample(x.to(device), temperature=T, backend=backend, generator=g, **opts).cpu()
+        assert (ref[torch.arange(2), tok] > 0).all(), f"{backend} {opts}: token {tok}"
+
+
+@pytest.mark.parametrize("T", [0.5, 1e-3, 2.0])
+def test_gradient_with_a_tied_max(T):
+    """∂q/∂x = q ⊙ (g − ⟨q, g⟩) / T also where the largest logit is tied: the reference (the "torch"
+    backend, and every backend's double backward and torch.func route) once sent the gradient of
+    the row max to one of the tied tokens (found by ``bench/fuzz_ops.py --op sample``, seed 101)."""
+    x0 = torch.tensor([[1.0, 1.0, -2.0, 1.0], [0.3, 0.3, 0.3, 0.3]], dtype=torch.float64)
+    go = torch.tensor([[1.0, -2.0, 0.5, 3.0], [1.0, 0.0, -1.0, 2.0]], dtype=torch.float64)
+
+    def want(x):
+        q = torch.softmax(x / T, dim=1)
+        return q * (go - (q * go).sum(1, keepdim=True)) / T
+
+    for backend in ("torch", "cpu"):
+        x = x0.clone().requires_grad_()
+        q = sampling_probs(x, temperature=T, backend=backend)
+        (g1,) = torch.autograd.grad((q * go).sum(), x, create_graph=True)
+        assert torch.allclose(g1, want(x0), rtol=1e-9, atol=1e-12), f"{backend}: {g1} vs {want(x0)}"
+        g2 = torch.func.grad(lambda x: (sampling_probs(x, temperature=T, backend=backend) * go).sum())(x0)
+        assert torch.allclose(g2, want(x0), rtol=1e-9, atol=1e-12), f"{backend} torch.func: {g2}"
+
+
 def test_reference_semantics_by_hand():
     one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
     x = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])

@@ -183,8 +183,11 @@ struct SampleJob {
     if (m == -inf) return fail(r, kAllMasked);
     const bool scale_first = T >= acc_t(1);
     const acc_t mT = m / T;
-    // (v - m) / T without overflow; exactly 0 at the max (T may round to 0 in float: the rest is -inf)
-    auto gap = [&](acc_t v) { return scale_first ? v / T - mT : (v == m ? acc_t(0) : (v - m) / T); };
+    // (v - m) / T without overflow; exactly 0 at the max (T may round to 0 in float: the rest is -inf);
+    // -inf for a masked token (T above float's range rounds to inf: -inf / inf would be NaN)
+    auto gap = [&](acc_t v) {
+      return v == -inf ? v : scale_first ? v / T - mT : (v == m ? acc_t(0) : (v - m) / T);
+    };
     const int64_t k = top_k[r];
     const bool use_k = k > 0 && k < V;
     int64_t n = V;

@@ -84,8 +84,10 @@ struct Row {
   float T_;
   __device__ __forceinline__ float a(int64_t i) const { return cuda_common::to_float(x[i * s1]); }
   // (a − m) / T: a / T − m / T for T >= 1 (no quotient overflows), else (a − m) / T (overflows
-  // only where e^gap = 0 anyway); exactly 0 at the max (T may round to 0 in float)
+  // only where e^gap = 0 anyway); exactly 0 at the max (T may round to 0 in float); -inf for a
+  // masked token (T above float's range rounds to inf, and -inf / inf is NaN)
   __device__ __forceinline__ float gap(float a, float m) const {
+    if (a == -INFINITY) return a;
     return T_ >= 1.f ? a / T_ - m / T_ : (a == m ? 0.f : (a - m) / T_);
   }
 };
