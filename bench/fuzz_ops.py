@@ -26,15 +26,18 @@ CPU, Triton runs under the interpreter (TRITON_INTERPRET=1 is set when no GPU is
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import random
 import sys
 import time
+import traceback
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the campaign modules beside this file
 
 import kexue  # noqa: E402
 from kexue.cross_entropy import cross_entropy_reference  # noqa: E402
@@ -341,9 +344,18 @@ def _mutate_linear_attention(rel: float) -> None:
     kexue.linear_attention = off
 
 
+CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe"}  # --op: bench/<module>.py
+
+
+def yield_to(path: str | None, poll: float = 5.0) -> None:
+    """Sleeps while ``path`` exists (checked between seeds)."""
+    while path and os.path.exists(path):
+        time.sleep(poll)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--op", choices=["la", "ce"], required=True)
+    p.add_argument("--op", choices=["la", "ce", *CAMPAIGNS], required=True)
     p.add_argument("--seconds", type=float, default=300.0, help="run new seeds until this long (0: one seed)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--backends", default="cpu,triton")
@@ -352,20 +364,27 @@ def main() -> int:
     p.add_argument("--count", type=int, default=None, help="run exactly this many seeds (overrides --seconds)")
     p.add_argument("--targeted", action="store_true", help="la only: taylor on short packed sequences")
     p.add_argument("--mutate", type=float, default=0.0,
-                   help="la only: move one output entry by this fraction of the largest (a kernel that is off)")
+                   help="la, sample, attn, probe: move one output entry by this fraction (a kernel that is off)")
+    p.add_argument("--yield-to", default=None, metavar="FILE",
+                   help="between seeds, sleep while FILE exists (someone else is taking timings)")
     a = p.parse_args()
+    sys.modules.setdefault("fuzz_ops", sys.modules[__name__])  # (the campaign modules import the rule from here)
+    campaign = importlib.import_module(CAMPAIGNS[a.op]) if a.op in CAMPAIGNS else None
     if a.mutate:
-        _mutate_linear_attention(a.mutate)
+        campaign.mutate(a.mutate) if campaign else _mutate_linear_attention(a.mutate)
     torch.set_num_threads(a.threads)
-    fn = fuzz_la if a.op == "la" else fuzz_ce
+    fn = getattr(campaign, f"fuzz_{a.op}") if campaign else fuzz_la if a.op == "la" else fuzz_ce
     if a.targeted:
         fn = lambda seed, backend, device: fuzz_la(seed, backend, device, targeted=True)  # noqa: E731
     start, seed, runs, failures = time.time(), a.seed, 0, 0
     while True:
+        yield_to(a.yield_to)
         for backend in a.backends.split(","):
             try:
                 msgs, cfg = fn(seed, backend, a.device)
             except Exception as exc:  # noqa: BLE001 - a crash is a finding: report it and go on
+                if os.environ.get("FUZZ_TRACEBACK"):
+                    traceback.print_exc()
                 msgs, cfg = [f"{type(exc).__name__}: {exc}".splitlines()[0]], {}
             runs += 1
             if msgs:
