@@ -160,6 +160,28 @@ def test_temperature_beyond_float32_with_masked_tokens(backend, device, T):
         assert (ref[torch.arange(2), tok] > 0).all(), f"{backend} {opts}: token {tok}"
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("T", [165.85345248431128, 1.5, 3.0])
+def test_temperature_above_one_keeps_float32_accuracy(backend, device, T):
+    """Large logits and T > 1: the gap (x − m) / T must carry float32's accuracy of the plain
+    composite softmax((x − m) / T), not the rounding of the two quotients x / T and m / T (error
+    |x| / T units, 100x more at |x| = 1e4, T = 166: bench/fuzz_ops.py --op sample, seed 1292).  The
+    quotient form is kept only where x − m overflows float32."""
+    x = _logits(3, 300, scale=1e4, seed=1)
+    x[0, :2] = torch.tensor([1e4, 1e4 - 1])  # two tokens near the top: x / T rounds by 2.4e-4 at T = 3
+    x[2, :2] = torch.tensor([3e38, -3e38])  # x − m overflows: the quotients are needed there
+    for opts in (dict(temperature=T), dict(temperature=T, top_k=2), dict(temperature=T, top_p=0.9, keep=[5])):
+        got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+        ref64 = _ref(x, opts)
+        judged = (ref64 == 0) | (ref64 >= 1e-30)  # (not: weights at float32's underflow)
+        assert ((got > 0) == (ref64 > 0))[judged].all(), f"{backend} {opts}: kept sets differ"
+        g = (x.double() - x.double().max(dim=1, keepdim=True).values) / T  # plain composite, float32
+        plain = torch.where(ref64 > 0, torch.exp(g.float()), torch.zeros(()))
+        plain = plain / plain.sum(dim=1, keepdim=True)
+        err, base = error(got, ref64), error(plain, ref64)
+        assert err <= 2 * base + 4 * torch.finfo(torch.float32).eps, f"{backend} {opts}: {err:.3g} vs {base:.3g}"
+
+
 @pytest.mark.parametrize("T", [0.5, 1e-3, 2.0])
 def test_gradient_with_a_tied_max(T):
     """∂q/∂x = q ⊙ (g − ⟨q, g⟩) / T also where the largest logit is tied: the reference (the "torch"

@@ -59,10 +59,12 @@ def _logit_block(row, c0, offs, V, s1):
 
 @triton.jit
 def _gap(a, m, mT, T):
-    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T for T >= 1 (mT = m / T),
-    else (a − m) / T, 0 at the max (T may round to 0 in float32), −inf for a masked token (T above
-    float32's range rounds to inf, and −inf / inf is NaN)."""
-    g = tl.where(T >= 1.0, a / T - mT, tl.where(a == m, 0.0, (a - m) / T))
+    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T (mT = m / T) only where
+    a − m overflows and T >= 1, else (a − m) / T; 0 at the max (T may round to 0 in float32), −inf
+    for a masked token (T above float32's range rounds to inf, and −inf / inf is NaN)."""
+    d = a - m
+    overflowed = tl.where(T >= 1.0, a / T - mT, d / T)
+    g = tl.where(d == -float("inf"), overflowed, tl.where(a == m, 0.0, d / T))
     return tl.where(a == -float("inf"), -float("inf"), g)
 
 

@@ -88,7 +88,9 @@ struct Row {
   // masked token (T above float's range rounds to inf, and -inf / inf is NaN)
   __device__ __forceinline__ float gap(float a, float m) const {
     if (a == -INFINITY) return a;
-    return T_ >= 1.f ? a / T_ - m / T_ : (a == m ? 0.f : (a - m) / T_);
+    if (a == m) return 0.f;
+    const float d = a - m;  // the quotients only where d overflows (they round by |a| / T units)
+    return d == -INFINITY && T_ >= 1.f ? a / T_ - m / T_ : d / T_;
   }
 };
 
