@@ -347,10 +347,13 @@ def _mutate_linear_attention(rel: float) -> None:
 CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe"}  # --op: bench/<module>.py
 
 
-def yield_to(path: str | None, poll: float = 5.0) -> None:
-    """Sleeps while ``path`` exists (checked between seeds)."""
+def yield_to(path: str | None, poll: float = 5.0) -> float:
+    """Sleeps while ``path`` exists (checked between seeds); returns the seconds slept (not counted
+    in ``--seconds``)."""
+    start = time.time()
     while path and os.path.exists(path):
         time.sleep(poll)
+    return time.time() - start
 
 
 def main() -> int:
@@ -376,9 +379,9 @@ def main() -> int:
     fn = getattr(campaign, f"fuzz_{a.op}") if campaign else fuzz_la if a.op == "la" else fuzz_ce
     if a.targeted:
         fn = lambda seed, backend, device: fuzz_la(seed, backend, device, targeted=True)  # noqa: E731
-    start, seed, runs, failures = time.time(), a.seed, 0, 0
+    start, seed, runs, failures, paused = time.time(), a.seed, 0, 0, 0.0
     while True:
-        yield_to(a.yield_to)
+        paused += yield_to(a.yield_to)
         for backend in a.backends.split(","):
             try:
                 msgs, cfg = fn(seed, backend, a.device)
@@ -391,11 +394,11 @@ def main() -> int:
                 failures += 1
                 print(f"FAIL seed {seed} backend {backend} {cfg}: {'; '.join(msgs)}", flush=True)
         seed += 1
-        done = seed - a.seed >= a.count if a.count is not None else time.time() - start >= a.seconds
+        done = seed - a.seed >= a.count if a.count is not None else time.time() - start - paused >= a.seconds
         if done:
             break
     print(f"{runs} runs ({a.op}, seeds {a.seed}..{seed - 1}, backends {a.backends}, {a.device}): "
-          f"{failures} failed", flush=True)
+          f"{failures} failed; {time.time() - start - paused:.0f} s running, {paused:.0f} s paused", flush=True)
     return 1 if failures else 0
 
 

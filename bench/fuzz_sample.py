@@ -217,20 +217,21 @@ def judge_kept(x64: torch.Tensor, T: float, k: int | None, p: float | None, E: l
     wc = torch.where(C, w, torch.zeros_like(w))
     Z = float(wc.sum())
     delta = float((wc * eta).sum()) + (2 * int(C.sum()) + 2) * u * Z
+    # τ lies above every dropped free token and at or below the lowest kept free token (each up to
+    # its rounding); keep ids in C count toward the top-p mass only when they can be above τ
+    t_low = float(torch.where(drop_f, w * (1 - eta), torch.zeros_like(w)).max()) if bool(drop_f.any()) else 0.0
+    lo_hi = math.inf
     if bool(kept_f.any()):
         lo_i = int(torch.where(kept_f, w, torch.full_like(w, math.inf)).argmin())
-        lo, lo_hi = float(w[lo_i]) * (1 - float(eta[lo_i])), float(w[lo_i]) * (1 + float(eta[lo_i]))
-        if bool(drop_f.any()):
+        lo_hi = float(w[lo_i]) * (1 + float(eta[lo_i]))
+        if t_low > lo_hi:
             d_i = int(torch.where(drop_f, w, torch.full_like(w, -1.0)).argmax())
-            if float(w[d_i]) * (1 - float(eta[d_i])) > lo_hi:
-                return f"token {d_i} (w {float(w[d_i]):.6g}) dropped, token {lo_i} (w {float(w[lo_i]):.6g}) kept"
-    else:  # only keep ids above τ: the crossing level is above every free token
-        lo = lo_hi = float(torch.where(drop_f, w * (1 + eta), torch.zeros_like(w)).max()) if bool(drop_f.any()) else 0.0
-    above = C & got & (w * (1 + eta) >= lo)  # what can be at or above the crossing level
-    surely = C & got & (w * (1 - eta) > lo_hi)  # strictly above the lowest kept level
+            return f"token {d_i} (w {float(w[d_i]):.6g}) dropped, token {lo_i} (w {float(w[lo_i]):.6g}) kept"
+    above = C & got & (w * (1 + eta) > t_low)  # what can be at or above τ
+    surely = C & got & (w * (1 - eta) > lo_hi)  # strictly above the lowest kept free token
     if float(wc[above].sum()) < p * Z - delta:
         return f"kept mass {float(wc[above].sum()) / Z:.9g} of C does not reach p = {p}"
-    if float(wc[surely].sum()) >= p * Z + delta and bool(kept_f.any()):
+    if float(wc[surely].sum()) >= p * Z + delta:
         return f"not minimal: mass {float(wc[surely].sum()) / Z:.9g} above the lowest kept level already reaches {p}"
     return None
 
