@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 
 import torch
-
 from fuzz_ops import check, scale_of
+
 from kexue.attribution import op
 
 FLOOR = {torch.float32: 1e-5, torch.float64: 1e-12}  # floors, times the values' scale

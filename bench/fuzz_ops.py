@@ -1,8 +1,18 @@
-"""Random-configuration campaign: kexue.linear_attention and kexue.cross_entropy /
-linear_cross_entropy against their float64 definitions, outputs and gradients.
+"""Random-configuration campaigns: every compiled op against its float64 definition, outputs and
+gradients.  ``--op la``: kexue.linear_attention; ``ce``: cross_entropy / linear_cross_entropy
+(both here); ``sample``: sampling_probs / sample (bench/fuzz_sample.py); ``attn``: the attribution
+attention op attention_qkv_fwd / _bwd (bench/fuzz_attn.py); ``probe``: eisner, segment_distance,
+masked_batch (bench/fuzz_probe.py).  Each module's docstring states its definition and allowances.
 
     python bench/fuzz_ops.py --op la --seconds 600 [--seed 0] [--backends cpu,triton] [--device cpu]
     python bench/fuzz_ops.py --op ce --seconds 600 --device cuda --backends cuda,triton
+    python bench/fuzz_ops.py --op sample --seconds 600 --backends cpu,torch,triton --yield-to /tmp/kexue-quiet
+    python bench/fuzz_ops.py --op attn --seconds 600 --backends cpu,torch
+    python bench/fuzz_ops.py --op probe --seconds 600 --backends cpu,torch,triton
+
+``--yield-to FILE`` sleeps between seeds while FILE exists (the sleep is not counted in
+``--seconds``); ``--mutate R`` moves one output of the op by R (la, sample, attn, probe: a kernel
+that is off, which the campaign must report); ``FUZZ_TRACEBACK=1`` prints a crash's traceback.
 
 Where the hypothesis tests of ``make test`` take a few dozen draws of a few options each, this
 crosses every option at once, for as long as it is given: shapes with the awkward sizes (1, 2,
@@ -11,8 +21,8 @@ no multiple of any block), feature maps, causal or not, normalised or not, masks
 cross-entropy every option of the loss, huge and -inf logits, in-place backward and the fused
 lm_head.  Each configuration is one seed: ``--seed S --seconds 0`` reruns just seed S.
 
-Rule (flash-attention's): error against float64 <= 2 x the error of the plain composite in the
-input's dtype (for 16-bit linear attention the composite computed in 16 bits,
+Rule (flash-attention's, every campaign): error against float64 <= 2 x the error of the plain
+composite in the input's dtype (for 16-bit linear attention the composite computed in 16 bits,
 ``compute_dtype``) + a float32 floor; for 16-bit inputs also 2 units of the dtype at the
 values' size.  Each failure prints its configuration.  Known ill-conditioned corners are left
 out of the draw and named where they are (``_la_config``).  The "taylor" map's scores

@@ -26,8 +26,8 @@ import itertools
 import random
 
 import torch
-
 from fuzz_ops import UNIT, check, scale_of
+
 from kexue.probe import kernels, parsers
 
 EXHAUSTIVE_MAX_N = 7  # projective trees of 7 words: a few thousand

@@ -45,9 +45,9 @@ import math
 import random
 
 import torch
+from fuzz_ops import UNIT, check, scale_of
 
 import kexue
-from fuzz_ops import UNIT, check, scale_of
 
 U32 = 2.0**-24  # float32's unit roundoff
 EXP_UNITS = 4  # exp's own error, in units (vectorised float32 exp: <= 2 ulp)

@@ -199,7 +199,7 @@ def test_gradient_with_a_tied_max(T):
         q = sampling_probs(x, temperature=T, backend=backend)
         (g1,) = torch.autograd.grad((q * go).sum(), x, create_graph=True)
         assert torch.allclose(g1, want(x0), rtol=1e-9, atol=1e-12), f"{backend}: {g1} vs {want(x0)}"
-        g2 = torch.func.grad(lambda x: (sampling_probs(x, temperature=T, backend=backend) * go).sum())(x0)
+        g2 = torch.func.grad(lambda x, b=backend: (sampling_probs(x, temperature=T, backend=b) * go).sum())(x0)
         assert torch.allclose(g2, want(x0), rtol=1e-9, atol=1e-12), f"{backend} torch.func: {g2}"
 
 

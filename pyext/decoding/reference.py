@@ -28,7 +28,9 @@ Every backend evaluates this the same way, so that no temperature > 0 overflows:
 itself (dividing by T > 0 keeps the order, and rounding x / T could only add ties), and
 a_i − max a = (x_i − m) / T with m = max x, computed as (x_i − m) / T, and as x_i / T − m / T
 where x_i − m overflows and T ≥ 1 (for T < 1 an overflowing x_i − m means a scaled gap below
-−3.4e38 anyway, and e^gap = 0; the quotients are used nowhere else: each rounds by |x| / T units). A tiny temperature is then the greedy limit, not x / T = ±inf.
+−3.4e38 anyway, and e^gap = 0; the quotients are used nowhere else: each rounds by |x| / T
+units).  A tiny temperature is then the greedy limit, not x / T = ±inf; a masked token keeps gap
+−inf also where a temperature above float32's range rounds to inf in the kernels.
 
 Everything here runs in float64 (the kernels in float32, float64 for float64 logits).
 """
