@@ -18,25 +18,38 @@ from __future__ import annotations
 import random
 
 import torch
-from fuzz_ops import check, scale_of
+from fuzz_ops import ROUNDING_SAMPLES, ROUNDING_UNIT, _signs, check, rounding_model, scale_of
 
 from kexue.attribution import op
 
 FLOOR = {torch.float32: 1e-5, torch.float64: 1e-12}  # floors, times the values' scale
 
 
-def composite(qkv: torch.Tensor, heads: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, probs) from the docstring, in qkv's dtype; differentiable."""
+def composite(qkv: torch.Tensor, heads: int, scale: float, rnd=None,
+              seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, probs) from the docstring, in qkv's dtype; differentiable.  ``rnd`` (fuzz_ops'
+    rounding_model at float32's unit, on float64 tensors): the rounding of the scores, the
+    probabilities and the outputs (and of their gradients) in the standard model, plus √dh units
+    of each score's absolute sum |scale| Σ_d |q_d k_d| with random signs (the typical rounding
+    error of a dh-term dot product: √n·u·Σ|x_i y_i|, Higham & Mary's probabilistic bound)."""
     R, L, C = qkv.shape
     D = C // 3
     dh = D // heads
+    gen = torch.Generator().manual_seed(seed)
     outs, probs = [], []
     for h in range(heads):
         cols = slice(h * dh, (h + 1) * dh)
         q, k, v = qkv[..., :D][..., cols], qkv[..., D:2 * D][..., cols], qkv[..., 2 * D:][..., cols]
-        p = torch.softmax(torch.einsum("rid,rjd->rij", q, k) * scale, dim=-1)
+        s = torch.einsum("rid,rjd->rij", q, k) * scale
+        if rnd is not None:
+            size = torch.einsum("rid,rjd->rij", q.abs(), k.abs()).detach() * abs(scale) * dh**0.5
+            size = size * ROUNDING_UNIT[torch.float32]
+            s = rnd(s + size * _signs(s, gen))
+        p = torch.softmax(s, dim=-1)
+        p = rnd(p) if rnd is not None else p
+        o = torch.einsum("rij,rjd->rid", p, v)
+        outs.append(rnd(o) if rnd is not None else o)
         probs.append(p)
-        outs.append(torch.einsum("rij,rjd->rid", p, v))
     return torch.cat(outs, dim=-1), torch.stack(probs, dim=1)
 
 
@@ -83,8 +96,14 @@ def fuzz_attn(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
     ol, pl = composite(xl, heads, scale)
     if out.shape != o64.shape or probs.shape != p64.shape or out.dtype != dtype or probs.dtype != dtype:
         return [f"shapes/dtypes: out {tuple(out.shape)} {out.dtype}, probs {tuple(probs.shape)} {probs.dtype}"], c
-    check("out", out, o64, ol, FLOOR[dtype] * scale_of(o64), msgs)
-    check("probs", probs, p64, pl, FLOOR[dtype], msgs)
+    # float32: also the rounding model (a saturated softmax's gradient is ill-conditioned, and the
+    # composite's own error there is luck: the la campaign's taylor argument)
+    pert = []
+    for j in range(ROUNDING_SAMPLES if dtype == torch.float32 else 0):
+        xm = qkv.detach().double().requires_grad_()
+        pert.append((xm, composite(xm, heads, scale, rounding_model(ROUNDING_UNIT[dtype], seed * 64 + j), seed + j)))
+    check("out", out, o64, ol, FLOOR[dtype] * scale_of(o64), msgs, [m[1][0] for m in pert])
+    check("probs", probs, p64, pl, FLOOR[dtype], msgs, [m[1][1] for m in pert])
     go = torch.randn(o64.shape, dtype=torch.float64)
     gp = torch.randn(p64.shape, dtype=torch.float64) if c["grad_probs"] else None
 
@@ -93,12 +112,13 @@ def fuzz_attn(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
         return torch.autograd.grad(loss, leaf)[0]
 
     g64 = grad(o64, p64, x64)
+    gm = [grad(m[1][0], m[1][1], m[0]) for m in pert]
     floor = FLOOR[dtype] * scale_of(g64)
-    check("dqkv", grad(out, probs, x), g64, grad(ol, pl, xl), floor, msgs)
+    check("dqkv", grad(out, probs, x), g64, grad(ol, pl, xl), floor, msgs, gm)
     if backend != "torch" and gp is None:  # the integrand's direct call, given the forward's probs
         direct = op.attention_qkv_backward(go.to(dtype), qkv, probs.detach(), heads, scale)
         xl2 = qkv.detach().clone().requires_grad_()
-        check("attention_qkv_backward", direct, g64, grad(*composite(xl2, heads, scale), xl2), floor, msgs)
+        check("attention_qkv_backward", direct, g64, grad(*composite(xl2, heads, scale), xl2), floor, msgs, gm)
     return msgs, c
 
 
