@@ -182,6 +182,19 @@ def test_temperature_above_one_keeps_float32_accuracy(backend, device, T):
         assert err <= 2 * base + 4 * torch.finfo(torch.float32).eps, f"{backend} {opts}: {err:.3g} vs {base:.3g}"
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_signed_zeros_tie_in_top_k(backend, device):
+    """-0.0 == +0.0: a zero logit tied with a θ_k of the other sign is kept (the tie rule).  The
+    Triton and CUDA kernels' order-preserving integer key once put -0.0 below +0.0 (found by
+    ``bench/fuzz_ops.py --op sample``, seed 1862: logits rounded to halves give signed zeros)."""
+    x = torch.tensor([[1.0, 0.0, -0.0, -1.0, -0.0], [1.0, -0.0, 0.0, -1.0, 0.0], [-0.0, 0.0, -2.0, -0.0, 1.0]])
+    for opts in (dict(top_k=2), dict(top_k=1), dict(top_k=2, top_p=0.9, keep=3)):
+        got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+        ref = _ref(x, opts)
+        assert torch.equal(got > 0, ref > 0), f"{backend} {opts}: {got} vs {ref}"
+        assert (got.double() - ref).abs().max() <= 1e-6
+
+
 @pytest.mark.parametrize("T", [0.5, 1e-3, 2.0])
 def test_gradient_with_a_tied_max(T):
     """∂q/∂x = q ⊙ (g − ⟨q, g⟩) / T also where the largest logit is tied: the reference (the "torch"

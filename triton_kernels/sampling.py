@@ -43,8 +43,9 @@ ONE_BITS = 0x3F800000  # bits of 1.0f
 
 @triton.jit
 def _key(a):
-    """Order-preserving int32 key of a float32 (negative floats have their magnitude bits flipped)."""
-    b = a.to(tl.int32, bitcast=True)
+    """Order-preserving int32 key of a float32 (negative floats have their magnitude bits flipped;
+    -0.0 is +0.0 first: equal floats, equal keys, so a zero tied with θ_k is kept)."""
+    b = tl.where(a == 0.0, 0.0, a).to(tl.int32, bitcast=True)
     return b ^ ((b >> 31) & 0x7FFFFFFF)
 
 

@@ -37,8 +37,10 @@ constexpr int kKeySteps = 32;            // int32 key range: 2^32 values
 constexpr int kTauSteps = 31;            // bits of w in [0, 1.0f]: < 2^30 + 1 values
 constexpr int32_t kOneBits = 0x3F800000;  // bits of 1.0f
 
+// Order-preserving int32 key of a float (negative floats have their magnitude bits flipped); -0.0 is
+// +0.0 first: equal floats, equal keys, so a zero tied with theta_k is kept.
 __device__ __forceinline__ int32_t order_key(float a) {
-  const int32_t b = static_cast<int32_t>(__float_as_uint(a));
+  const int32_t b = static_cast<int32_t>(__float_as_uint(a == 0.f ? 0.f : a));
   return b ^ ((b >> 31) & 0x7FFFFFFF);
 }
 __device__ __forceinline__ int32_t bits_of(float w) { return static_cast<int32_t>(__float_as_uint(w)); }
