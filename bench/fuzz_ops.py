@@ -1,8 +1,18 @@
-"""Random-configuration campaign: kexue.linear_attention and kexue.cross_entropy /
-linear_cross_entropy against their float64 definitions, outputs and gradients.
+"""Random-configuration campaigns: every compiled op against its float64 definition, outputs and
+gradients.  ``--op la``: kexue.linear_attention; ``ce``: cross_entropy / linear_cross_entropy
+(both here); ``sample``: sampling_probs / sample (bench/fuzz_sample.py); ``attn``: the attribution
+attention op attention_qkv_fwd / _bwd (bench/fuzz_attn.py); ``probe``: eisner, segment_distance,
+masked_batch (bench/fuzz_probe.py).  Each module's docstring states its definition and allowances.
 
     python bench/fuzz_ops.py --op la --seconds 600 [--seed 0] [--backends cpu,triton] [--device cpu]
     python bench/fuzz_ops.py --op ce --seconds 600 --device cuda --backends cuda,triton
+    python bench/fuzz_ops.py --op sample --seconds 600 --backends cpu,torch,triton --yield-to /tmp/kexue-quiet
+    python bench/fuzz_ops.py --op attn --seconds 600 --backends cpu,torch
+    python bench/fuzz_ops.py --op probe --seconds 600 --backends cpu,torch,triton
+
+``--yield-to FILE`` sleeps between seeds while FILE exists (the sleep is not counted in
+``--seconds``); ``--mutate R`` moves one output of the op by R (la, sample, attn, probe: a kernel
+that is off, which the campaign must report); ``FUZZ_TRACEBACK=1`` prints a crash's traceback.
 
 Where the hypothesis tests of ``make test`` take a few dozen draws of a few options each, this
 crosses every option at once, for as long as it is given: shapes with the awkward sizes (1, 2,
@@ -11,8 +21,8 @@ no multiple of any block), feature maps, causal or not, normalised or not, masks
 cross-entropy every option of the loss, huge and -inf logits, in-place backward and the fused
 lm_head.  Each configuration is one seed: ``--seed S --seconds 0`` reruns just seed S.
 
-Rule (flash-attention's): error against float64 <= 2 x the error of the plain composite in the
-input's dtype (for 16-bit linear attention the composite computed in 16 bits,
+Rule (flash-attention's, every campaign): error against float64 <= 2 x the error of the plain
+composite in the input's dtype (for 16-bit linear attention the composite computed in 16 bits,
 ``compute_dtype``) + a float32 floor; for 16-bit inputs also 2 units of the dtype at the
 values' size.  Each failure prints its configuration.  Known ill-conditioned corners are left
 out of the draw and named where they are (``_la_config``).  The "taylor" map's scores
@@ -26,15 +36,18 @@ CPU, Triton runs under the interpreter (TRITON_INTERPRET=1 is set when no GPU is
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import random
 import sys
 import time
+import traceback
 
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the campaign modules beside this file
 
 import kexue  # noqa: E402
 from kexue.cross_entropy import cross_entropy_reference  # noqa: E402
@@ -341,9 +354,21 @@ def _mutate_linear_attention(rel: float) -> None:
     kexue.linear_attention = off
 
 
+CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe"}  # --op: bench/<module>.py
+
+
+def yield_to(path: str | None, poll: float = 5.0) -> float:
+    """Sleeps while ``path`` exists (checked between seeds); returns the seconds slept (not counted
+    in ``--seconds``)."""
+    start = time.time()
+    while path and os.path.exists(path):
+        time.sleep(poll)
+    return time.time() - start
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--op", choices=["la", "ce"], required=True)
+    p.add_argument("--op", choices=["la", "ce", *CAMPAIGNS], required=True)
     p.add_argument("--seconds", type=float, default=300.0, help="run new seeds until this long (0: one seed)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--backends", default="cpu,triton")
@@ -352,31 +377,38 @@ def main() -> int:
     p.add_argument("--count", type=int, default=None, help="run exactly this many seeds (overrides --seconds)")
     p.add_argument("--targeted", action="store_true", help="la only: taylor on short packed sequences")
     p.add_argument("--mutate", type=float, default=0.0,
-                   help="la only: move one output entry by this fraction of the largest (a kernel that is off)")
+                   help="la, sample, attn, probe: move one output entry by this fraction (a kernel that is off)")
+    p.add_argument("--yield-to", default=None, metavar="FILE",
+                   help="between seeds, sleep while FILE exists (someone else is taking timings)")
     a = p.parse_args()
+    sys.modules.setdefault("fuzz_ops", sys.modules[__name__])  # (the campaign modules import the rule from here)
+    campaign = importlib.import_module(CAMPAIGNS[a.op]) if a.op in CAMPAIGNS else None
     if a.mutate:
-        _mutate_linear_attention(a.mutate)
+        campaign.mutate(a.mutate) if campaign else _mutate_linear_attention(a.mutate)
     torch.set_num_threads(a.threads)
-    fn = fuzz_la if a.op == "la" else fuzz_ce
+    fn = getattr(campaign, f"fuzz_{a.op}") if campaign else fuzz_la if a.op == "la" else fuzz_ce
     if a.targeted:
         fn = lambda seed, backend, device: fuzz_la(seed, backend, device, targeted=True)  # noqa: E731
-    start, seed, runs, failures = time.time(), a.seed, 0, 0
+    start, seed, runs, failures, paused = time.time(), a.seed, 0, 0, 0.0
     while True:
+        paused += yield_to(a.yield_to)
         for backend in a.backends.split(","):
             try:
                 msgs, cfg = fn(seed, backend, a.device)
             except Exception as exc:  # noqa: BLE001 - a crash is a finding: report it and go on
+                if os.environ.get("FUZZ_TRACEBACK"):
+                    traceback.print_exc()
                 msgs, cfg = [f"{type(exc).__name__}: {exc}".splitlines()[0]], {}
             runs += 1
             if msgs:
                 failures += 1
                 print(f"FAIL seed {seed} backend {backend} {cfg}: {'; '.join(msgs)}", flush=True)
         seed += 1
-        done = seed - a.seed >= a.count if a.count is not None else time.time() - start >= a.seconds
+        done = seed - a.seed >= a.count if a.count is not None else time.time() - start - paused >= a.seconds
         if done:
             break
     print(f"{runs} runs ({a.op}, seeds {a.seed}..{seed - 1}, backends {a.backends}, {a.device}): "
-          f"{failures} failed", flush=True)
+          f"{failures} failed; {time.time() - start - paused:.0f} s running, {paused:.0f} s paused", flush=True)
     return 1 if failures else 0
 
 

@@ -139,6 +139,83 @@ def test_any_temperature_without_overflow(backend, device, T):
         assert torch.equal(got[1], torch.tensor([0.5, 0, 0, 0, 0.5]))
 
 
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("T", [1e39, 1e300], ids=repr)
+def test_temperature_beyond_float32_with_masked_tokens(backend, device, T):
+    """A finite float64 temperature above float32's range rounds to inf in the float32 kernels:
+    every finite token then has gap 0 (the uniform limit), and a masked one must stay at weight 0,
+    not -inf / inf = NaN.  Found by ``bench/fuzz_ops.py --op sample`` (seed 52): a masked keep id
+    made every probability NaN on "cpu", any masked token did on "triton"."""
+    x = torch.tensor([[1.0, 0.5, float("-inf"), -2.0], [0.0, float("-inf"), 3.0, 1.0]])
+    want = torch.tensor([[1 / 3, 1 / 3, 0, 1 / 3], [1 / 3, 0, 1 / 3, 1 / 3]], dtype=torch.float64)
+    g = torch.Generator(device=device).manual_seed(0)
+    for opts in (dict(), dict(keep=[2, 1]), dict(top_p=0.5), dict(top_k=2, keep=1)):
+        got = sampling_probs(x.to(device), temperature=T, backend=backend, **opts).cpu()
+        ref = _ref(x, dict(opts, temperature=T))
+        assert torch.isfinite(got).all(), f"{backend} {opts}: {got}"
+        assert (got.double() - ref).abs().max() <= 1e-6, f"{backend} {opts}: {got} vs {ref}"
+        if not opts:
+            assert torch.allclose(got.double(), want)
+        tok = kexue.sample(x.to(device), temperature=T, backend=backend, generator=g, **opts).cpu()
+        assert (ref[torch.arange(2), tok] > 0).all(), f"{backend} {opts}: token {tok}"
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("T", [165.85345248431128, 1.5, 3.0])
+def test_temperature_above_one_keeps_float32_accuracy(backend, device, T):
+    """Large logits and T > 1: the gap (x − m) / T must carry float32's accuracy of the plain
+    composite softmax((x − m) / T), not the rounding of the two quotients x / T and m / T (error
+    |x| / T units, 100x more at |x| = 1e4, T = 166: bench/fuzz_ops.py --op sample, seed 1292).  The
+    quotient form is kept only where x − m overflows float32."""
+    x = _logits(3, 300, scale=1e4, seed=1)
+    x[0, :2] = torch.tensor([1e4, 1e4 - 1])  # two tokens near the top: x / T rounds by 2.4e-4 at T = 3
+    x[2, :2] = torch.tensor([3e38, -3e38])  # x − m overflows: the quotients are needed there
+    for opts in (dict(temperature=T), dict(temperature=T, top_k=2), dict(temperature=T, top_p=0.9, keep=[5])):
+        got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+        ref64 = _ref(x, opts)
+        judged = (ref64 == 0) | (ref64 >= 1e-30)  # (not: weights at float32's underflow)
+        assert ((got > 0) == (ref64 > 0))[judged].all(), f"{backend} {opts}: kept sets differ"
+        g = (x.double() - x.double().max(dim=1, keepdim=True).values) / T  # plain composite, float32
+        plain = torch.where(ref64 > 0, torch.exp(g.float()), torch.zeros(()))
+        plain = plain / plain.sum(dim=1, keepdim=True)
+        err, base = error(got, ref64), error(plain, ref64)
+        assert err <= 2 * base + 4 * torch.finfo(torch.float32).eps, f"{backend} {opts}: {err:.3g} vs {base:.3g}"
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_signed_zeros_tie_in_top_k(backend, device):
+    """-0.0 == +0.0: a zero logit tied with a θ_k of the other sign is kept (the tie rule).  The
+    Triton and CUDA kernels' order-preserving integer key once put -0.0 below +0.0 (found by
+    ``bench/fuzz_ops.py --op sample``, seed 1862: logits rounded to halves give signed zeros)."""
+    x = torch.tensor([[1.0, 0.0, -0.0, -1.0, -0.0], [1.0, -0.0, 0.0, -1.0, 0.0], [-0.0, 0.0, -2.0, -0.0, 1.0]])
+    for opts in (dict(top_k=2), dict(top_k=1), dict(top_k=2, top_p=0.9, keep=3)):
+        got = sampling_probs(x.to(device), backend=backend, **opts).cpu()
+        ref = _ref(x, opts)
+        assert torch.equal(got > 0, ref > 0), f"{backend} {opts}: {got} vs {ref}"
+        assert (got.double() - ref).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("T", [0.5, 1e-3, 2.0])
+def test_gradient_with_a_tied_max(T):
+    """∂q/∂x = q ⊙ (g − ⟨q, g⟩) / T also where the largest logit is tied: the reference (the "torch"
+    backend, and every backend's double backward and torch.func route) once sent the gradient of
+    the row max to one of the tied tokens (found by ``bench/fuzz_ops.py --op sample``, seed 101)."""
+    x0 = torch.tensor([[1.0, 1.0, -2.0, 1.0], [0.3, 0.3, 0.3, 0.3]], dtype=torch.float64)
+    go = torch.tensor([[1.0, -2.0, 0.5, 3.0], [1.0, 0.0, -1.0, 2.0]], dtype=torch.float64)
+
+    def want(x):
+        q = torch.softmax(x / T, dim=1)
+        return q * (go - (q * go).sum(1, keepdim=True)) / T
+
+    for backend in ("torch", "cpu"):
+        x = x0.clone().requires_grad_()
+        q = sampling_probs(x, temperature=T, backend=backend)
+        (g1,) = torch.autograd.grad((q * go).sum(), x, create_graph=True)
+        assert torch.allclose(g1, want(x0), rtol=1e-9, atol=1e-12), f"{backend}: {g1} vs {want(x0)}"
+        g2 = torch.func.grad(lambda x, b=backend: (sampling_probs(x, temperature=T, backend=b) * go).sum())(x0)
+        assert torch.allclose(g2, want(x0), rtol=1e-9, atol=1e-12), f"{backend} torch.func: {g2}"
+
+
 def test_reference_semantics_by_hand():
     one = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
     x = torch.tensor([[3.0, 2.0, 2.0, 1.0, 0.0]])

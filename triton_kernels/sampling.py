@@ -43,8 +43,9 @@ ONE_BITS = 0x3F800000  # bits of 1.0f
 
 @triton.jit
 def _key(a):
-    """Order-preserving int32 key of a float32 (negative floats have their magnitude bits flipped)."""
-    b = a.to(tl.int32, bitcast=True)
+    """Order-preserving int32 key of a float32 (negative floats have their magnitude bits flipped;
+    -0.0 is +0.0 first: equal floats, equal keys, so a zero tied with θ_k is kept)."""
+    b = tl.where(a == 0.0, 0.0, a).to(tl.int32, bitcast=True)
     return b ^ ((b >> 31) & 0x7FFFFFFF)
 
 
@@ -59,9 +60,13 @@ def _logit_block(row, c0, offs, V, s1):
 
 @triton.jit
 def _gap(a, m, mT, T):
-    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T for T >= 1 (mT = m / T),
-    else (a − m) / T, 0 at the max (T may round to 0 in float32)."""
-    return tl.where(T >= 1.0, a / T - mT, tl.where(a == m, 0.0, (a - m) / T))
+    """(a − m) / T without overflow (reference.py's scaled_gap): a / T − m / T (mT = m / T) only where
+    a − m overflows and T >= 1, else (a − m) / T; 0 at the max (T may round to 0 in float32), −inf
+    for a masked token (T above float32's range rounds to inf, and −inf / inf is NaN)."""
+    d = a - m
+    overflowed = tl.where(T >= 1.0, a / T - mT, d / T)
+    g = tl.where(d == -float("inf"), overflowed, tl.where(a == m, 0.0, d / T))
+    return tl.where(a == -float("inf"), -float("inf"), g)
 
 
 @triton.jit

@@ -5,8 +5,8 @@
 //   1. one pass over the logits x: m = max x, and a NaN or +inf in the row is an error.
 //   2. top-k: the k-th largest value θ_k of x (a selection, not a sort; ties with θ_k kept; the
 //      order of x / T): candidates C = {i : x_i >= θ_k} (C = all tokens without top-k).
-//   3. w_i = exp(g_i) on C with g_i = (x_i − m) / T, computed as x_i / T − m / T when T >= 1 and
-//      as (x_i − m) / T when T < 1 (no overflow for any T > 0: reference.py's scaled_gap);
+//   3. w_i = exp(g_i) on C with g_i = (x_i − m) / T, computed as x_i / T − m / T where x_i − m
+//      overflows and T >= 1, else as (x_i − m) / T (no overflow for any T > 0: reference.py's scaled_gap);
 //      Z = Σ_C w (w = 0 for a masked token, x = -inf).
 //   4. top-p: the crossing value τ = max{v : Σ_{i∈C, w_i >= v} w_i >= p·Z}; kept K = {i ∈ C : w_i >= τ}
 //      (the smallest prefix by descending probability whose mass reaches p, its crossing token and
@@ -183,8 +183,15 @@ struct SampleJob {
     if (m == -inf) return fail(r, kAllMasked);
     const bool scale_first = T >= acc_t(1);
     const acc_t mT = m / T;
-    // (v - m) / T without overflow; exactly 0 at the max (T may round to 0 in float: the rest is -inf)
-    auto gap = [&](acc_t v) { return scale_first ? v / T - mT : (v == m ? acc_t(0) : (v - m) / T); };
+    // (v - m) / T without overflow; exactly 0 at the max (T may round to 0 in float: the rest is -inf);
+    // -inf for a masked token (T above float's range rounds to inf: -inf / inf would be NaN); the
+    // quotients v / T - m / T only where v - m overflows (T >= 1: they round by |v| / T units)
+    auto gap = [&](acc_t v) {
+      if (v == -inf) return v;
+      if (v == m) return acc_t(0);
+      const acc_t d = v - m;
+      return d == -inf && scale_first ? v / T - mT : d / T;
+    };
     const int64_t k = top_k[r];
     const bool use_k = k > 0 && k < V;
     int64_t n = V;

@@ -37,8 +37,10 @@ constexpr int kKeySteps = 32;            // int32 key range: 2^32 values
 constexpr int kTauSteps = 31;            // bits of w in [0, 1.0f]: < 2^30 + 1 values
 constexpr int32_t kOneBits = 0x3F800000;  // bits of 1.0f
 
+// Order-preserving int32 key of a float (negative floats have their magnitude bits flipped); -0.0 is
+// +0.0 first: equal floats, equal keys, so a zero tied with theta_k is kept.
 __device__ __forceinline__ int32_t order_key(float a) {
-  const int32_t b = static_cast<int32_t>(__float_as_uint(a));
+  const int32_t b = static_cast<int32_t>(__float_as_uint(a == 0.f ? 0.f : a));
   return b ^ ((b >> 31) & 0x7FFFFFFF);
 }
 __device__ __forceinline__ int32_t bits_of(float w) { return static_cast<int32_t>(__float_as_uint(w)); }
@@ -84,9 +86,13 @@ struct Row {
   float T_;
   __device__ __forceinline__ float a(int64_t i) const { return cuda_common::to_float(x[i * s1]); }
   // (a − m) / T: a / T − m / T for T >= 1 (no quotient overflows), else (a − m) / T (overflows
-  // only where e^gap = 0 anyway); exactly 0 at the max (T may round to 0 in float)
+  // only where e^gap = 0 anyway); exactly 0 at the max (T may round to 0 in float); -inf for a
+  // masked token (T above float's range rounds to inf, and -inf / inf is NaN)
   __device__ __forceinline__ float gap(float a, float m) const {
-    return T_ >= 1.f ? a / T_ - m / T_ : (a == m ? 0.f : (a - m) / T_);
+    if (a == -INFINITY) return a;
+    if (a == m) return 0.f;
+    const float d = a - m;  // the quotients only where d overflows (they round by |a| / T units)
+    return d == -INFINITY && T_ >= 1.f ? a / T_ - m / T_ : d / T_;
   }
 };
 

@@ -26,9 +26,11 @@ rounding at a boundary).
 
 Every backend evaluates this the same way, so that no temperature > 0 overflows: θ_k is taken on x
 itself (dividing by T > 0 keeps the order, and rounding x / T could only add ties), and
-a_i − max a = (x_i − m) / T with m = max x, computed as x_i / T − m / T when T ≥ 1 (no quotient
-overflows) and as (x_i − m) / T when T < 1 (x_i − m overflows only where the scaled gap is below
-−3.4e38 anyway, and e^gap = 0). A tiny temperature is then the greedy limit, not x / T = ±inf.
+a_i − max a = (x_i − m) / T with m = max x, computed as (x_i − m) / T, and as x_i / T − m / T
+where x_i − m overflows and T ≥ 1 (for T < 1 an overflowing x_i − m means a scaled gap below
+−3.4e38 anyway, and e^gap = 0; the quotients are used nowhere else: each rounds by |x| / T
+units).  A tiny temperature is then the greedy limit, not x / T = ±inf; a masked token keeps gap
+−inf also where a temperature above float32's range rounds to inf in the kernels.
 
 Everything here runs in float64 (the kernels in float32, float64 for float64 logits).
 """
@@ -63,10 +65,18 @@ def row_params(B: int, temperature, top_k, top_p, keep, device) -> tuple[torch.T
 
 
 def scaled_gap(x: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """(x − max x) / T per row without overflow: x / T − m / T for T ≥ 1, (x − m) / T for T < 1, and
-    exactly 0 at the max (T may round to 0 in float32: the other gaps are then −inf, the greedy limit)."""
-    m = x.max(dim=1, keepdim=True).values
-    return torch.where(T >= 1, x / T - m / T, torch.where(x == m, torch.zeros_like(x), (x - m) / T))
+    """(x − max x) / T per row without overflow: (x − m) / T, except x / T − m / T where x − m
+    overflows and T ≥ 1 (the quotients round by |x| / T units: only where needed), and exactly 0 at
+    the max (T may round to 0 in float32: the other gaps are then −inf, the greedy limit).
+
+    Differentiable as x / T: q is invariant under a shift of the row, so the max carries no gradient
+    (detached), and the max's own gap, 0 by value, keeps its derivative 1 / T (a constant 0 there
+    sent the max's share to one of several tied tokens, through the gradient of the row max)."""
+    m = x.max(dim=1, keepdim=True).values.detach()
+    d = x - m
+    at_max = d / torch.where(T > 0, T, torch.ones_like(T))  # 0 by value at x = m, derivative 1 / T
+    quotients = torch.isneginf(d) & torch.isfinite(x) & (T >= 1)  # x − m overflowed
+    return torch.where(quotients, x / T - m / T, torch.where(x == m, at_max, d / T))
 
 
 def kept_weights(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,

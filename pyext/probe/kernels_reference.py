@@ -128,7 +128,8 @@ def segment_distance_reference(h: torch.Tensor, rows: torch.Tensor, ref: torch.T
                                seg: torch.Tensor, num_segments: int, metric: str = "dist") -> torch.Tensor:
     """out (num_segments,) in the accumulation dtype (module docstring); differentiable."""
     acc = accumulation_dtype(h.dtype)
-    d = pair_distance(h[rows].to(acc), ref[ref_rows].to(acc), metric)
+    # (cast, then gather: the gather's backward sums each row's K terms in acc, rounded to h's dtype once)
+    d = pair_distance(h.to(acc)[rows], ref.to(acc)[ref_rows], metric)
     sums = torch.zeros(num_segments, dtype=acc, device=h.device).index_add(0, seg, d)
     return sums / segment_counts(seg, num_segments, acc)
 

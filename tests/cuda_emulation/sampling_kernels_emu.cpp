@@ -95,7 +95,7 @@ RowRef reference_row(const std::vector<float>& x, double T, int64_t k, double p,
 
 template <typename T>
 void sampling_case(unsigned seed, int64_t B, int64_t V, bool strided, int64_t top_k, double top_p, int K,
-                   bool per_row, bool ties, bool bad_rows, double T0 = 0.8, float scale = 3.f) {
+                   bool per_row, bool ties, bool bad_rows, double T0 = 0.8, float scale = 3.f, float offset = 0.f) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> N(0.f, scale);
   std::uniform_real_distribution<double> U(0.0, 1.0);
@@ -104,7 +104,8 @@ void sampling_case(unsigned seed, int64_t B, int64_t V, bool strided, int64_t to
   std::vector<std::vector<float>> rows(B, std::vector<float>(V));
   for (int64_t r = 0; r < B; ++r)
     for (int64_t i = 0; i < V; ++i) {
-      float v = ties ? std::round(N(rng) / 2.f) : N(rng);
+      float v = ties ? std::round(N(rng) / 2.f) : N(rng);  // (round: -0.0 for small negatives)
+      if (offset != 0.f) v += offset;  // (not + 0: that would turn -0.0 into +0.0)
       if (i % 7 == 3 && r % 2 == 1) v = -INFINITY;
       const T t = fromf<T>(v);
       x[size_t(r * s0 + i * s1)] = t;
@@ -197,6 +198,16 @@ int main() {
   sampling_case<float>(seed++, 3, 257, false, 5, 0.5, 1, false, true, false, 1e-300);
   sampling_case<__half>(seed++, 3, 257, false, 0, 0.9, 0, false, true, false, 1e-6);
   sampling_case<float>(seed++, 3, 257, true, 0, 0.9, 1, false, false, false, 1e38, 1e37f);
+  // a temperature above float's range (inf in float) with masked tokens and keep ids: the uniform
+  // limit, not -inf / inf = NaN; T > 1 on large logits: the float accuracy of (x - m) / T, not of
+  // the quotients x / T and m / T (bench/fuzz_ops.py --op sample)
+  sampling_case<float>(seed++, 4, 257, false, 0, 1.0, 2, false, false, false, 1e39);
+  sampling_case<float>(seed++, 4, 257, false, 0, 0.9, 1, false, false, false, 1e300);
+  sampling_case<float>(seed++, 4, 300, false, 0, 1.0, 0, false, false, false, 3.0, 3.f, 1e4f);
+  sampling_case<float>(seed++, 4, 300, false, 5, 0.9, 1, false, false, false, 1.5, 3.f, -3e3f);
+  // ties at theta_k = 0 among -0.0 and +0.0 (round() of small negatives): equal floats, both kept
+  sampling_case<float>(seed++, 4, 64, false, 8, 1.0, 0, false, true, false, 0.8, 0.5f);
+  sampling_case<__half>(seed++, 4, 64, true, 5, 0.9, 1, false, true, false, 0.8, 0.5f);
   printf("%d failed, %d launches, %d emulation errors\n", g_fail, kexue_emu::g_launches, kexue_emu::g_errors);
   return g_fail != 0 || kexue_emu::g_errors != 0;
 }
