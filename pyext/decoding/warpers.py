@@ -84,12 +84,13 @@ class ConsistentTopPLogitsWarper(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.top_p >= 1.0:
             return scores
-        probs = scores.float().softmax(dim=-1)
-        desc = probs.sort(dim=-1, descending=True).values
+        desc = scores.sort(dim=-1, descending=True).values
         # the crossing = the number of prefixes whose mass is still below p (no argmax over a mask:
         # when rounding leaves every prefix below a p next to 1, the crossing is the last token, not 0)
-        cross = (desc.cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+        cross = (desc.float().softmax(dim=-1).cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True)
+        cross = cross.clamp(max=scores.shape[-1] - 1)
         cross = cross.clamp(min=min(self.min_tokens_to_keep, scores.shape[-1]) - 1)
-        tau = desc.gather(-1, cross)
-        remove = probs < tau
+        # the threshold on the scores, not on the float32 probabilities: those underflow to 0 far
+        # below the max, and a threshold of 0 kept every token (softmax is monotone: same set)
+        remove = scores < desc.gather(-1, cross)
         return _keep_eos(scores, scores.masked_fill(remove, self.filter_value), self.eos)
