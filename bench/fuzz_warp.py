@@ -23,10 +23,11 @@ Each warper of the chain is judged on the scores it was actually given (the prev
   kept one.  Scores with +inf or NaN (a tiny temperature's overflow) are outside the definition:
   counted as ``skipped_nonfinite``, not judged;
 * against transformers' TopPLogitsWarper (+ eos put back): a difference is *definitional* when it
-  comes from a documented choice: ties at the crossing (kexue keeps every tied token, HF's result
-  depends on its sort), 16-bit scores (HF's softmax runs in the 16-bit dtype, kexue's in float32),
-  min_tokens_to_keep ties, or a token within δ of the boundary (HF's ascending cumsum <= 1 − p vs
-  the descending one < p round apart).  Any other difference is a failure;
+  comes from a documented choice: ties at the crossing or at the min_tokens_to_keep-th token
+  (every differing token has an equal score that HF decided the other way: kexue keeps every tied
+  token, HF's result depends on its sort), 16-bit scores (HF's softmax runs in the 16-bit dtype,
+  kexue's in float32), or a token within δ of the boundary (HF's ascending cumsum <= 1 − p vs the
+  descending one < p round apart).  Any other difference is a failure;
 * the chain temperature → top-k → top-p on a = the temperature warper's output: softmax(chain(a))
   must equal sampling_probs(a, top_k, top_p, keep=eos) (backend = the campaign's backend) on the
   same kept set (up to tokens within δ of top-p's boundary) and in value (float32 rule: |Δq| <=
@@ -212,8 +213,9 @@ def compare_hf_topp(s, out, c, msgs, r) -> None:
         return
     sv = s.double()
     d = differ.nonzero()[:, 0]
-    others = torch.ones_like(differ)
-    tied = any(bool(((sv == sv[i]) & others).sum() > 1) for i in d.tolist())
+    hf_kept = _same_bits(hf, s)
+    # a tie: HF kept part of a group of equal scores (its sort order chose), kexue all or none of it
+    tied = all(bool(((sv == sv[i]) & (hf_kept != hf_kept[i])).any()) for i in d.tolist())
     if tied:
         _count("definitional_hf_topp_ties")
         return

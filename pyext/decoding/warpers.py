@@ -16,6 +16,20 @@ crossing, every tied token is kept (HF's choice there depends on its sort order)
 
 (``top_k=0, top_p=1.0`` turn HF's own warpers off, which would otherwise drop eos again.)
 
+Where the top-p warper differs from HF's ``TopPLogitsWarper`` by definition (bench/fuzz_warp.py
+counts each kind; every other difference is a bug): (1) ties with the crossing token, and with the
+``min_tokens_to_keep``-th token, are all kept (HF keeps what its sort order puts first); (2) for
+16-bit scores the softmax and its prefix sums run in float32 (HF's in the scores' dtype); (3) a
+token whose prefix mass is within float32 rounding of p may fall either side (HF compares the
+ascending sum with 1 − p, kexue the descending one with p).  The threshold is taken on the scores
+(the crossing token's score): a probability that underflows float32 far below the max never
+lowers it, and two tokens are tied only when their scores are equal.  ``kexue.sampling_probs``
+decides ties on its float32 weights instead, so after a huge temperature (scores ~1e-6 apart) the
+two may differ at tokens within float32 rounding of the crossing weight.  Scores of +inf (e.g.
+HF's ``TemperatureLogitsWarper`` at a tiny temperature) make the top-p warper keep the +inf tokens
+and the eos ids only, and a NaN keeps everything (HF's keeps everything in both cases);
+``kexue.sample`` raises on either.
+
 Chained top-k → top-p, as above, the top-p warper sees eos (put back by the top-k warper): this
 is the authors' combined filter (uralik/consistency-lm's ``top_k_top_p_filtering`` unmasks eos
 after each mask).  :func:`kexue.sample` (and so ``consistent_generate``) instead takes top-p over
