@@ -2,17 +2,23 @@
 gradients.  ``--op la``: kexue.linear_attention; ``ce``: cross_entropy / linear_cross_entropy
 (both here); ``sample``: sampling_probs / sample (bench/fuzz_sample.py); ``attn``: the attribution
 attention op attention_qkv_fwd / _bwd (bench/fuzz_attn.py); ``probe``: eisner, segment_distance,
-masked_batch (bench/fuzz_probe.py).  Each module's docstring states its definition and allowances.
+masked_batch (bench/fuzz_probe.py); ``warp``: the Hugging Face warpers of kexue.decoding against
+transformers' and a float64 definition (bench/fuzz_warp.py); ``generate``: kexue.decoding.generate
+against per-prompt oracles, exhaustive beam search and HF generate (bench/fuzz_generate.py).  Each
+module's docstring states its definition and allowances.
 
     python bench/fuzz_ops.py --op la --seconds 600 [--seed 0] [--backends cpu,triton] [--device cpu]
     python bench/fuzz_ops.py --op ce --seconds 600 --device cuda --backends cuda,triton
     python bench/fuzz_ops.py --op sample --seconds 600 --backends cpu,torch,triton --yield-to /tmp/kexue-quiet
     python bench/fuzz_ops.py --op attn --seconds 600 --backends cpu,torch
     python bench/fuzz_ops.py --op probe --seconds 600 --backends cpu,torch,triton
+    python bench/fuzz_ops.py --op warp --seconds 600 --backends cpu,torch --yield-to /tmp/kexue-quiet
+    python bench/fuzz_ops.py --op generate --seconds 600 --backends cpu,torch --yield-to /tmp/kexue-quiet
 
 ``--yield-to FILE`` sleeps between seeds while FILE exists (the sleep is not counted in
 ``--seconds``); ``--mutate R`` moves one output of the op by R (la, sample, attn, probe: a kernel
-that is off, which the campaign must report); ``FUZZ_TRACEBACK=1`` prints a crash's traceback.
+that is off, which the campaign must report; warp: top-p × (1 + R); generate: per-row
+parameters given to the wrong rows); ``FUZZ_TRACEBACK=1`` prints a crash's traceback.
 
 Where the hypothesis tests of ``make test`` take a few dozen draws of a few options each, this
 crosses every option at once, for as long as it is given: shapes with the awkward sizes (1, 2,
@@ -359,6 +365,7 @@ def _mutate_linear_attention(rel: float) -> None:
 
 
 CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe"}  # --op: bench/<module>.py
+CAMPAIGNS.update(warp="fuzz_warp", generate="fuzz_generate")  # (the decoding layer: HF warpers, generate)
 
 
 def yield_to(path: str | None, poll: float = 5.0) -> float:
@@ -381,7 +388,8 @@ def main() -> int:
     p.add_argument("--count", type=int, default=None, help="run exactly this many seeds (overrides --seconds)")
     p.add_argument("--targeted", action="store_true", help="la only: taylor on short packed sequences")
     p.add_argument("--mutate", type=float, default=0.0,
-                   help="la, sample, attn, probe: move one output entry by this fraction (a kernel that is off)")
+                   help="la, sample, attn, probe: move one output entry by this fraction (a kernel that is off); "
+                   "warp, generate: see the module docs")
     p.add_argument("--yield-to", default=None, metavar="FILE",
                    help="between seeds, sleep while FILE exists (someone else is taking timings)")
     a = p.parse_args()
@@ -411,6 +419,8 @@ def main() -> int:
         done = seed - a.seed >= a.count if a.count is not None else time.time() - start - paused >= a.seconds
         if done:
             break
+    for name, n in sorted(getattr(campaign, "COUNTS", {}).items()):  # definitional differences, skips
+        print(f"  {name}: {n}", flush=True)
     print(f"{runs} runs ({a.op}, seeds {a.seed}..{seed - 1}, backends {a.backends}, {a.device}): "
           f"{failures} failed; {time.time() - start - paused:.0f} s running, {paused:.0f} s paused", flush=True)
     return 1 if failures else 0

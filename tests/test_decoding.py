@@ -282,6 +282,23 @@ def test_consistent_warpers_match_hf_and_keep_eos():
         ConsistentTopPLogitsWarper(0.5, eos_token_id=[])
 
 
+def test_top_p_warper_min_tokens_to_keep_with_underflowed_probabilities():
+    """min_tokens_to_keep = m keeps the m best tokens (ties kept), also when the m-th probability
+    underflows float32 (scores ~100+ apart): the threshold was τ = 0 there and every token stayed
+    (found by bench/fuzz_warp.py; seeds 26, 258, 362, 461, 479 of its final draw)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    from kexue.decoding import ConsistentTopPLogitsWarper
+
+    x = torch.tensor([[-500.0, 0.0, 1000.0, -1000.0, 1496.0, -1496.0, -1000.0],
+                      [3.0, 2.0, -300.0, -200.0, -250.0, 1.0, -0.0]])
+    ours = ConsistentTopPLogitsWarper(0.5, eos_token_id=0, min_tokens_to_keep=2)(None, x.clone())
+    theirs = TopPLogitsWarper(0.5, min_tokens_to_keep=2)(None, x.clone())
+    theirs[:, 0] = x[:, 0]
+    assert torch.equal(ours, theirs)
+    assert torch.isfinite(ours).sum(-1).tolist() == [3, 2]
+
+
 def test_warpers_in_model_generate():
     """In model.generate the candidate set after the consistent top-1 warper is {argmax, eos}."""
     from transformers import LogitsProcessor, LogitsProcessorList

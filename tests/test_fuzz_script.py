@@ -142,3 +142,89 @@ def test_probe_ops_that_are_off_are_reported(campaigns, monkeypatch):
     monkeypatch.setattr(kernels, "masked_batch", one_more_masked)
     n, reports = _reported(fz, range(12), "masked_batch: rows differ")
     assert n >= 4, reports
+
+
+# ---- the decoding layer above the kernels (bench/fuzz_warp.py, fuzz_generate.py) ----
+
+@pytest.fixture(scope="module")
+def decoding_campaigns(fuzz):
+    return {op: load_bench_script(fuzz.CAMPAIGNS[op]) for op in ("warp", "generate")}
+
+
+@pytest.mark.parametrize("op,seeds", [("warp", range(0, 40)), ("generate", range(8))])
+def test_decoding_campaign_seeds_pass(decoding_campaigns, op, seeds):
+    fn = getattr(decoding_campaigns[op], f"fuzz_{op}")
+    for seed in seeds:
+        for backend in ("cpu", "torch"):
+            msgs, cfg = fn(seed, backend, "cpu")
+            assert msgs == [], (seed, backend, cfg)
+
+
+def test_a_top_p_warper_that_is_off_is_reported(decoding_campaigns, monkeypatch):
+    from kexue.decoding import warpers
+
+    right = warpers.ConsistentTopPLogitsWarper.__call__
+
+    def wider(self, input_ids, scores):  # the nucleus of p·1.3 (a top-p that is off)
+        p = self.top_p
+        self.top_p = min(1.0, p * 1.3)
+        try:
+            return right(self, input_ids, scores)
+        finally:
+            self.top_p = p
+
+    monkeypatch.setattr(warpers.ConsistentTopPLogitsWarper, "__call__", wider)
+    # (the draws in 0..59 with top-p in [0.01, 1), V >= 4 and moderate scores: 11, 26, 53, 56, 57;
+    # at 53 p = 0.01 and 0.013 keep the same single token)
+    n, reports = _reported(decoding_campaigns["warp"].fuzz_warp, (11, 26, 56, 57), "top_p row")
+    assert n == 4, reports
+
+
+def test_the_underflow_bug_of_the_top_p_warper_is_reported(decoding_campaigns, monkeypatch):
+    """The threshold on float32 probabilities (before the fix: τ = 0 when the min_tokens_to_keep-th
+    probability underflows, every token kept) fails seeds 26, 258, 362, 461, 479 (all of 0..599)."""
+    from kexue.decoding import warpers
+
+    def old(self, input_ids, scores):
+        if self.top_p >= 1.0:
+            return scores
+        probs = scores.float().softmax(dim=-1)
+        desc = probs.sort(dim=-1, descending=True).values
+        cross = (desc.cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+        cross = cross.clamp(min=min(self.min_tokens_to_keep, scores.shape[-1]) - 1)
+        remove = probs < desc.gather(-1, cross)
+        return warpers._keep_eos(scores, scores.masked_fill(remove, self.filter_value), self.eos)
+
+    monkeypatch.setattr(warpers.ConsistentTopPLogitsWarper, "__call__", old)
+    n, reports = _reported(decoding_campaigns["warp"].fuzz_warp, (26, 258, 362, 461, 479), "top_p row")
+    assert n == 5, reports
+
+
+def test_generate_that_mixes_rows_up_is_reported(decoding_campaigns, monkeypatch):
+    import sys
+
+    g = sys.modules["kexue.decoding.generate"]
+    right = g._rows_of
+
+    def reversed_rows(sample_kw, names, rows):  # per-row parameters given to the wrong rows
+        return right(sample_kw, names, rows.flip(0))
+
+    monkeypatch.setattr(g, "_rows_of", reversed_rows)
+    n, reports = _reported(decoding_campaigns["generate"].fuzz_generate, (52, 55, 59), "sample row")
+    assert n == 3, reports
+
+
+def test_a_wrong_beam_is_reported(decoding_campaigns, monkeypatch):
+    import sys
+
+    g = sys.modules["kexue.decoding.generate"]
+    right = g._beam
+
+    def narrow(step_fn, prompts, beam_size, *args):  # a beam of 1 whatever was asked
+        return right(step_fn, prompts, 1, *args)
+
+    monkeypatch.setattr(g, "_beam", narrow)
+    # (seeds 0..99 hold 31 beam draws; with V <= 4 and max_len <= 4 a beam of 1 is often optimal too:
+    # these 3 are the ones where it is not)
+    n, reports = _reported(decoding_campaigns["generate"].fuzz_generate, (5, 17, 83), "the optimum")
+    assert n == 3, reports

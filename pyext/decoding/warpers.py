@@ -16,6 +16,20 @@ crossing, every tied token is kept (HF's choice there depends on its sort order)
 
 (``top_k=0, top_p=1.0`` turn HF's own warpers off, which would otherwise drop eos again.)
 
+Where the top-p warper differs from HF's ``TopPLogitsWarper`` by definition (bench/fuzz_warp.py
+counts each kind; every other difference is a bug): (1) ties with the crossing token, and with the
+``min_tokens_to_keep``-th token, are all kept (HF keeps what its sort order puts first); (2) for
+16-bit scores the softmax and its prefix sums run in float32 (HF's in the scores' dtype); (3) a
+token whose prefix mass is within float32 rounding of p may fall either side (HF compares the
+ascending sum with 1 − p, kexue the descending one with p).  The threshold is taken on the scores
+(the crossing token's score): a probability that underflows float32 far below the max never
+lowers it, and two tokens are tied only when their scores are equal.  ``kexue.sampling_probs``
+decides ties on its float32 weights instead, so after a huge temperature (scores ~1e-6 apart) the
+two may differ at tokens within float32 rounding of the crossing weight.  Scores of +inf (e.g.
+HF's ``TemperatureLogitsWarper`` at a tiny temperature) make the top-p warper keep the +inf tokens
+and the eos ids only, and a NaN keeps everything (HF's keeps everything in both cases);
+``kexue.sample`` raises on either.
+
 Chained top-k → top-p, as above, the top-p warper sees eos (put back by the top-k warper): this
 is the authors' combined filter (uralik/consistency-lm's ``top_k_top_p_filtering`` unmasks eos
 after each mask).  :func:`kexue.sample` (and so ``consistent_generate``) instead takes top-p over
@@ -84,12 +98,13 @@ class ConsistentTopPLogitsWarper(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.top_p >= 1.0:
             return scores
-        probs = scores.float().softmax(dim=-1)
-        desc = probs.sort(dim=-1, descending=True).values
+        desc = scores.sort(dim=-1, descending=True).values
         # the crossing = the number of prefixes whose mass is still below p (no argmax over a mask:
         # when rounding leaves every prefix below a p next to 1, the crossing is the last token, not 0)
-        cross = (desc.cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True).clamp(max=scores.shape[-1] - 1)
+        cross = (desc.float().softmax(dim=-1).cumsum(dim=-1) < self.top_p).sum(dim=-1, keepdim=True)
+        cross = cross.clamp(max=scores.shape[-1] - 1)
         cross = cross.clamp(min=min(self.min_tokens_to_keep, scores.shape[-1]) - 1)
-        tau = desc.gather(-1, cross)
-        remove = probs < tau
+        # the threshold on the scores, not on the float32 probabilities: those underflow to 0 far
+        # below the max, and a threshold of 0 kept every token (softmax is monotone: same set)
+        remove = scores < desc.gather(-1, cross)
         return _keep_eos(scores, scores.masked_fill(remove, self.filter_value), self.eos)
