@@ -60,42 +60,54 @@ struct RoleTraits {
   static constexpr int kGOperand = ROLE == kDq ? 'X' : ROLE == kDk ? 'K' : ROLE == kDv ? 'W' : 0;
 };
 
-// Rows t0 .. t0 + C - 1 of φ(x)[col0, col0 + ncols), times mult, into dst (C × padcols, zero
-// padded, in the tile's element type D): one warp per row.  Rows >= nvalid and masked rows are zero.
+// A φ operand's source: rows base + t·sn of q or k (Dk elements sd apart), mapped by fm, the
+// columns [col0, col0 + ncols) of φ a pass reads, and the key padding mask (k only; null for q).
+template <typename T>
+struct PhiSource {
+  const T* base;
+  int64_t sn, sd;
+  int Dk;
+  FeatureMap fm;
+  int col0, ncols;
+  const uint8_t* mask;
+  int64_t msn;
+
+  __device__ __forceinline__ bool masked(int64_t t) const { return mask != nullptr && mask[t * msn] != 0; }
+};
+
+// Rows t0 .. t0 + C - 1 of src's φ columns, times mult, into dst (C × padcols, zero padded, in the
+// tile's element type D): one warp per row.  Rows >= nvalid and masked rows are zero.
 // mult: the float16 tensor-core kernel's power-of-two range scale (small features stay normal
 // float16 numbers); 1 elsewhere.
 template <typename T, typename D>
-__device__ __forceinline__ void load_phi_rows(D* dst, int ld, int padcols, int C, const T* base, int64_t sn,
-                                              int64_t sd, int64_t t0, int nvalid, int Dk, FeatureMap fm, int col0,
-                                              int ncols, const uint8_t* mask, int64_t msn, float mult = 1.f) {
+__device__ __forceinline__ void load_phi_rows(D* dst, int ld, int padcols, int C, int64_t t0, int nvalid,
+                                              const PhiSource<T>& src, float mult = 1.f) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int r = warp; r < C; r += kWarps) {
     D* drow = dst + r * ld;
-    const bool live = r < nvalid && !(mask != nullptr && mask[(t0 + r) * msn] != 0);
-    if (!live) {
+    if (r >= nvalid || src.masked(t0 + r)) {
       for (int c = lane; c < padcols; c += 32) drow[c] = from_float<D>(0.f);
       continue;
     }
-    const T* row = base + (t0 + r) * sn;
-    const PhiStats st = phi_stats(row, sd, Dk, fm, lane);
+    const T* row = src.base + (t0 + r) * src.sn;
+    const PhiStats st = phi_stats(row, src.sd, src.Dk, src.fm, lane);
     for (int c = lane; c < padcols; c += 32)
-      drow[c] = from_float<D>(c < ncols ? phi_value(row, sd, col0 + c, fm, st) * mult : 0.f);
+      drow[c] = from_float<D>(c < src.ncols ? phi_value(row, src.sd, src.col0 + c, src.fm, st) * mult : 0.f);
   }
 }
 
-// max φ(x)[col0, col0 + ncols) (φ >= 0 for every map but "none": |·| taken) over the rows
-// load_phi_rows would load, this warp's rows: every lane of the warp gets it.
+// max |φ| (φ >= 0 for every map but "none") over the entries load_phi_rows would load from src,
+// this warp's rows: every lane of the warp gets it.
 template <typename T>
-__device__ __forceinline__ float phi_rows_absmax(const T* base, int64_t sn, int64_t sd, int64_t t0, int nvalid, int Dk,
-                                                 FeatureMap fm, int col0, int ncols, const uint8_t* mask,
-                                                 int64_t msn) {
+__device__ __forceinline__ float phi_rows_absmax(int64_t t0, int nvalid, const PhiSource<T>& src) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float m = 0.f;
   for (int r = warp; r < nvalid; r += kWarps) {
-    if (mask != nullptr && mask[(t0 + r) * msn] != 0) continue;
-    const T* row = base + (t0 + r) * sn;
-    const PhiStats st = phi_stats(row, sd, Dk, fm, lane);
-    for (int c = lane; c < ncols; c += 32) m = fmaxf(m, fabsf(phi_value(row, sd, col0 + c, fm, st)));
+    if (src.masked(t0 + r)) continue;
+    const T* row = src.base + (t0 + r) * src.sn;
+    const PhiStats st = phi_stats(row, src.sd, src.Dk, src.fm, lane);
+    for (int c = lane; c < src.ncols; c += 32)
+      m = fmaxf(m, fabsf(phi_value(row, src.sd, src.col0 + c, src.fm, st)));
   }
   return warp_max(m);
 }
@@ -280,48 +292,50 @@ struct HeadView {
   // X, K rows: xdim columns padded to `pad`; W rows: this slice's columns padded to `pad`.
   template <typename D>
   __device__ void load_x(D* dst, int ld, int pad, int C, int64_t t0, int nvalid) const {
-    const int xdim = a.xdim;
-    if constexpr (ROLE == kFwd || ROLE == kPrep) {
-      load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    nullptr, 0, phi_mult_x);
+    if constexpr (kPhiX) {
+      load_phi_rows(dst, ld, pad, C, t0, nvalid, phi_x(), phi_mult_x);
     } else if constexpr (ROLE == kDq) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
-    } else if constexpr (ROLE == kDk) {
+    } else {  // kDk
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
-    } else {
-      load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    maskb, p.mask_stride_n, phi_mult_x);
     }
   }
   template <typename D>
   __device__ void load_k(D* dst, int ld, int pad, int C, int64_t t0, int nvalid) const {
-    const int xdim = a.xdim;
-    if constexpr (ROLE == kFwd || ROLE == kPrep) {
-      load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    maskb, p.mask_stride_n, phi_mult_k);
+    if constexpr (kPhiK) {
+      load_phi_rows(dst, ld, pad, C, t0, nvalid, phi_k(), phi_mult_k);
     } else if constexpr (ROLE == kDq) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
-    } else if constexpr (ROLE == kDk) {
+    } else {  // kDk
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
-    } else {
-      load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, xdim,
-                    nullptr, 0, phi_mult_k);
     }
   }
   template <typename D>
   __device__ void load_w(D* dst, int ld, int pad, int C, int64_t t0, int nvalid) const {
-    if constexpr (ROLE == kFwd || ROLE == kPrep) {
+    if constexpr (kPhiW) {
+      load_phi_rows(dst, ld, pad, C, t0, nvalid, phi_w(), phi_mult_w);
+    } else if constexpr (ROLE == kFwd || ROLE == kPrep) {
       load_lin_rows(dst, ld, pad, C, t0, nvalid, v_rows());
-    } else if constexpr (ROLE == kDq) {
-      load_phi_rows(dst, ld, pad, C, krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
-                    maskb, p.mask_stride_n, phi_mult_w);
-    } else if constexpr (ROLE == kDk) {
-      load_phi_rows(dst, ld, pad, C, qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols,
-                    nullptr, 0, phi_mult_w);
-    } else {
+    } else {  // kDv
       load_lin_rows(dst, ld, pad, C, t0, nvalid, g_rows(), g_mult);
     }
   }
+
+  // Which of X, K, W are φ rows in this role, and their sources: φ(q) (X of kFwd / kPrep, K of
+  // kDv, this slice as W of kDk) and φ(k) with padded keys zero (K of kFwd / kPrep, X of kDv,
+  // this slice as W of kDq).
+  static constexpr bool kPhiX = ROLE == kFwd || ROLE == kPrep || ROLE == kDv;
+  static constexpr bool kPhiK = kPhiX;
+  static constexpr bool kPhiW = ROLE == kDq || ROLE == kDk;
+  __device__ PhiSource<T> phi_of_q(int c0, int n) const {
+    return {qrow0, p.q_stride.n, p.q_stride.d, p.Dk, p.feature_map, c0, n, nullptr, 0};
+  }
+  __device__ PhiSource<T> phi_of_k(int c0, int n) const {
+    return {krow0, p.k_stride.n, p.k_stride.d, p.Dk, p.feature_map, c0, n, maskb, p.mask_stride_n};
+  }
+  __device__ PhiSource<T> phi_x() const { return ROLE == kDv ? phi_of_k(0, a.xdim) : phi_of_q(0, a.xdim); }
+  __device__ PhiSource<T> phi_k() const { return ROLE == kDv ? phi_of_q(0, a.xdim) : phi_of_k(0, a.xdim); }
+  __device__ PhiSource<T> phi_w() const { return ROLE == kDq ? phi_of_k(col0, wcols) : phi_of_q(col0, wcols); }
 
   // The rows built from v: v (the forward's W: this slice, no extra column) or v' = [v, 1] (X of
   // kDk, K of kDq: xdim columns).
@@ -346,38 +360,15 @@ struct HeadView {
     return lin_rows_absmax(t0, nvalid, g_rows());
   }
 
-  // Which of X, K, W are φ rows in this role, and their max over chunk t0 (this warp's rows;
-  // 0 for a slot that is not φ)
-  static constexpr bool kPhiX = ROLE == kFwd || ROLE == kPrep || ROLE == kDv;
-  static constexpr bool kPhiK = ROLE == kFwd || ROLE == kPrep || ROLE == kDv;
-  static constexpr bool kPhiW = ROLE == kDq || ROLE == kDk;
+  // max |φ| of the X, K, W rows over chunk t0 (this warp's rows; 0 for a slot that is not φ)
   __device__ float phi_absmax_x(int64_t t0, int nvalid) const {
-    if constexpr (ROLE == kFwd || ROLE == kPrep)
-      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, nullptr, 0);
-    else if constexpr (ROLE == kDv)
-      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, maskb,
-                             p.mask_stride_n);
-    else
-      return 0.f;
+    return kPhiX ? phi_rows_absmax(t0, nvalid, phi_x()) : 0.f;
   }
   __device__ float phi_absmax_k(int64_t t0, int nvalid) const {
-    if constexpr (ROLE == kFwd || ROLE == kPrep)
-      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, maskb,
-                             p.mask_stride_n);
-    else if constexpr (ROLE == kDv)
-      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, 0, a.xdim, nullptr, 0);
-    else
-      return 0.f;
+    return kPhiK ? phi_rows_absmax(t0, nvalid, phi_k()) : 0.f;
   }
   __device__ float phi_absmax_w(int64_t t0, int nvalid) const {
-    if constexpr (ROLE == kDq)
-      return phi_rows_absmax(krow0, p.k_stride.n, p.k_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols, maskb,
-                             p.mask_stride_n);
-    else if constexpr (ROLE == kDk)
-      return phi_rows_absmax(qrow0, p.q_stride.n, p.q_stride.d, t0, nvalid, p.Dk, p.feature_map, col0, wcols, nullptr,
-                             0);
-    else
-      return 0.f;
+    return kPhiW ? phi_rows_absmax(t0, nvalid, phi_w()) : 0.f;
   }
 
   // Ss (XP × WB, float32, leading dim ld) = this slice of S_init, zero outside xdim × wcols;
