@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <optional>
 
 #include "common/cpu_gemm.h"
@@ -149,17 +148,8 @@ template <int W, typename T>
 KEXUE_ALWAYS_INLINE void softmax_rows(T* s, int64_t rows, int64_t n, int64_t ld, T scale) {
   for (int64_t i = 0; i < rows; ++i) {
     T* x = s + i * ld;
-    T m = -std::numeric_limits<T>::infinity();
-    for (int64_t j = 0; j < n; ++j) {
-      x[j] *= scale;
-      m = std::max(m, x[j]);
-    }
-    for (int64_t j = 0; j < n; ++j) x[j] -= m;
-    cpu::exp_n<W>(x, x, n);
-    T z = 0;
-    for (int64_t j = 0; j < n; ++j) z += x[j];
-    const T inv = T(1) / z;
-    for (int64_t j = 0; j < n; ++j) x[j] *= inv;
+    for (int64_t j = 0; j < n; ++j) x[j] *= scale;
+    cpu::softmax_n<W>(x, x, n);
   }
 }
 

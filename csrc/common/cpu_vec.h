@@ -170,6 +170,14 @@ KEXUE_ALWAYS_INLINE void exp_shifted_n(const double* x, double m, double* y, int
   for (int64_t i = 0; i < n; ++i) y[i] = std::exp(x[i] - m);
 }
 
+// y = softmax(x) over n >= 1 values, e^(x - max x) / Σ (x, y may alias).
+template <int W, typename T>
+KEXUE_ALWAYS_INLINE void softmax_n(const T* x, T* y, int64_t n) {
+  exp_shifted_n<W>(x, maximum<W>(x, n), y, n);
+  const T inv = T(1) / sum<W>(y, n);
+  for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+}
+
 // y = elu(x) + 1.
 template <int W>
 KEXUE_ALWAYS_INLINE void elu1_n(const float* x, float* y, int64_t n) {

@@ -56,12 +56,9 @@ KEXUE_ALWAYS_INLINE void feature_map_row(FeatureMap fm, const T* __restrict x, i
     case FeatureMap::Relu:
       for (int64_t d = 0; d < dk; ++d) y[d] = x[d] > T(0) ? x[d] : T(0);
       break;
-    case FeatureMap::Softmax: {
-      cpu::exp_shifted_n<W>(x, cpu::maximum<W>(x, dk), y, dk);
-      const T inv = T(1) / cpu::sum<W>(y, dk);
-      for (int64_t d = 0; d < dk; ++d) y[d] *= inv;
+    case FeatureMap::Softmax:
+      cpu::softmax_n<W>(x, y, dk);
       break;
-    }
     case FeatureMap::Taylor: {
       const T n = std::sqrt(cpu::dot<W>(x, x, dk));
       const T c = std::max(n, static_cast<T>(kTaylorNormEps));
