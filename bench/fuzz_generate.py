@@ -32,6 +32,7 @@ Each seed draws one of four modes (the backend is kexue.sample's):
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 
@@ -41,12 +42,9 @@ from kexue.decoding import api, generate
 from kexue.integrations.hf_decoding import _cache_kw
 from kexue.nn import SelfTerminatingHead
 
-COUNTS: dict[str, int] = {}  # near-ties and boundaries, over the whole run (printed by fuzz_ops)
+# near-ties and boundaries, over the whole run (printed by fuzz_ops)
+COUNTS: collections.Counter[str] = collections.Counter()
 NEAR = 1e-5  # a logit gap / CDF distance this small may round either way between batched and alone
-
-
-def _count(name: str) -> None:
-    COUNTS[name] = COUNTS.get(name, 0) + 1
 
 
 class Toy:
@@ -141,7 +139,7 @@ def _compare(name, got, want, near, msgs) -> None:
         if diff.numel():
             t = int(diff[0, 0])
             if bool(near[r, t]):
-                _count(f"{name}_near_tie")
+                COUNTS[f"{name}_near_tie"] += 1
                 continue
             msgs.append(f"{name} row {r}: token {t} is {int(got.sequences[r, t])}, alone {int(seqs[r, t])} "
                         f"({got.sequences[r].tolist()} vs {seqs[r].tolist()})")
@@ -292,7 +290,7 @@ def fuzz_hf(rng, seed, backend, msgs, cfg) -> None:
         t = int(diff[0, 0])
         top = hf.scores[t][r].double().topk(2).values if t < len(hf.scores) else None
         if top is not None and float(top[0] - top[1]) < 1e-4:
-            _count("hf_near_tie")
+            COUNTS["hf_near_tie"] += 1
             continue
         msgs.append(f"hf row {r}: token {t}: kexue {got.sequences[r].tolist()} vs HF {want[r].tolist()}")
 

@@ -364,8 +364,9 @@ def _mutate_linear_attention(rel: float) -> None:
     kexue.linear_attention = off
 
 
-CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe"}  # --op: bench/<module>.py
-CAMPAIGNS.update(warp="fuzz_warp", generate="fuzz_generate")  # (the decoding layer: HF warpers, generate)
+# --op: bench/<module>.py (warp, generate: the decoding layer, HF warpers and generate)
+CAMPAIGNS = {"sample": "fuzz_sample", "attn": "fuzz_attn", "probe": "fuzz_probe", "warp": "fuzz_warp",
+             "generate": "fuzz_generate"}
 
 
 def yield_to(path: str | None, poll: float = 5.0) -> float:

@@ -40,6 +40,7 @@ Bad arguments (top_k 0, top_p 0 or > 1, eos out of range) must raise a ValueErro
 
 from __future__ import annotations
 
+import collections
 import random
 
 import torch
@@ -52,11 +53,8 @@ U32 = 2.0**-24
 UNDERFLOW_Q = 1e-30  # probabilities below this are not judged (float32 weights underflow), as in fuzz_sample
 DTYPES = [torch.float32, torch.float32, torch.float16, torch.bfloat16]
 TEMPERATURES = [1e-3, 0.05, 0.7, 0.7, 1.0, 1.0, 1.0, 1.7, 1.7, 100.0, 1e6, 1e30]
-COUNTS: dict[str, int] = {}  # definitional differences and skips, over the whole run (printed by fuzz_ops)
-
-
-def _count(name: str) -> None:
-    COUNTS[name] = COUNTS.get(name, 0) + 1
+# definitional differences and skips, over the whole run (printed by fuzz_ops)
+COUNTS: collections.Counter[str] = collections.Counter()
 
 
 def _scores(c: dict, rng: random.Random) -> torch.Tensor:
@@ -209,7 +207,7 @@ def compare_hf_topp(s, out, c, msgs, r) -> None:
     if not bool(differ.any()):
         return
     if s.dtype != torch.float32:
-        _count("definitional_hf_topp_16bit_softmax")
+        COUNTS["definitional_hf_topp_16bit_softmax"] += 1
         return
     sv = s.double()
     d = differ.nonzero()[:, 0]
@@ -217,14 +215,14 @@ def compare_hf_topp(s, out, c, msgs, r) -> None:
     # a tie: HF kept part of a group of equal scores (its sort order chose), kexue all or none of it
     tied = all(bool(((sv == sv[i]) & (hf_kept != hf_kept[i])).any()) for i in d.tolist())
     if tied:
-        _count("definitional_hf_topp_ties")
+        COUNTS["definitional_hf_topp_ties"] += 1
         return
     V = s.numel()
     delta = (V + 16) * 4 * U32
     p = c["top_p"]
     amb = topp_kept64(s, p + delta, c["min_keep"]) & ~topp_kept64(s, p - delta, c["min_keep"])
     if bool(amb[d].all()):
-        _count("definitional_hf_topp_rounding")
+        COUNTS["definitional_hf_topp_rounding"] += 1
         return
     msgs.append(f"top_p row {r}: differs from transformers' TopPLogitsWarper at tokens {d.tolist()[:5]} "
                 "(no tie, fp32, not at the boundary)")
@@ -244,7 +242,7 @@ def compare_sampling_probs(a, chained, c, backend, msgs) -> None:
             kwargs["top_k"] = k
             theta = s.double().sort(descending=True).values[k - 1]
             if use_p and c["top_p"] < 1.0 and bool((s.double()[c["eos"]] < theta).any()):
-                _count("definitional_eos_outside_topk")
+                COUNTS["definitional_eos_outside_topk"] += 1
                 continue
         if use_p:
             if c["min_keep"] > 1 and c["top_p"] < 1.0:
@@ -276,7 +274,7 @@ def compare_sampling_probs(a, chained, c, backend, msgs) -> None:
                 msgs.append(f"sampling_probs row {r}: kept set differs from the chain's at tokens "
                             f"{(gk != rk).nonzero()[:, 0].tolist()[:5]}")
             else:
-                _count("equivalence_rounding_at_boundary")
+                COUNTS["equivalence_rounding_at_boundary"] += 1
             continue
         m = float(s.double()[gk].max())
         gap = (s.double() - m).abs().nan_to_num(0.0, posinf=0.0)
@@ -325,7 +323,7 @@ def fuzz_warp(seed: int, backend: str, device: str) -> tuple[list[str], dict]:
         if name != "temperature":
             for r in range(s.shape[0]):
                 if not bool((torch.isfinite(s[r]) | torch.isneginf(s[r])).all()):
-                    _count("skipped_nonfinite")
+                    COUNTS["skipped_nonfinite"] += 1
                     continue
                 if name == "top_k":
                     judge_topk(s[r], out[r], c, msgs, r)
